@@ -1,0 +1,35 @@
+# convbench: the two commands a newcomer needs are `make run` and `make test` (see README.md).
+# Everything else is optional. Caches stay inside the checkout unless you point them elsewhere.
+PYTHON ?= python3
+VENV ?= .venv
+CACHE ?= $(CURDIR)/.cache
+ARGS ?=
+BIN := $(VENV)/bin
+export KERAS_HOME ?= $(CACHE)/keras
+export MPLCONFIGDIR ?= $(CACHE)/matplotlib
+export CONVBENCH_CACHE ?= $(CACHE)/convbench
+export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup run test clean
+
+$(BIN)/convbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+setup: $(BIN)/convbench
+
+# The main job: train and compare the default models, write runs/latest/REPORT.md.
+# Example: make run ARGS="--data ../shared/datasets/cifar10-jpeg --preset quick"
+run: setup
+	$(BIN)/convbench run --out runs/latest $(ARGS)
+
+test: setup
+	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q $(ARGS)
+
+clean:
+	rm -rf runs .cache
+
+-include k8s/k8s.mk

@@ -1,0 +1,207 @@
+"""The `convbench` command line.
+
+    convbench run --data ../shared/datasets/cifar10-jpeg --preset quick --out runs/quick
+    convbench report runs/quick
+    convbench models [--names]
+
+Errors a user can fix print one line (`convbench: error: ...`) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from convbench.errors import ConvbenchError
+
+
+def setup_environment() -> None:
+    """Point Keras, matplotlib and TensorFlow at the user's cache instead of ~ and quiet TF's logs.
+
+    Runs before TensorFlow is imported. Variables the user already set are kept.
+    """
+    from convbench.data import default_cache_dir
+
+    cache = default_cache_dir()
+    os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+def make_logger(run_dir: Path | None) -> Callable[[str], None]:
+    """print() that also appends to run_dir/run.log, flushed line by line."""
+    handle = None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / "run.log", "a", encoding="utf-8", buffering=1)
+
+    def log(message: str) -> None:
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        print(f"{stamp} {message}", flush=True)
+        if handle:
+            handle.write(f"{stamp} {message}\n")
+
+    return log
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run`, `pipeline local` and `bench`."""
+    p.add_argument("--config", help="YAML config file (see README); flags override it")
+    p.add_argument("--preset", choices=["quick", "full"], help="starting values: quick (CPU, ~20 min) or full (GPU)")
+    p.add_argument("--data", help="cifar10, cifar100 or a folder with train/<class>/ and test/<class>/ images")
+    p.add_argument("--models", help="comma-separated model names (see `convbench models --names`)")
+    p.add_argument("--out", help="run directory (default runs/run-<timestamp>)")
+    p.add_argument("--epochs", type=int, help="epochs for every model (transfer: head + fine-tune epochs together)")
+    p.add_argument("--seeds", type=int, help="trainings per model with different seeds")
+    p.add_argument("--global-batch-size", type=int, help="examples per optimizer step over all workers")
+    p.add_argument("--max-train-images", type=int, help="stratified subset of train (0 = all)")
+    p.add_argument("--max-test-images", type=int, help="stratified subset of test (0 = all)")
+    p.add_argument("--strict", action="store_true", default=None, help="stop on unreadable images instead of skipping them")
+
+
+def resolve_config(args: argparse.Namespace):
+    """Preset, then --config file, then flags: the RunConfig a command line asks for."""
+    from convbench import config as c
+
+    base = c.preset(args.preset or "quick")
+    cfg = c.load_yaml(args.config, base) if args.config else base
+    if args.preset and args.config:
+        cfg = dataclasses.replace(cfg, preset=args.preset)
+    data_changes = {k: v for k, v in {
+        "source": args.data, "max_train_images": args.max_train_images, "max_test_images": args.max_test_images,
+        "strict": args.strict}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **data_changes))
+    if args.models:
+        names = tuple(n.strip() for n in args.models.split(",") if n.strip())
+        cfg = dataclasses.replace(cfg, models=names, overrides={k: v for k, v in cfg.overrides.items() if k in names})
+    if args.seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=args.seeds)
+    if args.global_batch_size is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, global_batch_size=args.global_batch_size))
+    if args.epochs is not None:
+        cfg = with_epochs(cfg, args.epochs)
+    from convbench.models import model_info
+
+    for name in cfg.models:
+        model_info(name)
+    return cfg.validate()
+
+
+def with_epochs(cfg, epochs: int):
+    """Every model trains `epochs` epochs; transfer models keep up to their fine-tune epochs inside that total."""
+    from convbench.config import ModelOverride
+
+    if epochs < 1:
+        raise ConvbenchError(f"--epochs must be >= 1, got {epochs}")
+    finetune = min(cfg.transfer.finetune_epochs, epochs - 1)
+    overrides = {}
+    for name, over in cfg.overrides.items():
+        train = {k: v for k, v in (over.train or {}).items() if k != "epochs"} or None
+        transfer = {k: v for k, v in (over.transfer or {}).items() if k not in ("frozen_epochs", "finetune_epochs")} or None
+        overrides[name] = dataclasses.replace(over, train=train, transfer=transfer)
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, epochs=epochs),
+        transfer=dataclasses.replace(cfg.transfer, frozen_epochs=epochs - finetune, finetune_epochs=finetune),
+        overrides={k: v for k, v in overrides.items() if v != ModelOverride()},
+    )
+
+
+def default_out() -> Path:
+    return Path("runs") / dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
+def cmd_run(args) -> int:
+    from convbench.runner import run_comparison
+
+    cfg = resolve_config(args)
+    out = Path(args.out) if args.out else default_out()
+    log = make_logger(out)
+    log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
+    run_comparison(cfg, out, log=log)
+    log(f"done: {out / 'REPORT.md'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from convbench.report import render_report
+
+    render_report(Path(args.run_dir))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from convbench.models import list_models, model_info
+
+    names = list_models()
+    if args.names:
+        print("\n".join(names))
+        return 0
+    from convbench.flops import count_flops
+    from convbench.models import create_model
+
+    print(f"{'name':<20} {'kind':<9} {'params':>10} {'MFLOPs':>9}  input  description")
+    for name in names:
+        info = model_info(name)
+        kwargs = {"weights": None} if info.kind == "transfer" else {}
+        model = create_model(name, num_classes=10, **kwargs)
+        res = "96px" if info.kind == "transfer" else "32px"
+        print(f"{name:<20} {info.kind:<9} {model.count_params():>10,} {count_flops(model) / 1e6:>9.1f}  {res:<6} {info.description}")
+    print("\nParameters and FLOPs for 10 classes; transfer models at their default 96 px (set transfer.resolution).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convbench", description="Train and compare CNN architectures on CIFAR; write one Markdown report.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="train and compare models, write REPORT.md")
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("report", help="re-render REPORT.md from a run directory's saved results")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--names", action="store_true", help="print only the names, one per line")
+    p.set_defaults(func=cmd_models)
+    for extend in _extensions():
+        extend(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands contributed by other modules (pipeline, bench, ...), each `add_commands(subparsers)`."""
+    import importlib
+
+    for module in ("convbench.pipeline_cli", "convbench.bench", "convbench.ablation"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        yield mod.add_commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `convbench` console script."""
+    setup_environment()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConvbenchError as exc:
+        print(f"convbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("convbench: interrupted; finished models are saved, run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""Run configuration: frozen, typed dataclasses; YAML is only their saved form.
+
+A run is fully described by one `RunConfig`. It is built from a preset (`quick` or `full`), then a
+YAML file (`--config FILE`), then command-line flags, each layer overriding the previous one.
+Unknown keys and wrong types are errors with the fix named, never silently ignored.
+
+Try it:
+    python -c "from convbench.config import preset; print(preset('quick'))"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from convbench.errors import ConvbenchError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images come from and how they are split."""
+
+    source: str = "cifar10"  # "cifar10", "cifar100" (official archives, downloaded once) or a folder
+    cache_dir: str = ""  # decoded uint8 arrays and downloads; "" means $CONVBENCH_CACHE or ~/.cache/convbench
+    val_fraction: float = 0.1  # fraction of train held out, stratified, for early stopping and selection
+    split_seed: int = 0  # fixed so every model and every seed sees the same validation split
+    max_train_images: int = 0  # stratified subset of train (before the val split); 0 = all
+    max_test_images: int = 0  # stratified subset of test; 0 = all
+    strict: bool = False  # corrupt/unreadable images are an error instead of skipped-and-counted
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Data augmentation, applied per batch on the device (never per image in Python)."""
+
+    crop_padding: int = 4  # pixels of reflection padding before a random crop back to size; 0 = off
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side in pixels of one random square zeroed per image; 0 = off
+    mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs; 0 = off
+    cutmix_alpha: float = 0.0  # Beta(alpha, alpha) box mixing; 0 = off (if both set, each batch picks one)
+
+
+@dataclass(frozen=True)
+class RegularizationConfig:
+    """Regularizers; what a model does not support is ignored and said so in the report."""
+
+    label_smoothing: float = 0.0  # mass moved from the true class to the uniform distribution
+    weight_decay: float = 5e-4  # decoupled weight decay per step, multiplied by the learning rate
+    dropout: float = -1.0  # dropout rate override for the model's dropout layers; -1 = model default
+    early_stopping_patience: int = 0  # epochs without a new best validation loss before stopping; 0 = off
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation for one model."""
+
+    epochs: int = 10  # passes over the training split
+    global_batch_size: int = 256  # examples per optimizer step summed over all workers and devices
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adamw"
+    lr_per_1024: float = 0.8  # peak learning rate for a global batch of 1024; scaled linearly to the real batch
+    momentum: float = 0.9  # SGD momentum (beta_1 for AdamW)
+    schedule: str = "onecycle"  # "onecycle" (linear warmup, linear decay), "cosine" (warmup + cosine), "constant"
+    warmup_epochs: float = 1.0  # epochs of linear warmup from 10 % of the peak learning rate
+    seed: int = 0  # init, data order and augmentation all derive from it
+    mixed_precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "off", "mixed_bfloat16", "mixed_float16"
+    eval_batch_size: int = 512  # batch for validation and test passes; no effect on results
+
+    def learning_rate(self) -> float:
+        """Peak learning rate for this global batch (linear scaling rule, Goyal et al. 2017)."""
+        return self.lr_per_1024 * self.global_batch_size / 1024.0
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Transfer learning of pretrained backbones, in two phases."""
+
+    resolution: int = 96  # input side in pixels; CIFAR images are upsampled to it inside the model
+    head: str = "gap_dense128"  # "gap_dense128", "flatten_mlp" or "gap_bn_dropout" (the notebook's three heads)
+    frozen_epochs: int = 10  # phase 1: head only, on backbone features computed once and cached
+    finetune_epochs: int = 2  # phase 2: the top blocks unfrozen, BatchNorm kept frozen
+    finetune_blocks: int = 2  # how many of the last blocks to unfreeze in phase 2
+    finetune_lr_factor: float = 0.1  # phase-2 peak learning rate relative to phase 1
+    head_lr_per_1024: float = 4e-3  # phase-1 AdamW learning rate for a global batch of 1024
+    weights_dir: str = ""  # folder with keras.applications weight files for offline machines; "" = download
+
+
+@dataclass(frozen=True)
+class ModelOverride:
+    """Per-model changes to the shared recipe; None keeps the shared value."""
+
+    train: Mapping[str, Any] | None = None
+    augment: Mapping[str, Any] | None = None
+    regularization: Mapping[str, Any] | None = None
+    transfer: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how one model is trained (resolved shared config plus its override)."""
+
+    train: TrainConfig
+    augment: AugmentConfig
+    regularization: RegularizationConfig
+    transfer: TransferConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One comparison run."""
+
+    preset: str = "quick"  # which preset the values started from ("quick", "full" or "custom")
+    models: tuple[str, ...] = ("cnn_vgg", "cnn_resnet", "efficientnet_lite0")
+    seeds: int = 1  # independent trainings of every model, with seeds train.seed, train.seed + 1, ...
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    overrides: Mapping[str, ModelOverride] = field(default_factory=dict)  # model name -> its changes
+    measure_latency: bool = True  # batch-1 latency and batch-256 throughput after training
+
+    def recipe(self, model_name: str) -> Recipe:
+        """Resolve the shared sections plus `overrides[model_name]` into one Recipe.
+
+        Args:
+            model_name: a registered model name.
+
+        Returns:
+            The recipe that model trains with.
+        """
+        over = self.overrides.get(model_name, ModelOverride())
+        sections = {}
+        for section in ("train", "augment", "regularization", "transfer"):
+            base = getattr(self, section)
+            changes = getattr(over, section) or {}
+            sections[section] = _from_dict(type(base), dict(changes), f"overrides.{model_name}.{section}", base)
+        return Recipe(**sections)
+
+    def validate(self) -> "RunConfig":
+        """Check ranges and names that types alone cannot; returns self for chaining."""
+        if not self.models:
+            raise ConvbenchError("no models selected; pass --models with at least one name (see `convbench models`)")
+        if self.seeds < 1:
+            raise ConvbenchError(f"seeds must be >= 1, got {self.seeds}; pass --seeds 1 or more")
+        if not 0.0 < self.data.val_fraction < 0.9:
+            raise ConvbenchError(f"data.val_fraction must be in (0, 0.9), got {self.data.val_fraction}")
+        for name in self.models:
+            _validate_recipe(self.recipe(name), name)
+        unknown = set(self.overrides) - set(self.models)
+        if unknown:
+            raise ConvbenchError(
+                f"overrides name models that are not selected: {sorted(unknown)}; add them to models or remove the override"
+            )
+        return self
+
+
+def _validate_recipe(recipe: Recipe, name: str) -> None:
+    checks = [
+        (recipe.train.epochs >= 1, f"epochs must be >= 1 (got {recipe.train.epochs}); pass --epochs 1 or more"),
+        (recipe.train.global_batch_size >= 1, f"global_batch_size must be >= 1 (got {recipe.train.global_batch_size})"),
+        (recipe.train.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {recipe.train.eval_batch_size})"),
+        (recipe.train.lr_per_1024 > 0, f"lr_per_1024 must be > 0 (got {recipe.train.lr_per_1024})"),
+        (recipe.train.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw (got {recipe.train.optimizer!r})"),
+        (
+            recipe.train.schedule in ("onecycle", "cosine", "constant"),
+            f"schedule must be onecycle, cosine or constant (got {recipe.train.schedule!r})",
+        ),
+        (
+            recipe.train.mixed_precision in ("auto", "off", "mixed_bfloat16", "mixed_float16"),
+            f"mixed_precision must be auto, off, mixed_bfloat16 or mixed_float16 (got {recipe.train.mixed_precision!r})",
+        ),
+        (recipe.train.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+        (recipe.augment.crop_padding >= 0, "augment.crop_padding must be >= 0"),
+        (recipe.augment.cutout >= 0, "augment.cutout must be >= 0"),
+        (recipe.augment.mixup_alpha >= 0 and recipe.augment.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0"),
+        (0 <= recipe.regularization.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (recipe.regularization.weight_decay >= 0, "weight_decay must be >= 0"),
+        (recipe.regularization.dropout == -1.0 or 0 <= recipe.regularization.dropout < 1, "dropout must be -1 or in [0, 1)"),
+        (recipe.regularization.early_stopping_patience >= 0, "early_stopping_patience must be >= 0"),
+        (recipe.transfer.resolution >= 32, f"transfer.resolution must be >= 32 (got {recipe.transfer.resolution})"),
+        (
+            recipe.transfer.head in ("gap_dense128", "flatten_mlp", "gap_bn_dropout"),
+            f"transfer.head must be gap_dense128, flatten_mlp or gap_bn_dropout (got {recipe.transfer.head!r})",
+        ),
+        (recipe.transfer.frozen_epochs >= 0 and recipe.transfer.finetune_epochs >= 0, "transfer epochs must be >= 0"),
+        (
+            recipe.transfer.frozen_epochs + recipe.transfer.finetune_epochs >= 1,
+            "transfer.frozen_epochs + transfer.finetune_epochs must be >= 1",
+        ),
+        (recipe.transfer.finetune_blocks >= 0, "transfer.finetune_blocks must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConvbenchError(f"model {name}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+
+
+def preset(name: str) -> RunConfig:
+    """The named preset.
+
+    `quick` finishes the three default models on the full CIFAR-10 in about 20 minutes on a 2-core
+    CPU: few epochs, narrow custom nets, transfer at 64 px with features cached. `full` is the real
+    comparison, sized for a GPU.
+
+    Args:
+        name: "quick" or "full".
+
+    Returns:
+        The preset's RunConfig.
+    """
+    if name == "quick":
+        return RunConfig(
+            preset="quick",
+            train=TrainConfig(epochs=8, global_batch_size=256, lr_per_1024=0.8),
+            regularization=RegularizationConfig(label_smoothing=0.1, weight_decay=5e-4),
+            transfer=TransferConfig(resolution=64, frozen_epochs=8, finetune_epochs=1, finetune_blocks=1),
+            overrides={"cnn_resnet": ModelOverride(train={"epochs": 6})},
+        )
+    if name == "full":
+        return RunConfig(
+            preset="full",
+            train=TrainConfig(epochs=40, global_batch_size=512, lr_per_1024=0.8),
+            augment=AugmentConfig(crop_padding=4, flip=True, cutout=8),
+            regularization=RegularizationConfig(label_smoothing=0.1, weight_decay=5e-4, early_stopping_patience=10),
+            transfer=TransferConfig(resolution=224, frozen_epochs=5, finetune_epochs=10, finetune_blocks=3),
+        )
+    raise ConvbenchError(f"unknown preset {name!r}; use --preset quick or --preset full")
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML form
+
+
+def to_dict(config: RunConfig) -> dict:
+    """Plain-data form of a RunConfig (what config.yaml holds)."""
+
+    def convert(value):
+        if dataclasses.is_dataclass(value):
+            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {k: convert(v) for k, v in value.items() if v is not None}
+        if isinstance(value, tuple):
+            return [convert(v) for v in value]
+        return value
+
+    data = convert(config)
+    data["overrides"] = {k: {s: dict(v) for s, v in ov.items() if v} for k, ov in data["overrides"].items()}
+    return data
+
+
+def from_dict(data: Mapping[str, Any], base: RunConfig | None = None, where: str = "config") -> RunConfig:
+    """Build a RunConfig from plain data, starting from `base` (default: the quick preset).
+
+    Args:
+        data: nested mapping as read from YAML; absent keys keep the base value.
+        base: the config to update.
+        where: prefix for error messages (e.g. the file name).
+
+    Returns:
+        The updated RunConfig.
+
+    Raises:
+        ConvbenchError: unknown key or wrong type, naming the key and the expected type.
+    """
+    if base is None:
+        base = preset(str(data.get("preset", "quick"))) if isinstance(data, Mapping) and data.get("preset") in ("quick", "full") else preset("quick")
+    return _from_dict(RunConfig, dict(data), where, base)
+
+
+def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a YAML config with the safe loader.
+
+    Args:
+        path: the file.
+        base: the config it updates (default: the preset it names, else quick).
+
+    Returns:
+        The RunConfig.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConvbenchError(f"config file {path} does not exist; check the path given to --config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConvbenchError(f"cannot read config file {path}: {exc}; check its permissions and encoding") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConvbenchError(f"config file {path} is not valid YAML{at}; fix the syntax there") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConvbenchError(f"config file {path} must hold a mapping of keys (like `models:`), not {type(data).__name__}")
+    return from_dict(data, base, where=str(path))
+
+
+def save_yaml(config: RunConfig, path: str | Path) -> None:
+    """Write config.yaml (the resolved config of a run)."""
+    from convbench.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def _from_dict(cls, data: dict, where: str, base):
+    if not isinstance(data, dict):
+        raise ConvbenchError(f"{where} must be a mapping, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConvbenchError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls)
+    changes = {}
+    for key, value in data.items():
+        changes[key] = _coerce(hints[key], value, f"{where}.{key}", getattr(base, key))
+    return dataclasses.replace(base, **changes)
+
+
+def _coerce(hint, value, where: str, current):
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value if isinstance(value, dict) else _bad(where, "a mapping", value), where, current)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        return _bad(where, "true or false", value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return _bad(where, "an integer", value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+        return _bad(where, "a number", value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        return _bad(where, "a string", value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        return _bad(where, "a list of names", value)
+    if origin in (typing.Union, types.UnionType):  # Mapping[str, Any] | None in ModelOverride
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return dict(value)
+        return _bad(where, "a mapping", value)
+    if origin in (Mapping, dict) or hint is Mapping:
+        if not isinstance(value, dict):
+            return _bad(where, "a mapping of model name to overrides", value)
+        result = {}
+        for model, over in value.items():
+            result[str(model)] = _from_dict(ModelOverride, over if isinstance(over, dict) else _bad(f"{where}.{model}", "a mapping", over), f"{where}.{model}", ModelOverride())
+        return result
+    raise AssertionError(f"unhandled type {hint} for {where}")  # a programming error, not user input
+
+
+def _bad(where: str, expected: str, value):
+    raise ConvbenchError(f"{where} must be {expected}, got {value!r}; fix it in the config file")

@@ -1,0 +1,55 @@
+"""The environment a result was measured in: saved beside every metric.
+
+    python -c "from convbench.env import describe_environment; print(describe_environment())"
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_environment() -> dict:
+    """Versions, CPU and GPU of this process's machine.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    import tensorflow as tf
+
+    gpus = []
+    for dev in tf.config.list_physical_devices("GPU"):
+        try:
+            details = tf.config.experimental.get_device_details(dev)
+        except Exception:  # noqa: BLE001 - details are best effort; the device itself is listed
+            details = {}
+        gpus.append(details.get("device_name", dev.name))
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "gpus": gpus,
+        "versions": {d: _version(d) for d in ("convbench", "tensorflow", "keras", "numpy", "kfp", "ray", "pandas", "matplotlib")},
+    }

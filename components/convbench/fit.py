@@ -1,0 +1,335 @@
+"""Train one registered model on a Dataset with its Recipe: from scratch, or transfer in two phases.
+
+Custom CNNs train end to end with the recipe's augmentation and regularization.
+
+Transfer models train in two phases:
+1. *head*: the backbone is frozen, so its features of every train/val image are computed once
+   (float16, in memory) and the head trains on them; this is what makes transfer usable on a CPU.
+   Augmentation cannot apply to cached features; regularization (dropout, weight decay, label
+   smoothing) does.
+2. *finetune*: the top `finetune_blocks` blocks of the backbone are unfrozen with every BatchNorm
+   kept frozen (inference mode, so small CIFAR batches do not wreck ImageNet statistics), and the
+   whole model trains on augmented images at `finetune_lr_factor` times the head's learning rate.
+
+    python -m convbench.cli run --models cnn_vgg --max-train-images 500 --epochs 1 --out /tmp/cb
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from convbench.augment import make_eval_dataset, make_train_dataset
+from convbench.config import AugmentConfig, Recipe
+from convbench.data import Dataset
+from convbench.errors import ConvbenchError
+from convbench.train import (
+    EpochRecord,
+    TrainResult,
+    Trainer,
+    default_strategy,
+    load_checkpoint,
+    resolve_precision,
+    restore_optimizer,
+    run_epochs,
+)
+
+NO_AUGMENT = AugmentConfig(crop_padding=0, flip=False)
+
+
+def model_kwargs(name: str, recipe: Recipe, weights: str | None = "imagenet") -> dict:
+    """Builder options the recipe implies for a model."""
+    from convbench.models import model_info
+
+    kwargs: dict = {}
+    if recipe.regularization.dropout >= 0:
+        kwargs["dropout"] = recipe.regularization.dropout
+    if model_info(name).kind == "transfer":
+        t = recipe.transfer
+        kwargs.update(resolution=t.resolution, head=t.head, weights=weights, weights_dir=t.weights_dir)
+    return kwargs
+
+
+def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weights: str | None = "imagenet"):
+    """Set the precision policy and build the model under the strategy's scope."""
+    import keras
+
+    from convbench.models import create_model
+
+    strategy = strategy or default_strategy()
+    precision = resolve_precision(recipe.train.mixed_precision)
+    keras.mixed_precision.set_dtype_policy(precision)
+    keras.utils.set_random_seed(recipe.train.seed)
+    with strategy.scope():
+        model = create_model(name, num_classes=num_classes, **model_kwargs(name, recipe, weights))
+    return model, strategy, precision
+
+
+def train_model(
+    name: str,
+    data: Dataset,
+    recipe: Recipe,
+    checkpoint_dir: Path | None = None,
+    log: Callable[[str], None] = print,
+    label: str | None = None,
+    strategy=None,
+    shard: tuple[int, int] = (0, 1),
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    weights: str | None = "imagenet",
+):
+    """Build and train `name`; restore its best-on-validation weights.
+
+    Args:
+        name: registered model name.
+        data: the dataset (test split unused here).
+        recipe: resolved training recipe (its train.seed is the seed).
+        checkpoint_dir: per-epoch checkpoints for resume; None disables them.
+        log: progress output.
+        label: name in progress lines (default: the model name).
+        strategy: tf.distribute strategy (default: MirroredStrategy on GPUs, else CPU).
+        shard: (worker index, worker count) when several workers train together.
+        on_epoch_end: callback per epoch record.
+        weights: "imagenet" or None (random init; tests and ablations).
+
+    Returns:
+        (model with best weights, TrainResult)
+    """
+    from convbench.models import model_info
+
+    model, strategy, precision = build_model(name, data.num_classes, recipe, strategy, weights)
+    label = label or name
+    kind = model_info(name).kind
+    runner = _train_transfer if kind == "transfer" else _train_custom
+    started = time.perf_counter()
+    history, best, best_epoch, best_acc, stopped, notes = runner(
+        model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end
+    )
+    if best is not None:
+        model.set_weights(best)
+    train_seconds = sum(r.seconds for r in history)
+    result = TrainResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_val_accuracy=best_acc,
+        train_seconds=train_seconds,
+        epochs_run=len(history),
+        stopped_early=stopped,
+        mixed_precision=precision,
+        notes=notes + [f"wall time of the whole training call (data pipeline, validation{", feature caching" if kind == "transfer" else ""}): {time.perf_counter() - started:.1f} s"],
+    )
+    return model, result
+
+
+def _per_worker_batch(recipe: Recipe, shard) -> int:
+    count = shard[1]
+    if recipe.train.global_batch_size % count:
+        raise ConvbenchError(
+            f"global_batch_size {recipe.train.global_batch_size} is not divisible by {count} workers; pick a multiple of {count}"
+        )
+    return recipe.train.global_batch_size // count
+
+
+def _steps(n: int, recipe: Recipe) -> int:
+    steps = n // recipe.train.global_batch_size
+    if steps == 0:
+        raise ConvbenchError(
+            f"{n} training images are fewer than one batch of {recipe.train.global_batch_size}; "
+            "lower global_batch_size or use more images"
+        )
+    return steps
+
+
+def _resume_state(path: Path | None, fingerprint: str) -> dict | None:
+    if path is None or not path.exists():
+        return None
+    state, weights, opt_values, best = load_checkpoint(path)
+    if state.get("fingerprint") != fingerprint:
+        return None  # a checkpoint of another config: start over rather than mix runs
+    return {"state": state, "weights": weights, "opt": opt_values, "best": best}
+
+
+def _apply_resume(resume, model, trainer, log, label, path) -> dict | None:
+    if resume is None:
+        return None
+    model.set_weights(resume["weights"])
+    restore_optimizer(trainer.optimizer, resume["opt"])
+    state = resume["state"]
+    log(f"[{label}] resuming from {path.name}: {len(state['history'])} epochs already done")
+    return {**{k: state[k] for k in ("history", "best_epoch", "best_val_accuracy", "best_val_loss", "stale")}, "best": resume["best"]}
+
+
+def _fingerprint(recipe: Recipe, data: Dataset, name: str) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps([name, dataclasses.asdict(recipe), data.summary()], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end):
+    cfg = recipe.train
+    batch = _per_worker_batch(recipe, shard)
+    steps = _steps(len(data.y_train), recipe)
+    trainer = Trainer(model, cfg, recipe.regularization, strategy, steps, cfg.epochs, precision)
+    path = checkpoint_dir / "checkpoint.npz" if checkpoint_dir else None
+    fp = _fingerprint(recipe, data, model.name)
+    resume = _apply_resume(_resume_state(path, fp), model, trainer, log, label, path)
+    val = make_eval_dataset(data.x_val, data.y_val, data.num_classes, cfg.eval_batch_size)
+    result = run_epochs(
+        trainer,
+        lambda e: make_train_dataset(data.x_train, data.y_train, data.num_classes, batch, recipe.augment, cfg.seed, e, shard),
+        steps,
+        val,
+        cfg.epochs,
+        label,
+        patience=recipe.regularization.early_stopping_patience,
+        checkpoint=path,
+        checkpoint_state={"fingerprint": fp},
+        log=log,
+        on_epoch_end=on_epoch_end,
+        resume=resume,
+    )
+    return (*result, [])
+
+
+def block_keys(layers) -> list[str]:
+    """Ordered block names among `layers` (e.g. "block6a", "conv5_block3", "block_16")."""
+    keys: list[str] = []
+    for layer in layers:
+        m = re.match(r"^(conv\d+_block\d+|block_\d+|block\d+[a-z]?)", layer.name)
+        if m and m.group(1) not in keys:
+            keys.append(m.group(1))
+    return keys
+
+
+def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
+    """Make the last `n_blocks` blocks (and every layer after them) trainable; BatchNorm stays frozen.
+
+    Returns:
+        The block names unfrozen.
+    """
+    import keras
+
+    layers = _flatten_layers(features)
+    keys = block_keys(layers)
+    chosen = keys[-n_blocks:] if n_blocks else []
+    start = None
+    for i, layer in enumerate(layers):
+        if chosen and layer.name.startswith(chosen[0]):
+            start = i
+            break
+    features.trainable = True
+    for i, layer in enumerate(layers):
+        train = start is not None and i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = train
+    return chosen
+
+
+def _flatten_layers(model) -> list:
+    out = []
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            out.extend(_flatten_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def compute_features(features, images: np.ndarray, batch_size: int, log=print, label="") -> np.ndarray:
+    """Backbone features of uint8 images, float16, computed in inference mode."""
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: tf.cast(features(tf.cast(x, tf.float32), training=False), tf.float16))
+    chunks = []
+    started = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        chunks.append(fn(images[i : i + batch_size]).numpy())
+        if (i // batch_size) % 20 == 0 and i:
+            log(f"[{label}] features {i}/{len(images)} ({i / (time.perf_counter() - started):,.0f} img/s)")
+    return np.concatenate(chunks)
+
+
+def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end):
+    t = recipe.transfer
+    features = model.get_layer("features")
+    head = model.get_layer("head")
+    batch = _per_worker_batch(recipe, shard)
+    steps = _steps(len(data.y_train), recipe)
+    fp = _fingerprint(recipe, data, model.name)
+    notes = [f"transfer at {t.resolution}px with head {t.head}: {t.frozen_epochs} head epochs on cached features, "
+             f"{t.finetune_epochs} fine-tuning epochs"]
+    head_cfg = dataclasses.replace(recipe.train, optimizer="adamw", lr_per_1024=t.head_lr_per_1024, schedule="cosine")
+    history: list[EpochRecord] = []
+    best, best_epoch, best_acc, stopped = None, 0, -1.0, False
+    head_path = checkpoint_dir / "checkpoint-head.npz" if checkpoint_dir else None
+    tune_path = checkpoint_dir / "checkpoint-finetune.npz" if checkpoint_dir else None
+    tune_resume = _resume_state(tune_path, fp)
+
+    if t.frozen_epochs and tune_resume is None:
+        features.trainable = False
+        started = time.perf_counter()
+        log(f"[{label}] computing frozen {t.resolution}px features of {len(data.y_train) + len(data.y_val)} images (once)")
+        f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, log, label)
+        f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label)
+        notes.append(f"feature caching: {time.perf_counter() - started:.1f} s for {len(f_train) + len(f_val)} images")
+        trainer = Trainer(head, head_cfg, recipe.regularization, strategy, steps, t.frozen_epochs, precision)
+        resume = _apply_resume(_resume_state(head_path, fp), head, trainer, log, label, head_path)
+        val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
+        history, best_head, best_epoch, best_acc, stopped = run_epochs(
+            trainer,
+            lambda e: make_train_dataset(f_train, data.y_train, data.num_classes, batch, _feature_augment(recipe.augment), recipe.train.seed, e, shard),
+            steps,
+            val,
+            t.frozen_epochs,
+            label,
+            phase="head",
+            patience=recipe.regularization.early_stopping_patience,
+            checkpoint=head_path,
+            checkpoint_state={"fingerprint": fp},
+            log=log,
+            on_epoch_end=on_epoch_end,
+            resume=resume,
+        )
+        if best_head is not None:
+            head.set_weights(best_head)
+        best = [w.copy() for w in model.get_weights()]
+        del f_train, f_val
+
+    if t.finetune_epochs and not stopped:
+        unfrozen = unfreeze_top_blocks(features, t.finetune_blocks)
+        head.trainable = True
+        notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen")
+        tune_cfg = dataclasses.replace(head_cfg, lr_per_1024=t.head_lr_per_1024 * t.finetune_lr_factor)
+        trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision)
+        resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path)
+        if resume is None:
+            resume = {"history": [dataclasses.asdict(r) for r in history], "best": best, "best_epoch": best_epoch,
+                      "best_val_accuracy": best_acc, "best_val_loss": min((r.val_loss for r in history), default=float("inf")), "stale": 0}
+        val = make_eval_dataset(data.x_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
+        history, best, best_epoch, best_acc, stopped = run_epochs(
+            trainer,
+            lambda e: make_train_dataset(data.x_train, data.y_train, data.num_classes, batch, recipe.augment, recipe.train.seed + 7919, e, shard),
+            steps,
+            val,
+            t.finetune_epochs,
+            label,
+            phase="finetune",
+            first_epoch_number=sum(1 for r in resume["history"] if r["phase"] == "head") + 1,
+            patience=recipe.regularization.early_stopping_patience,
+            checkpoint=tune_path,
+            checkpoint_state={"fingerprint": fp},
+            log=log,
+            on_epoch_end=on_epoch_end,
+            resume=resume,
+        )
+    return history, best, best_epoch, best_acc, stopped, notes
+
+
+def _feature_augment(cfg: AugmentConfig) -> AugmentConfig:
+    # Geometric augmentation means nothing on cached feature vectors; mixing still does.
+    return dataclasses.replace(cfg, crop_padding=0, flip=False, cutout=0)

@@ -1,0 +1,430 @@
+"""REPORT.md and its figures, generated from a run directory's results.json and histories.
+
+Nothing in the report is written in advance: every sentence of the conclusions is chosen by a rule
+from the measured numbers (`conclusions`), so different results give different conclusions.
+
+    convbench report runs/quick          # re-render runs/quick/REPORT.md from saved results
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from convbench.errors import ConvbenchError
+from convbench.io import atomic_write, atomic_write_text
+
+# Thresholds the conclusions use; named so the report can quote them.
+OVERFIT_GAP = 0.05  # train accuracy minus validation accuracy above this reads as overfitting
+STILL_IMPROVING = 0.003  # validation accuracy gained over the last epochs that reads as "not converged"
+CLOSE_CALL = 0.01  # accuracy differences below this are within typical seed-to-seed noise on CIFAR
+
+
+def load_results(run_dir: Path) -> dict:
+    """results.json of a run directory, with a clear error when it is missing or broken."""
+    path = Path(run_dir) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConvbenchError(f"{path} does not exist; pass the --out folder of a finished `convbench run`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConvbenchError(f"cannot read {path} ({exc}); re-run `convbench run` into that folder to rebuild it") from None
+
+
+def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:
+    """Per-run history rows keyed by "<model>_seed<k>"."""
+    import pandas as pd
+
+    out = {}
+    for r in results.get("runs", []):
+        path = Path(run_dir) / r["history_csv"]
+        if path.exists():
+            out[f"{r['name']}_seed{r['seed']}"] = pd.read_csv(path).to_dict("records")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def _plt():
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
+    """Accuracy and loss per epoch: train dashed, validation solid, one colour per model."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (key, rows) in enumerate(sorted(histories.items())):
+        c = colours[i % len(colours)]
+        ep = [r["epoch"] for r in rows]
+        axes[0].plot(ep, [r["train_accuracy"] for r in rows], "--", color=c, alpha=0.7)
+        axes[0].plot(ep, [r["val_accuracy"] for r in rows], "-o", color=c, ms=3, label=key)
+        axes[1].plot(ep, [r["train_loss"] for r in rows], "--", color=c, alpha=0.7)
+        axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
+    axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel="epoch", ylabel="accuracy")
+    axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel="epoch", ylabel="cross-entropy")
+    axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix per model (first seed)."""
+    plt = _plt()
+    first = {}
+    for r in runs:
+        first.setdefault(r["name"], r)
+    n = len(first)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), squeeze=False)
+    for ax, (name, r) in zip(axes[0], first.items()):
+        cm = np.asarray(r["confusion_matrix"], dtype=float)
+        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{name} (seed {r['seed']})")
+        ticks = range(len(class_names))
+        small = len(class_names) <= 20
+        ax.set_xticks(ticks if small else [])
+        ax.set_yticks(ticks if small else [])
+        if small:
+            ax.set_xticklabels(class_names, rotation=90, fontsize=7)
+            ax.set_yticklabels(class_names, fontsize=7)
+            for i in ticks:
+                for j in ticks:
+                    if cm[i, j] >= 0.05:
+                        ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                                color="white" if cm[i, j] > 0.5 else "black")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.grid(False)
+    _save(fig, path)
+
+
+def plot_per_class(models: dict[str, list[float]], class_names: list[str], path: Path) -> None:
+    """Grouped bars of per-class test accuracy (recall)."""
+    plt = _plt()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * k * max(1, len(models)) / 2), 4))
+    width = 0.8 / max(1, len(models))
+    for i, (name, recall) in enumerate(models.items()):
+        ax.bar(np.arange(k) + i * width - 0.4 + width / 2, recall, width, label=name)
+    ax.set_xticks(np.arange(k))
+    ax.set_xticklabels(class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=8 if k <= 20 else 5)
+    ax.set(ylabel="test accuracy (recall)", ylim=(0, 1), title="Per-class test accuracy")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
+    """Test accuracy against forward GFLOPs per image (log scale), error bars over seeds."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in models:
+        g = m["flops_per_image"] / 1e9
+        ax.errorbar([g], [m["test_accuracy"]], yerr=[m.get("test_accuracy_std", 0.0)], fmt="o", capsize=3)
+        ax.annotate(f"{m['name']}\n{m['params'] / 1e6:.2f}M params", (g, m["test_accuracy"]), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set(xlabel="forward GFLOPs per image (log)", ylabel="test accuracy", title="Accuracy vs compute")
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.2f} points"
+
+
+def model_diagnostics(model: dict, rows: list[dict]) -> dict:
+    """Numbers the conclusions reason with, for one model (first seed's curves)."""
+    val = [r["val_accuracy"] for r in rows]
+    tail = val[-3:] if len(val) >= 3 else val
+    gain = (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
+    return {
+        "gap": model.get("train_accuracy_at_best", float("nan")) - model["best_val_accuracy"],
+        "late_gain": gain,
+        "still_improving": bool(len(val) >= 2 and model.get("best_epoch", len(val)) >= len(val) - 1 and gain > STILL_IMPROVING),
+        "epochs": len(val),
+    }
+
+
+def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
+    """The Conclusions section: best model, why (with numbers), what would improve it and how.
+
+    Args:
+        results: results.json content.
+        histories: per-run histories from `load_histories`.
+
+    Returns:
+        Markdown text.
+    """
+    models = sorted(results["models"], key=lambda m: -m["test_accuracy"])
+    if not models:
+        return "## Conclusions\n\nNo model finished training, so nothing can be concluded yet.\n"
+    first_rows = {}
+    for r in results["runs"]:
+        first_rows.setdefault(r["name"], histories.get(f"{r['name']}_seed{r['seed']}", []))
+    diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], [])) for m in models}
+    best = models[0]
+    lines = ["## Conclusions", "", "### Which architecture was best?", ""]
+    seeds = len(best.get("seeds", [0]))
+    if len(models) == 1:
+        lines.append(f"Only **{best['name']}** was trained: {_pct(best['test_accuracy'])} test accuracy. There is nothing to compare it with.")
+    else:
+        second = models[1]
+        margin = best["test_accuracy"] - second["test_accuracy"]
+        lines.append(
+            f"**{best['name']}** ({best['kind']}) has the highest test accuracy, {_pct(best['test_accuracy'])}, "
+            f"{_pts(margin)} ahead of {second['name']} ({_pct(second['test_accuracy'])})"
+            + (f" and {_pts(best['test_accuracy'] - models[-1]['test_accuracy'])} ahead of {models[-1]['name']}." if len(models) > 2 else ".")
+        )
+        stats = results.get("statistics", {}).get("verdict")
+        if stats:
+            if stats.get("winner"):
+                lines.append(f"The paired test on the test images says this lead is significant (see Statistics).")
+            else:
+                lines.append("The paired test on the test images cannot separate the top models at this budget (see Statistics): "
+                             "treat the ranking as provisional.")
+        elif margin < CLOSE_CALL:
+            lines.append(
+                f"The margin is under {_pts(CLOSE_CALL).replace('+', '')}, which is within the seed-to-seed spread typical of "
+                f"CIFAR training; with {seeds} seed(s) this ranking is not reliable. Run `--seeds 3` or more to decide."
+            )
+    lines += ["", "### Why?", ""]
+    for m in models:
+        d = diag[m["name"]]
+        parts = [
+            f"**{m['name']}**: {_pct(m['test_accuracy'])} test, best validation {_pct(m['best_val_accuracy'])}",
+            f"{m['params'] / 1e6:.2f} M parameters, {m['flops_per_image'] / 1e6:.0f} MFLOPs per image",
+            f"{m['train_seconds']:.0f} s of training over {m['epochs_run']} epochs",
+        ]
+        if np.isfinite(d["gap"]):
+            kind = "a sign of overfitting" if d["gap"] > OVERFIT_GAP else ("no overfitting" if d["gap"] < 0.01 else "mild overfitting")
+            parts.append(f"train-validation gap {_pts(d['gap'])} ({kind})")
+        if d["still_improving"]:
+            parts.append(f"validation accuracy was still rising at the end ({_pts(d['late_gain'])} over the last epochs)")
+        lines.append("- " + "; ".join(parts) + ".")
+    if len(models) > 1:
+        cheapest = min(models, key=lambda m: m["flops_per_image"])
+        eff = {m["name"]: m["test_accuracy"] / max(m["flops_per_image"] / 1e9, 1e-9) for m in models}
+        lines.append("")
+        if cheapest["name"] == best["name"]:
+            lines.append(f"{best['name']} is also the cheapest per image, so it wins on both accuracy and cost.")
+        else:
+            ratio = best["flops_per_image"] / max(cheapest["flops_per_image"], 1)
+            lines.append(
+                f"{best['name']} costs {ratio:.1f}x the forward FLOPs of {cheapest['name']} "
+                f"({_pct(cheapest['test_accuracy'])}); per GFLOP, {max(eff, key=eff.get)} is the most efficient."
+            )
+        if best["kind"] == "transfer":
+            lines.append("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within the epoch budget.")
+        elif any(m["kind"] == "transfer" for m in models):
+            t = next(m for m in models if m["kind"] == "transfer")
+            lines.append(
+                f"The pretrained {t['name']} did not win here: at this budget and input resolution its ImageNet features "
+                f"({_pct(t['test_accuracy'])}) transfer less well to 32x32 CIFAR images than a small net trained on them directly."
+            )
+    lines += ["", "### What would improve it, and how?", ""]
+    advice = _advice(best, diag[best["name"]], results)
+    lines += [f"{i}. {a}" for i, a in enumerate(advice, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def _advice(best: dict, d: dict, results: dict) -> list[str]:
+    out = []
+    recipe = next((r["recipe"] for r in results["runs"] if r["name"] == best["name"]), {})
+    aug = recipe.get("augment", {})
+    reg = recipe.get("regularization", {})
+    if d["still_improving"]:
+        out.append(
+            f"Train longer: validation accuracy gained {_pts(d['late_gain'])} over the last epochs and had not plateaued; "
+            f"raise `train.epochs` (now {d['epochs']}) with the same one-cycle schedule stretched over them."
+        )
+    if np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP:
+        stronger = []
+        if not aug.get("cutout"):
+            stronger.append("`augment.cutout: 8`")
+        if not aug.get("mixup_alpha") and not aug.get("cutmix_alpha"):
+            stronger.append("`augment.cutmix_alpha: 1.0`")
+        if reg.get("label_smoothing", 0) < 0.1:
+            stronger.append("`regularization.label_smoothing: 0.1`")
+        stronger.append("a higher `regularization.weight_decay`")
+        out.append(f"Regularize more: the train-validation gap is {_pts(d['gap'])}; add " + ", ".join(stronger) + ".")
+    elif np.isfinite(d["gap"]) and d["gap"] < 0.01 and not d["still_improving"]:
+        out.append(
+            f"Add capacity: the train-validation gap is only {_pts(d['gap'])} and validation accuracy has flattened, so the model "
+            "underfits; widen it (`width`) or train it at a higher learning rate."
+        )
+    if best["kind"] == "transfer":
+        t = recipe.get("transfer", {})
+        if t.get("resolution", 224) < 160:
+            out.append(f"Feed the pretrained backbone larger images: it ran at {t.get('resolution')} px, far below the 224 px it was "
+                       "trained at; raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")
+        out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
+    seeds = len(best.get("seeds", [0]))
+    if seeds < 3:
+        out.append(f"Confirm the ranking with more seeds: `--seeds 3` (now {seeds}) gives a confidence interval for every model.")
+    if not out:
+        out.append("The model has converged without overfitting at this budget; the next gains need a larger budget (`--preset full`).")
+    return out
+
+
+def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str]) -> str:
+    """The whole REPORT.md as text (pure: no files read or written).
+
+    Args:
+        results: results.json content.
+        histories: per-run histories.
+        figures: figure key -> relative path (keys: curves, confusion, per_class, accuracy_flops).
+    """
+    models = sorted(results["models"], key=lambda m: -m["test_accuracy"])
+    data = results["data"]
+    env = results["environment"]
+    cfg = results["config"]
+    best = models[0]["name"] if models else "none"
+    out = [f"# convbench report: {', '.join(m['name'] for m in models)}", ""]
+    out.append(
+        f"**Summary.** Best on the held-out test set: **{best}**"
+        + (f" with {_pct(models[0]['test_accuracy'])}" if models else "")
+        + f", out of {len(models)} models trained on {data['train_images']} images of `{data['source']}`"
+        + f" ({cfg['preset']} preset). Details and the reasoning are below; conclusions are at the end."
+    )
+    if "statistics" in results and results["statistics"].get("summary_markdown"):
+        out += ["", results["statistics"]["summary_markdown"]]
+    out += ["", "## Setup", ""]
+    issues = data.get("issues", {})
+    out += [
+        f"- Data: `{data['source']}`, {data['num_classes']} classes, {data['train_images']} train / {data['val_images']} validation "
+        f"(stratified, {cfg['data']['val_fraction']:.0%} of train, seed {cfg['data']['split_seed']}) / {data['test_images']} test images. "
+        "The test split was used only for the final evaluation, never for early stopping or model selection.",
+        f"- Data issues: {issues.get('skipped', 0)} unreadable images skipped, {issues.get('ignored', 0)} non-image files ignored, "
+        f"{issues.get('converted', 0)} images converted to RGB, {issues.get('resized', 0)} resized to 32x32.",
+        f"- Hardware: {env['cpu']} ({env['cpu_count']} logical CPUs), GPUs: {', '.join(env['gpus']) or 'none'}; {env['platform']}.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f", Python {env['python']}.",
+        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); mixed precision: "
+        + ", ".join(sorted({r['mixed_precision'] for r in results['runs']})) + ".",
+        "- Full configuration: `config.yaml` beside this report; per-epoch histories in `history/`, best weights in `models/`.",
+    ]
+    out += ["", "## Comparison", ""]
+    out.append("| model | kind | test acc | best val acc | train acc at best | params | MFLOPs/img | train time | epochs | train img/s | batch-1 latency | batch-256 img/s |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for m in models:
+        acc = _pct(m["test_accuracy"]) + (f" ± {100 * m['test_accuracy_std']:.2f}" if len(m.get("seeds", [])) > 1 else "")
+        out.append(
+            f"| {m['name']} | {m['kind']} | {acc} | {_pct(m['best_val_accuracy'])} | {_pct(m.get('train_accuracy_at_best', float('nan')))} | "
+            f"{m['params'] / 1e6:.2f} M | {m['flops_per_image'] / 1e6:.1f} | {m['train_seconds']:.0f} s | {m['epochs_run']} | "
+            f"{m.get('train_images_per_s', float('nan')):,.0f} | {m.get('latency_ms_batch1', float('nan')):.1f} ms | "
+            f"{m.get('throughput_images_per_s_batch256', float('nan')):,.0f} |"
+        )
+    out += ["", "Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers (2 x MACs)."]
+    out += ["", "## Training recipes (augmentation and regularization)", ""]
+    out.append("| model | epochs | batch | optimizer | peak lr | schedule | augmentation | label smoothing | weight decay | dropout | early stop | transfer |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    seen = set()
+    for r in results["runs"]:
+        if r["name"] in seen:
+            continue
+        seen.add(r["name"])
+        rc = r["recipe"]
+        t, a, g = rc["train"], rc["augment"], rc["regularization"]
+        augs = [f"crop±{a['crop_padding']}px" if a["crop_padding"] else "", "flip" if a["flip"] else "",
+                f"cutout {a['cutout']}px" if a["cutout"] else "", f"mixup α={a['mixup_alpha']}" if a["mixup_alpha"] else "",
+                f"cutmix α={a['cutmix_alpha']}" if a["cutmix_alpha"] else ""]
+        tr = rc["transfer"]
+        transfer = (f"{tr['resolution']}px, head {tr['head']}, {tr['frozen_epochs']} frozen + {tr['finetune_epochs']} fine-tune epochs "
+                    f"(top {tr['finetune_blocks']} blocks)") if r["kind"] == "transfer" else "-"
+        peak = t["lr_per_1024"] * t["global_batch_size"] / 1024
+        out.append(
+            f"| {r['name']} | {t['epochs'] if r['kind'] == 'custom' else tr['frozen_epochs'] + tr['finetune_epochs']} | {t['global_batch_size']} | "
+            f"{t['optimizer'] if r['kind'] == 'custom' else 'adamw'} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
+            f"{', '.join(x for x in augs if x) or 'none'} | {g['label_smoothing']} | {g['weight_decay']} | "
+            f"{'model default' if g['dropout'] < 0 else g['dropout']} | {g['early_stopping_patience'] or 'off'} | {transfer} |"
+        )
+    notes = [f"- {r['name']} (seed {r['seed']}): {n}" for r in results["runs"] for n in r.get("notes", [])]
+    if notes:
+        out += ["", *notes]
+    for key, title, text in (
+        ("curves", "Learning curves", "Train (dashed) against validation (solid) accuracy and loss per epoch."),
+        ("confusion", "Confusion matrices", "Rows are true classes, normalised to 1; off-diagonal cells are the confusions."),
+        ("per_class", "Per-class accuracy", ""),
+        ("accuracy_flops", "Accuracy vs FLOPs", "Forward cost per image against test accuracy; up and left is better."),
+    ):
+        if key in figures:
+            out += ["", f"## {title}", "", *( [text, ""] if text else []), f"![{title}]({figures[key]})"]
+        if key == "per_class" and models:
+            out += ["", _per_class_table(results)]
+    for section in results.get("statistics", {}).get("sections_markdown", []):
+        out += ["", section]
+    out += ["", conclusions(results, histories)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _per_class_table(results: dict) -> str:
+    names = results["data"]["class_names"]
+    first = {}
+    for r in results["runs"]:
+        first.setdefault(r["name"], r)
+    header = "| class | " + " | ".join(first) + " |"
+    rows = [header, "|---|" + "---|" * len(first)]
+    for i, c in enumerate(names):
+        rows.append(f"| {c} | " + " | ".join(_pct(r["per_class"]["recall"][i]) for r in first.values()) + " |")
+    return "\n".join(rows)
+
+
+def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Write figures/*.png and REPORT.md for a run directory from its saved results.
+
+    Args:
+        run_dir: a folder holding results.json.
+        log: progress output.
+
+    Returns:
+        The REPORT.md path.
+    """
+    run_dir = Path(run_dir)
+    results = load_results(run_dir)
+    if not results.get("runs"):
+        raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
+    histories = load_histories(run_dir, results)
+    fig_dir = run_dir / "figures"
+    figures = {}
+    plot_learning_curves(histories, fig_dir / "learning_curves.png")
+    figures["curves"] = "figures/learning_curves.png"
+    plot_confusion_matrices(results["runs"], results["data"]["class_names"], fig_dir / "confusion_matrices.png")
+    figures["confusion"] = "figures/confusion_matrices.png"
+    per_class = {}
+    for r in results["runs"]:
+        per_class.setdefault(r["name"], r["per_class"]["recall"])
+    plot_per_class(per_class, results["data"]["class_names"], fig_dir / "per_class_accuracy.png")
+    figures["per_class"] = "figures/per_class_accuracy.png"
+    plot_accuracy_vs_flops(results["models"], fig_dir / "accuracy_vs_flops.png")
+    figures["accuracy_flops"] = "figures/accuracy_vs_flops.png"
+    text = render_markdown(results, histories, figures)
+    path = run_dir / "REPORT.md"
+    atomic_write_text(path, text)
+    log(f"report written: {path}")
+    return path

@@ -1,0 +1,247 @@
+"""The comparison driver: data → train every (model, seed) → evaluate → results.json → REPORT.md.
+
+The run directory is a ledger: each (model, seed) is trained once; its result is appended to
+`results.json` (atomically) as soon as it is evaluated, so a crash loses at most the model in
+progress, which then resumes from its last epoch checkpoint when the same command runs again.
+
+Layout of a run directory:
+    REPORT.md, results.json, config.yaml, figures/*.png,
+    history/<model>_seed<k>.csv, predictions/<model>_seed<k>.npz (test/val logits and labels),
+    models/<model>/seed<k>/best.weights.h5 (+ checkpoint*.npz while training)
+
+    convbench run --data ../shared/datasets/cifar10-jpeg --preset quick --out runs/quick
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from convbench import config as cfgmod
+from convbench.config import RunConfig
+from convbench.errors import ConvbenchError
+from convbench.io import atomic_write, atomic_write_json, atomic_write_text
+
+RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy")
+
+
+def load_data(config: RunConfig, log=print):
+    """Load the dataset a config names."""
+    from convbench.data import load_dataset
+
+    d = config.data
+    return load_dataset(d.source, d.cache_dir or None, d.val_fraction, d.split_seed, d.max_train_images, d.max_test_images, d.strict, log)
+
+
+def run_key(name: str, seed: int) -> str:
+    return f"{name}_seed{seed}"
+
+
+def history_to_csv(history) -> str:
+    """The per-epoch history as CSV text."""
+    import pandas as pd
+
+    return pd.DataFrame([dataclasses.asdict(r) for r in history]).to_csv(index=False)
+
+
+def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: Path, log=print, strategy=None,
+                       shard=(0, 1), on_epoch_end=None) -> dict:
+    """Train one (model, seed), evaluate it on test and save its artifacts under out_dir.
+
+    Args:
+        name: registered model name.
+        seed: the training seed.
+        config: the run config (its recipe for `name` is used, with this seed).
+        data: the Dataset.
+        out_dir: the run directory.
+        log: progress output.
+        strategy: tf.distribute strategy (default: local devices).
+        shard: (worker index, worker count) under multi-worker training.
+        on_epoch_end: per-epoch callback.
+
+    Returns:
+        The run's result entry (JSON-ready).
+    """
+    from convbench.evaluate import evaluate_model, predict_logits
+    from convbench.fit import train_model
+    from convbench.models import model_info
+
+    recipe = config.recipe(name)
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=seed))
+    key = run_key(name, seed)
+    model_dir = out_dir / "models" / name / f"seed{seed}"
+    label = f"{name} seed {seed}"
+    model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
+                                shard=shard, on_epoch_end=on_epoch_end)
+    if shard[0] != 0:
+        return {}
+    log(f"[{label}] evaluating on {len(data.y_test)} test images")
+    metrics, test_logits = evaluate_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
+                                          config.measure_latency)
+    val_logits = predict_logits(model, data.x_val, recipe.train.eval_batch_size)
+    best_path = model_dir / "best.weights.h5"
+    atomic_write(best_path, lambda tmp: _save_weights(model, tmp))
+    atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(result.history))
+    atomic_write(out_dir / "predictions" / f"{key}.npz",
+                 lambda tmp: _save_predictions(tmp, test_logits, data.y_test, val_logits, data.y_val))
+    for stale in model_dir.glob("checkpoint*.npz"):
+        stale.unlink()  # the best weights and history are saved; resume state is no longer needed
+    last = result.history[-1]
+    best = next(r for r in result.history if r.epoch == result.best_epoch)
+    entry = {
+        "name": name,
+        "kind": model_info(name).kind,
+        "seed": seed,
+        "test_accuracy": metrics["test_accuracy"],
+        "params": metrics["params"],
+        "trainable_params": metrics["trainable_params"],
+        "flops_per_image": metrics["flops_per_image"],
+        "train_seconds": result.train_seconds,
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "train_accuracy_at_best": best.train_accuracy,
+        "final_train_accuracy": last.train_accuracy,
+        "final_val_accuracy": last.val_accuracy,
+        "train_images_per_s": float(np.mean([r.images_per_s for r in result.history])),
+        "stopped_early": result.stopped_early,
+        "mixed_precision": result.mixed_precision,
+        "notes": result.notes,
+        "recipe": dataclasses.asdict(recipe),
+        "history_csv": f"history/{key}.csv",
+        "predictions": f"predictions/{key}.npz",
+        "checkpoint": str(best_path.relative_to(out_dir)),
+        **{k: v for k, v in metrics.items() if k not in ("params", "flops_per_image", "test_accuracy", "trainable_params")},
+    }
+    log(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
+        f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
+    return entry
+
+
+def _save_weights(model, tmp: Path) -> None:
+    # Keras insists on the .weights.h5 suffix; write beside the temp name, then move onto it.
+    target = tmp.with_name(tmp.name + ".weights.h5")
+    model.save_weights(str(target))
+    os.replace(target, tmp)
+
+
+def _save_predictions(tmp: Path, test_logits, y_test, val_logits, y_val) -> None:
+    with open(tmp, "wb") as fh:
+        np.savez(fh, test_logits=test_logits, test_labels=y_test, val_logits=val_logits, val_labels=y_val)
+
+
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One entry per model: means over its seeds (and the std of test accuracy)."""
+    out = []
+    for name in dict.fromkeys(r["name"] for r in runs):
+        rs = [r for r in runs if r["name"] == name]
+        acc = [r["test_accuracy"] for r in rs]
+        entry = {"name": name, "kind": rs[0]["kind"], "seeds": [r["seed"] for r in rs]}
+        for k in ("test_accuracy", "best_val_accuracy", "train_seconds", "epochs_run", "train_accuracy_at_best",
+                  "final_train_accuracy", "final_val_accuracy", "train_images_per_s", "latency_ms_batch1",
+                  "throughput_images_per_s_batch256"):
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            if vals:
+                entry[k] = float(np.mean(vals))
+        entry["test_accuracy_std"] = float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0
+        entry["params"] = rs[0]["params"]
+        entry["flops_per_image"] = rs[0]["flops_per_image"]
+        entry["epochs_run"] = int(round(entry["epochs_run"]))
+        out.append(entry)
+    return out
+
+
+def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
+    """What must match for an existing run directory's results to be reused."""
+    d = cfgmod.to_dict(config)
+    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency")}, "data": data_summary}
+
+
+def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Run the whole comparison into `out_dir` and render its report.
+
+    Args:
+        config: a validated RunConfig.
+        out_dir: the run directory (created; reused as a ledger if it holds a run of the same config).
+        log: progress output.
+
+    Returns:
+        The results dict written to results.json.
+    """
+    from convbench.env import describe_environment
+    from convbench.models import model_info
+    from convbench.report import render_report
+
+    config.validate()
+    for name in config.models:
+        model_info(name)  # unknown names fail now, not after an hour of training
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConvbenchError(f"cannot write to the output folder {out_dir} ({exc.strerror}); pass --out with a writable folder") from None
+
+    data = load_data(config, log)
+    log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
+    results_path = out_dir / "results.json"
+    fingerprint = config_fingerprint(config, data.summary())
+    runs: list[dict] = []
+    if results_path.exists():
+        try:
+            previous = json.loads(results_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        if previous.get("fingerprint") == json.loads(json.dumps(fingerprint)):
+            runs = [r for r in previous.get("runs", []) if r["name"] in config.models]
+            if runs:
+                log(f"reusing {len(runs)} finished runs from {results_path}")
+        elif previous:
+            raise ConvbenchError(
+                f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
+            )
+    cfgmod.save_yaml(config, out_dir / "config.yaml")
+    results = {
+        "convbench_version": _version(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfgmod.to_dict(config),
+        "fingerprint": fingerprint,
+        "environment": describe_environment(),
+        "data": data.summary(),
+        "runs": runs,
+        "models": aggregate(runs),
+    }
+    done = {run_key(r["name"], r["seed"]) for r in runs}
+    started = time.perf_counter()
+    for name in config.models:
+        for k in range(config.seeds):
+            seed = config.train.seed + k
+            if run_key(name, seed) in done:
+                continue
+            entry = train_and_evaluate(name, seed, config, data, out_dir, log)
+            runs.append(entry)
+            results["runs"] = runs
+            results["models"] = aggregate(runs)
+            atomic_write_json(results_path, results)
+    results["wall_seconds"] = time.perf_counter() - started
+    atomic_write_json(results_path, results)
+    render_report(out_dir, log=log)
+    return results
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("convbench")
+    except metadata.PackageNotFoundError:
+        return "unknown"

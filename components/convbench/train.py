@@ -1,0 +1,419 @@
+"""The custom training loop: a tf.function step with GradientTape under a tf.distribute strategy.
+
+Keras 3 `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585), so convbench
+trains with its own loop: `strategy.run(step)` and `strategy.reduce`. The same loop serves a single
+CPU (default strategy), several GPUs (MirroredStrategy) and Ray workers (MultiWorkerMirrored).
+
+Split as Ray's TensorFlow examples are: dataset function (`convbench.augment.make_train_dataset`),
+model function (`convbench.models.create_model`), per-epoch loop (`Trainer.run_epochs`), driver
+(`train_model`, `convbench.runner`).
+
+Every epoch it writes an atomic checkpoint (weights, optimizer state including the step count that
+drives the LR schedule, history, best weights), so a killed run resumes at the next epoch.
+
+    python -m convbench.train --smoke   # one tiny training on random data, prints the history
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from convbench.config import AugmentConfig, Recipe, RegularizationConfig, TrainConfig
+from convbench.errors import ConvbenchError
+from convbench.io import atomic_write
+
+
+@dataclass
+class EpochRecord:
+    """One row of the per-epoch history (history.csv)."""
+
+    epoch: int  # 1-based, counted across phases
+    phase: str  # "train", or "head"/"finetune" for transfer models
+    train_loss: float
+    train_accuracy: float  # on augmented batches (soft labels: argmax agreement)
+    val_loss: float
+    val_accuracy: float
+    lr: float  # learning rate at the end of the epoch
+    seconds: float  # wall time of the training part of the epoch
+    images_per_s: float  # training images per second (all workers together)
+
+
+@dataclass
+class TrainResult:
+    """What a training produced."""
+
+    history: list[EpochRecord]
+    best_epoch: int
+    best_val_accuracy: float
+    train_seconds: float
+    epochs_run: int
+    stopped_early: bool
+    mixed_precision: str
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy, precision, schedules
+
+
+def default_strategy():
+    """MirroredStrategy over all local GPUs if there are any, else the default (one CPU device)."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def resolve_precision(setting: str) -> str:
+    """The Keras dtype policy for a `mixed_precision` setting ("auto": bf16 on GPUs that have it)."""
+    import tensorflow as tf
+
+    if setting == "off":
+        return "float32"
+    if setting != "auto":
+        return setting
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "mixed_bfloat16" if cc >= (8, 0) else "mixed_float16"
+
+
+def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, peak_lr: float | None = None):
+    """Learning-rate schedule as a Keras LearningRateSchedule of the optimizer's step count.
+
+    - onecycle: linear warmup from 10 % of the peak over `warmup_epochs`, then linear decay to 0
+      (the shape airbench and the ResNet-9 DAWNBench entry use).
+    - cosine: the same warmup, then cosine decay to 0.
+    - constant: the peak throughout.
+    """
+    import keras
+
+    peak = cfg.learning_rate() if peak_lr is None else peak_lr
+    total = max(1, steps_per_epoch * epochs)
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    kind = cfg.schedule
+
+    @keras.saving.register_keras_serializable(package="convbench")
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = keras.ops.cast(step, "float32")
+            if kind == "constant":
+                return keras.ops.convert_to_tensor(peak, "float32")
+            warm = peak * (0.1 + 0.9 * step / max(1, warmup))
+            progress = keras.ops.clip((step - warmup) / max(1, total - warmup), 0.0, 1.0)
+            if kind == "onecycle":
+                decay = peak * (1.0 - progress)
+            else:
+                decay = peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+            return keras.ops.where(step < warmup, warm, decay)
+
+        def get_config(self):
+            return {}
+
+    return Schedule()
+
+
+def make_optimizer(cfg: TrainConfig, reg: RegularizationConfig, schedule, precision: str):
+    """SGD with Nesterov momentum or AdamW, decoupled weight decay off BatchNorm and biases."""
+    import keras
+
+    if cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(learning_rate=schedule, momentum=cfg.momentum, nesterov=True, weight_decay=reg.weight_decay or None)
+    else:
+        opt = keras.optimizers.AdamW(learning_rate=schedule, beta_1=cfg.momentum, weight_decay=reg.weight_decay)
+    if reg.weight_decay:
+        # Decaying BN scales and biases only fights the normalisation; the literature excludes them.
+        opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "_bn", "bn"])
+    if precision == "mixed_float16":
+        opt = keras.optimizers.LossScaleOptimizer(opt)
+    return opt
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+class Progress:
+    """Progress lines that stay readable in a log file: a few lines per epoch, never \\r spam."""
+
+    def __init__(self, label: str, log: Callable[[str], None] = print, lines_per_epoch: int = 4):
+        self.label, self.log, self.lines = label, log, lines_per_epoch
+
+    def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, acc: float, started: float, images: int):
+        every = max(1, steps // self.lines)
+        if step % every and step != steps:
+            return
+        elapsed = time.perf_counter() - started
+        rate = images / elapsed if elapsed > 0 else 0.0
+        eta = (steps - step) * elapsed / max(step, 1)
+        self.log(
+            f"[{self.label}] epoch {epoch}/{epochs} step {step}/{steps} loss {loss:.4f} acc {acc:.4f} "
+            f"{rate:,.0f} img/s eta {eta:.0f}s"
+        )
+
+
+class Trainer:
+    """Holds model, optimizer and compiled steps for one training phase.
+
+    Args:
+        model: the Keras model (built under `strategy.scope()`).
+        train_config: optimisation settings.
+        regularization: label smoothing and weight decay.
+        strategy: a tf.distribute strategy.
+        steps_per_epoch: optimizer steps per epoch (for the schedule).
+        epochs: epochs of this phase (for the schedule).
+        precision: the dtype policy in force.
+        peak_lr: overrides the config's learning rate (transfer phases).
+        trainable: variables to train (default: model.trainable_variables).
+    """
+
+    def __init__(self, model, train_config: TrainConfig, regularization: RegularizationConfig, strategy, steps_per_epoch: int,
+                 epochs: int, precision: str = "float32", peak_lr: float | None = None, trainable=None):
+        import tensorflow as tf
+
+        self.model = model
+        self.strategy = strategy
+        self.cfg = train_config
+        self.global_batch_size = train_config.global_batch_size
+        with strategy.scope():
+            self.schedule = make_schedule(train_config, steps_per_epoch, epochs, peak_lr)
+            self.optimizer = make_optimizer(train_config, regularization, self.schedule, precision)
+            self.trainable = list(model.trainable_variables if trainable is None else trainable)
+            self.optimizer.build(self.trainable)
+        smoothing = regularization.label_smoothing
+        global_batch = self.global_batch_size
+
+        def train_step(x, y):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(model(x, training=True), tf.float32)
+                y_s = y * (1.0 - smoothing) + smoothing / tf.cast(tf.shape(y)[-1], tf.float32)
+                per_example = tf.nn.softmax_cross_entropy_with_logits(y_s, logits)
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if model.losses:
+                    loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+                scaled = self.optimizer.scale_loss(loss) if hasattr(self.optimizer, "scale_loss") else loss
+            grads = tape.gradient(scaled, self.trainable)
+            self.optimizer.apply_gradients(zip(grads, self.trainable))
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)), tf.float32))
+            return tf.reduce_sum(per_example), correct
+
+        def eval_step(x, y):
+            logits = tf.cast(model(x, training=False), tf.float32)
+            per_example = tf.nn.softmax_cross_entropy_with_logits(y, logits)
+            correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1)), tf.float32))
+            return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(x)[0], tf.float32)
+
+        sum_ = tf.distribute.ReduceOp.SUM
+
+        @tf.function
+        def distributed_train(x, y):
+            loss, correct = strategy.run(train_step, args=(x, y))
+            return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
+
+        @tf.function
+        def distributed_eval(x, y):
+            out = strategy.run(eval_step, args=(x, y))
+            return tuple(strategy.reduce(sum_, v, axis=None) for v in out)
+
+        self._train = distributed_train
+        self._eval = distributed_eval
+
+    def current_lr(self) -> float:
+        return float(self.schedule(self.optimizer.iterations))
+
+    def train_epoch(self, dataset, epoch: int, epochs: int, steps: int, progress: Progress | None = None) -> tuple[float, float, float, int]:
+        """One pass over `dataset` (already batched per worker). Returns (loss, accuracy, seconds, images)."""
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        total_loss = total_correct = 0.0
+        images = 0
+        started = time.perf_counter()
+        for step, (x, y) in enumerate(dist, start=1):
+            loss, correct = self._train(x, y)
+            # One host sync per step is negligible next to a conv net step and keeps progress live.
+            total_loss += float(loss)
+            total_correct += float(correct)
+            images += self.global_batch_size
+            if progress:
+                progress.step(epoch, epochs, step, steps, total_loss / images, total_correct / images, started, images)
+        seconds = time.perf_counter() - started
+        if images == 0:
+            raise ConvbenchError("an epoch had no training batches; use more images or a smaller global_batch_size")
+        return total_loss / images, total_correct / images, seconds, images
+
+    def evaluate(self, dataset) -> tuple[float, float]:
+        """(mean loss, accuracy) over an unaugmented dataset."""
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        loss = correct = count = 0.0
+        for x, y in dist:
+            l, c, n = self._eval(x, y)
+            loss, correct, count = loss + float(l), correct + float(c), count + float(n)
+        return loss / max(count, 1), correct / max(count, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (crash-safe resume)
+
+
+def _weights_blob(values: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"v{i:04d}": v for i, v in enumerate(values)}
+
+
+def save_checkpoint(path: Path, model, optimizer, state: dict, best_weights: list[np.ndarray] | None) -> None:
+    """Atomically write weights, optimizer variables, best weights and a JSON state to one .npz."""
+    arrays = {f"model/{k}": v for k, v in _weights_blob(model.get_weights()).items()}
+    arrays.update({f"opt/{k}": np.asarray(v) for k, v in _weights_blob([v.numpy() for v in optimizer.variables]).items()})
+    if best_weights is not None:
+        arrays.update({f"best/{k}": v for k, v in _weights_blob(best_weights).items()})
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(path: Path) -> tuple[dict, list, list, list | None]:
+    """Read what save_checkpoint wrote: (state, model weights, optimizer values, best weights or None)."""
+    with np.load(path, allow_pickle=False) as z:
+        state = json.loads(bytes(z["state"]).decode())
+
+        def group(prefix):
+            keys = sorted(k for k in z.files if k.startswith(prefix))
+            return [z[k] for k in keys] if keys else None
+
+        return state, group("model/"), group("opt/") or [], group("best/")
+
+
+def restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
+    variables = optimizer.variables
+    if len(variables) != len(values):
+        raise ConvbenchError("the checkpoint's optimizer state does not match this model; delete the run folder's checkpoints to start over")
+    for var, value in zip(variables, values):
+        var.assign(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Driver for one model
+
+
+def run_epochs(
+    trainer: Trainer,
+    make_dataset: Callable[[int], object],
+    steps_per_epoch: int,
+    val_dataset,
+    epochs: int,
+    label: str,
+    phase: str = "train",
+    first_epoch_number: int = 1,
+    patience: int = 0,
+    checkpoint: Path | None = None,
+    checkpoint_state: dict | None = None,
+    log: Callable[[str], None] = print,
+    on_epoch_end: Callable[[EpochRecord], None] | None = None,
+    resume: dict | None = None,
+) -> tuple[list[EpochRecord], list[np.ndarray] | None, int, float, bool]:
+    """Run `epochs` epochs with validation, early stopping and per-epoch checkpoints.
+
+    Args:
+        trainer: a Trainer for this phase.
+        make_dataset: epoch index (0-based within the phase) -> this worker's batched dataset.
+        steps_per_epoch: batches per epoch.
+        val_dataset: unaugmented validation batches.
+        epochs: epochs in this phase.
+        label: name shown in progress lines.
+        phase: recorded in the history.
+        first_epoch_number: the global number of this phase's first epoch.
+        patience: stop after this many epochs without a lower validation loss (0 = never).
+        checkpoint: where to write the per-epoch checkpoint (None = no checkpoint).
+        checkpoint_state: extra JSON fields saved with each checkpoint (phase, fingerprint...).
+        log: progress output.
+        on_epoch_end: called with each record (Ray reports from here).
+        resume: {"history": [...], "best": [...], "best_epoch": n, "best_val_accuracy": a,
+            "best_val_loss": l, "stale": k} from a checkpoint; epochs already in history are skipped.
+
+    Returns:
+        (history, best weights, best epoch, best val accuracy, stopped early)
+    """
+    resume = resume or {}
+    history = [EpochRecord(**r) for r in resume.get("history", [])]
+    done_in_phase = sum(1 for r in history if r.phase == phase)
+    best = resume.get("best")
+    best_epoch = resume.get("best_epoch", 0)
+    best_acc = resume.get("best_val_accuracy", -1.0)
+    best_loss = resume.get("best_val_loss", math.inf)
+    stale = resume.get("stale", 0)
+    progress = Progress(label, log)
+    stopped = False
+    for e in range(done_in_phase, epochs):
+        number = first_epoch_number + e
+        loss, acc, seconds, images = trainer.train_epoch(make_dataset(e), number, first_epoch_number + epochs - 1, steps_per_epoch, progress)
+        if not math.isfinite(loss):
+            raise ConvbenchError(f"{label}: training loss became {loss} at epoch {number}; lower lr_per_1024 or check the data")
+        val_loss, val_acc = trainer.evaluate(val_dataset)
+        record = EpochRecord(number, phase, loss, acc, val_loss, val_acc, trainer.current_lr(), seconds, images / seconds)
+        history.append(record)
+        if val_acc > best_acc:
+            best_acc, best_epoch, best = val_acc, number, [w.copy() for w in trainer.model.get_weights()]
+        if val_loss < best_loss - 1e-6:
+            best_loss, stale = val_loss, 0
+        else:
+            stale += 1
+        log(
+            f"[{label}] epoch {number} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
+            f"acc {val_acc:.4f} | lr {record.lr:.4g} | {seconds:.1f}s {record.images_per_s:,.0f} img/s"
+        )
+        if checkpoint is not None:
+            state = dict(checkpoint_state or {})
+            state.update(history=[dataclasses.asdict(r) for r in history], best_epoch=best_epoch, best_val_accuracy=best_acc,
+                         best_val_loss=best_loss, stale=stale, phase=phase)
+            save_checkpoint(checkpoint, trainer.model, trainer.optimizer, state, best)
+        if on_epoch_end:
+            on_epoch_end(record)
+        if patience and stale >= patience:
+            log(f"[{label}] early stop: validation loss has not improved for {patience} epochs")
+            stopped = True
+            break
+    return history, best, best_epoch, best_acc, stopped
+
+
+def smoke(argv: list[str] | None = None) -> int:
+    """Train cnn_vgg for two epochs on random data; proves the loop runs end to end."""
+    from convbench.augment import make_eval_dataset, make_train_dataset
+    from convbench.models import create_model
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)
+    y = rng.integers(0, 10, 512).astype(np.int32)
+    cfg = TrainConfig(epochs=2, global_batch_size=64)
+    strategy = default_strategy()
+    with strategy.scope():
+        model = create_model("cnn_vgg", num_classes=10)
+    steps = len(y) // cfg.global_batch_size
+    trainer = Trainer(model, cfg, RegularizationConfig(), strategy, steps, cfg.epochs)
+    history, *_ = run_epochs(
+        trainer,
+        lambda e: make_train_dataset(x, y, 10, cfg.global_batch_size, AugmentConfig(), cfg.seed, e),
+        steps,
+        make_eval_dataset(x[:128], y[:128], 10, 128),
+        cfg.epochs,
+        "smoke",
+    )
+    print(json.dumps([dataclasses.asdict(r) for r in history], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(smoke(sys.argv[1:]))
