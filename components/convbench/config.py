@@ -10,6 +10,7 @@ Try it:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import math
 import types
@@ -360,7 +361,7 @@ def _coerce(hint, value, where: str, current):
         if isinstance(value, dict):
             return dict(value)
         return _bad(where, "a mapping", value)
-    if origin in (Mapping, dict) or hint is Mapping:
+    if origin in (Mapping, dict, collections.abc.Mapping):
         if not isinstance(value, dict):
             return _bad(where, "a mapping of model name to overrides", value)
         result = {}

@@ -339,5 +339,7 @@ def relative_robustness(clean_acc: float, mca: float) -> float:
     clean = _accuracy(clean_acc, "clean accuracy")
     mca = _accuracy(mca, "mean corruption accuracy")
     if clean == 0.0:
-        raise ConvbenchError("clean accuracy is 0; relative robustness is undefined for a model that gets nothing right")
+        raise ConvbenchError(
+            "clean accuracy is 0; relative robustness is undefined for a model that gets nothing right"
+        )
     return mca / clean

@@ -36,6 +36,7 @@ from convbench.train import (
     load_checkpoint,
     resolve_precision,
     restore_optimizer,
+    restore_variables,
     run_epochs,
 )
 
@@ -111,6 +112,7 @@ def train_model(
     )
     if best is not None:
         model.set_weights(best)
+    extra = ", feature caching" if kind == "transfer" else ""
     train_seconds = sum(r.seconds for r in history)
     result = TrainResult(
         history=history,
@@ -120,7 +122,7 @@ def train_model(
         epochs_run=len(history),
         stopped_early=stopped,
         mixed_precision=precision,
-        notes=notes + [f"wall time of the whole training call (data pipeline, validation{", feature caching" if kind == "transfer" else ""}): {time.perf_counter() - started:.1f} s"],
+        notes=notes + [f"wall time of the whole training call (input pipeline, validation{extra}): {time.perf_counter() - started:.1f} s"],
     )
     return model, result
 
@@ -156,7 +158,7 @@ def _resume_state(path: Path | None, fingerprint: str) -> dict | None:
 def _apply_resume(resume, model, trainer, log, label, path) -> dict | None:
     if resume is None:
         return None
-    model.set_weights(resume["weights"])
+    restore_variables(model, resume["weights"])
     restore_optimizer(trainer.optimizer, resume["opt"])
     state = resume["state"]
     log(f"[{label}] resuming from {path.name}: {len(state['history'])} epochs already done")

@@ -13,7 +13,6 @@ Test: .venv/bin/pytest tests/test_report_stats.py -q
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -172,7 +171,7 @@ def _needed_sentence(verdict: Mapping[str, Any], comps: Sequence[Mapping[str, An
         seed_text = max(s["n"] for s in seeds)
     img = None if any(i.get("n") is None for i in images) else max(i["n"] for i in images)
     intro = (f"To detect a difference as large as the one observed with {100 * power:.0f} % power "
-             f"(at α/m = {level:.3g}), ")
+             f"(at α/m = {level:.3g}, conservative for Holm), ")
     if seed_text is not None and seed_text > n_seeds:
         s = f"about {seed_text} seeds per model (paired t-test over seeds)"
         if img is not None:
@@ -526,7 +525,8 @@ def render_robustness_section(
     tta = [d for d in data if d["tta"] is not None]
     if tta:
         gains = [d["tta"] - d["clean"] for d in tta]
-        facts.append(f"Flip TTA changed clean accuracy by {_pts(min(gains))} to {_pts(max(gains))} points.")
+        span = (f"{_pts(gains[0])}" if len(gains) == 1 else f"{_pts(min(gains))} to {_pts(max(gains))}")
+        facts.append(f"Flip TTA changed clean accuracy by {span} points.")
     facts.append("These comparisons are descriptive (one evaluation per model); they are not significance-tested.")
     lines.append(" ".join(facts))
     return "\n".join(lines) + "\n"
@@ -587,14 +587,16 @@ def render_ablation_section(
             gap = (f" The train−validation gap went from {_pct(r['gap_without'])} to "
                    f"{_pct(r['gap_with'])} points.")
         change = f"{r['without']} → {r['with']}"
+        factor = str(r["factor"])
+        factor = factor[:1].upper() + factor[1:]
         if r["verdict"] == "hurt":
-            lines.append(f"- **{r['factor']} hurt**{where} ({change}): test accuracy fell by "
+            lines.append(f"- **{factor} hurt**{where} ({change}): test accuracy fell by "
                          f"{_pts(-r['diff']).lstrip('+')} points ({ev}).{gap}")
         elif r["verdict"] == "helped":
-            lines.append(f"- **{r['factor']} helped**{where} ({change}): test accuracy rose by "
+            lines.append(f"- **{factor} helped**{where} ({change}): test accuracy rose by "
                          f"{_pts(r['diff']).lstrip('+')} points ({ev}).{gap}")
         else:
-            lines.append(f"- {r['factor']}{where} ({change}): no detectable effect, {_pts(r['diff'])} "
+            lines.append(f"- {factor}{where} ({change}): no detectable effect, {_pts(r['diff'])} "
                          f"points ({ev}).{gap}")
     by = {v: [f"{r['factor']} ({r['without']} → {r['with']})" for r in ablation_results if r["verdict"] == v]
           for v in ("helped", "hurt", "no detectable effect")}

@@ -182,14 +182,22 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     config.validate()
     for name in config.models:
         model_info(name)  # unknown names fail now, not after an hour of training
+    from convbench.io import check_writable
+    from convbench.lock import RunLock
+
     out_dir = Path(out_dir)
+    check_writable(out_dir)  # unwritable folder or (nearly) full disk: fail before loading data or training
+    lock = RunLock(out_dir, log=log).acquire()  # a second run on the same folder refuses here
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConvbenchError(f"cannot write to the output folder {out_dir} ({exc.strerror}); pass --out with a writable folder") from None
+        return _run_locked(config, out_dir, log)
+    finally:
+        lock.release()
+
+
+def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None]) -> dict:
+    """run_comparison's body, with the run directory's lock held."""
+    from convbench.env import describe_environment
+    from convbench.report import render_report
 
     data = load_data(config, log)
     log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")

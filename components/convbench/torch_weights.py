@@ -20,8 +20,8 @@ import collections
 import io
 import math
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,18 +50,16 @@ _STORAGE_DTYPES: dict[str, np.dtype] = {
 _MAX_ELEMENTS = 1 << 31
 
 
-# Stand-ins use __slots__ and find_class hands out a fresh one per lookup, so a crafted pickle
-# cannot use BUILD to change shared state (an instance without __dict__ refuses it).
-@dataclass(frozen=True, slots=True)
-class _StorageType:
+# Stand-ins are named tuples (no __dict__, no __setstate__), so the BUILD opcode cannot modify
+# them, and find_class hands out a fresh one per lookup, so nothing is shared between loads.
+class _StorageType(NamedTuple):
     """Stand-in for `torch.FloatStorage` and friends: only its element dtype matters here."""
 
     name: str
     dtype: np.dtype
 
 
-@dataclass(frozen=True, slots=True)
-class _StorageRef:
+class _StorageRef(NamedTuple):
     """A storage named by a persistent id; its bytes follow the main pickle in the file."""
 
     key: str
@@ -72,8 +70,7 @@ class _StorageRef:
     view_numel: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _PendingTensor:
+class _PendingTensor(NamedTuple):
     """What `_rebuild_tensor_v2` returns while the storage bytes are not read yet."""
 
     storage: _StorageRef

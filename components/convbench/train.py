@@ -272,7 +272,9 @@ def _weights_blob(values: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 def save_checkpoint(path: Path, model, optimizer, state: dict, best_weights: list[np.ndarray] | None) -> None:
     """Atomically write weights, optimizer variables, best weights and a JSON state to one .npz."""
-    arrays = {f"model/{k}": v for k, v in _weights_blob(model.get_weights()).items()}
+    # model.variables, not get_weights(): it includes the dropout layers' RNG states, so a resumed
+    # run draws the same dropout masks as an uninterrupted one.
+    arrays = {f"model/{k}": v for k, v in _weights_blob([v.numpy() for v in model.variables]).items()}
     arrays.update({f"opt/{k}": np.asarray(v) for k, v in _weights_blob([v.numpy() for v in optimizer.variables]).items()})
     if best_weights is not None:
         arrays.update({f"best/{k}": v for k, v in _weights_blob(best_weights).items()})
@@ -295,6 +297,15 @@ def load_checkpoint(path: Path) -> tuple[dict, list, list, list | None]:
             return [z[k] for k in keys] if keys else None
 
         return state, group("model/"), group("opt/") or [], group("best/")
+
+
+def restore_variables(model, values: list[np.ndarray]) -> None:
+    """Assign what save_checkpoint stored as model state (weights and RNG states)."""
+    variables = model.variables
+    if len(variables) != len(values):
+        raise ConvbenchError("the checkpoint does not match this model; delete the run folder's checkpoints to start over")
+    for var, value in zip(variables, values):
+        var.assign(value)
 
 
 def restore_optimizer(optimizer, values: list[np.ndarray]) -> None:

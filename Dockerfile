@@ -1,0 +1,74 @@
+# convbench image: one image for every pipeline step and for the Ray head and workers.
+#
+#   make image                    CPU variant, tagged with the content of k8s/IMAGE
+#   make image VARIANT=gpu        TensorFlow with CUDA (pip wheels; nodes need the NVIDIA driver)
+#   docker run --rm -v $PWD/data:/data:ro -v $PWD/out:/out convbench:0.1.0 \
+#       convbench run --data /data --out /out --preset quick
+#
+# Versions are locked by constraints.txt (make constraints). The image runs as uid 1000, holds
+# no secrets and works with a read-only root filesystem as long as /tmp and /home/convbench are
+# writable (the Kubernetes manifests mount emptyDirs there).
+# Offline build hosts: BASE_IMAGE may be any Debian-based image with python3 + python3-venv
+# (docs/deploy.md shows how to make one with debootstrap); a custom CA for pip can be passed as
+# build/docker-ca.crt (make image BUILD_CA=/path/ca.crt); it stays in the builder stage.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: a venv in /opt/venv with every dependency, then the project itself ----------
+FROM ${BASE_IMAGE} AS builder
+ARG VARIANT=cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+WORKDIR /src
+# Dependencies first, from pyproject.toml + the lock only, so editing the source does not
+# reinstall 3 GB of wheels. A stub package stands in for the source during this layer.
+COPY pyproject.toml constraints.txt build/docker-ca.cr[t] /src/
+RUN set -eu; \
+    if [ -f /src/docker-ca.crt ]; then export PIP_CERT=/src/docker-ca.crt; fi; \
+    case "$VARIANT" in \
+      cpu) tf="" ;; \
+      gpu) tf="tensorflow[and-cuda]" ;; \
+      *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
+    esac; \
+    python3 -m venv /opt/venv; \
+    mkdir -p components/convbench pipelines; \
+    touch README.md components/convbench/__init__.py pipelines/__init__.py; \
+    /opt/venv/bin/pip install -c constraints.txt /src "ray[default]" $tf; \
+    /opt/venv/bin/pip uninstall -y convbench; \
+    rm -rf components pipelines README.md
+COPY components/ /src/components/
+COPY pipelines/ /src/pipelines/
+COPY pyproject.toml README.m[d] /src/
+RUN set -eu; \
+    if [ -f /src/docker-ca.crt ]; then export PIP_CERT=/src/docker-ca.crt; fi; \
+    touch README.md; \
+    /opt/venv/bin/pip install --no-deps -c constraints.txt /src; \
+    /opt/venv/bin/convbench --help >/dev/null 2>&1 || /opt/venv/bin/python -c "import convbench"
+
+# ---- runtime: the venv, a non-root user, nothing else from the build ------------------------
+FROM ${BASE_IMAGE}
+ARG VARIANT=cpu
+# wget and bash: KubeRay's default readiness/liveness probes are shell commands that use wget.
+# tar: kubectl cp (used by `make data`) needs it in the container.
+RUN set -eu; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends wget bash tar; \
+    rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb; \
+    groupadd --gid 1000 convbench; \
+    useradd --uid 1000 --gid 1000 --home-dir /home/convbench --create-home --shell /bin/bash convbench
+COPY --from=builder /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/home/convbench \
+    CONVBENCH_CACHE=/tmp/convbench \
+    KERAS_HOME=/tmp/convbench/keras \
+    MPLCONFIGDIR=/tmp/convbench/matplotlib \
+    RAY_TRAIN_ENABLE_PRINT_PATCH=0 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    PYTHONUNBUFFERED=1 \
+    CONVBENCH_IMAGE_VARIANT=${VARIANT}
+LABEL org.opencontainers.image.title="convbench" \
+      org.opencontainers.image.description="Build, train and compare CNNs on CIFAR; pipeline steps and Ray nodes" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# Numeric user so Kubernetes can verify runAsNonRoot.
+USER 1000:1000
+WORKDIR /home/convbench
+CMD ["convbench", "--help"]

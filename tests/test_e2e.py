@@ -1,0 +1,62 @@
+"""End to end: `convbench run` on a tiny subset (real CIFAR-10 JPEGs when ../shared is present) down to REPORT.md,
+then `convbench report` re-renders it and `convbench models` lists the registry."""
+
+import json
+
+import pytest
+
+from convbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = main(["run", "--data", str(tiny_data), "--models", "cnn_vgg,efficientnet_lite0", "--epochs", "2",
+                 "--global-batch-size", "32", "--max-test-images", "60", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_run_writes_every_artifact(finished_run):
+    out = finished_run
+    for rel in ("REPORT.md", "results.json", "config.yaml", "run.log", "figures/learning_curves.png",
+                "figures/confusion_matrices.png", "figures/per_class_accuracy.png", "figures/accuracy_vs_flops.png",
+                "history/cnn_vgg_seed0.csv", "history/efficientnet_lite0_seed0.csv",
+                "models/cnn_vgg/seed0/best.weights.h5", "models/efficientnet_lite0/seed0/best.weights.h5",
+                "predictions/cnn_vgg_seed0.npz"):
+        assert (out / rel).is_file(), rel
+    assert not list(out.glob("models/*/seed0/checkpoint*.npz")), "resume checkpoints are removed once a model is done"
+
+
+def test_results_json_has_the_promised_fields(finished_run):
+    res = json.loads((finished_run / "results.json").read_text())
+    assert [m["name"] for m in res["models"]] == ["cnn_vgg", "efficientnet_lite0"]
+    for m in res["models"]:
+        for key in ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy"):
+            assert key in m, key
+        assert 0.0 <= m["test_accuracy"] <= 1.0
+        assert m["epochs_run"] == 2
+    assert res["environment"]["versions"]["tensorflow"]
+    assert res["config"]["models"] == ["cnn_vgg", "efficientnet_lite0"]
+    assert res["data"]["test_images"] == 60
+    lite = next(r for r in res["runs"] if r["name"] == "efficientnet_lite0")
+    assert [h for h in lite["notes"] if "fine-tuned blocks" in h]
+
+
+def test_report_names_the_measured_winner(finished_run):
+    res = json.loads((finished_run / "results.json").read_text())
+    best = max(res["models"], key=lambda m: m["test_accuracy"])["name"]
+    text = (finished_run / "REPORT.md").read_text()
+    assert f"**{best}**" in text.split("## Conclusions")[1]
+
+
+def test_report_command_rerenders(finished_run, capsys):
+    (finished_run / "REPORT.md").unlink()
+    assert main(["report", str(finished_run)]) == 0
+    assert (finished_run / "REPORT.md").is_file()
+
+
+def test_models_command(capsys):
+    assert main(["models", "--names"]) == 0
+    names = capsys.readouterr().out.split()
+    assert {"cnn_vgg", "cnn_resnet", "efficientnet_lite0", "resnet50", "mobilenet_v2", "efficientnet_b0"} <= set(names)

@@ -1,0 +1,128 @@
+"""Report rendering from fixed results: every conclusion follows the numbers it is given."""
+
+import copy
+import json
+
+import pytest
+
+from convbench.report import conclusions, render_markdown, render_report
+
+
+def _run(name, kind, acc, val, train_at_best, flops, params, seed=0):
+    return {
+        "name": name, "kind": kind, "seed": seed, "test_accuracy": acc, "best_val_accuracy": val, "train_accuracy_at_best": train_at_best,
+        "final_train_accuracy": train_at_best, "final_val_accuracy": val, "params": params, "flops_per_image": flops,
+        "train_seconds": 100.0, "epochs_run": 4, "best_epoch": 4, "train_images_per_s": 1000.0, "latency_ms_batch1": 2.0,
+        "throughput_images_per_s_batch256": 3000.0, "mixed_precision": "float32", "notes": [],
+        "recipe": {
+            "train": {"epochs": 4, "global_batch_size": 256, "optimizer": "sgd", "lr_per_1024": 0.8, "schedule": "onecycle", "seed": seed},
+            "augment": {"crop_padding": 4, "flip": True, "cutout": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0},
+            "regularization": {"label_smoothing": 0.1, "weight_decay": 5e-4, "dropout": -1.0, "early_stopping_patience": 0},
+            "transfer": {"resolution": 64, "head": "gap_dense128", "frozen_epochs": 3, "finetune_epochs": 1, "finetune_blocks": 1},
+        },
+        "history_csv": f"history/{name}_seed{seed}.csv", "confusion_matrix": [[5, 1], [2, 4]],
+        "per_class": {"precision": [0.7, 0.8], "recall": [0.83, 0.67], "f1": [0.76, 0.73]},
+    }
+
+
+def _results(runs):
+    from convbench.runner import aggregate
+
+    return {
+        "config": {"preset": "quick", "seeds": 1, "train": {"seed": 0}, "data": {"val_fraction": 0.1, "split_seed": 0}},
+        "environment": {"cpu": "test cpu", "cpu_count": 2, "gpus": [], "platform": "linux", "python": "3.11",
+                        "versions": {"tensorflow": "x"}},
+        "data": {"source": "fixture", "num_classes": 2, "class_names": ["a", "b"], "train_images": 100, "val_images": 10,
+                 "test_images": 12, "issues": {}},
+        "runs": runs,
+        "models": aggregate(runs),
+    }
+
+
+def _curve(final_val, rising):
+    vals = [final_val - 0.06, final_val - 0.03, final_val] if rising else [final_val, final_val, final_val]
+    return [{"epoch": i + 1, "train_accuracy": v + 0.01, "val_accuracy": v, "train_loss": 1.0, "val_loss": 1.0} for i, v in enumerate(vals)]
+
+
+BASE = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5), _run("cnn_resnet", "custom", 0.70, 0.69, 0.70, 1e8, 9e5)]
+
+
+def test_best_model_follows_the_numbers():
+    res = _results(copy.deepcopy(BASE))
+    hist = {"cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
+    text = conclusions(res, hist)
+    assert "**cnn_vgg** (custom) has the highest test accuracy, 80.00 %, +10.00 points ahead of cnn_resnet" in text
+    swapped = copy.deepcopy(BASE)
+    swapped[0]["test_accuracy"], swapped[1]["test_accuracy"] = 0.70, 0.80
+    text2 = conclusions(_results(swapped), hist)
+    assert "**cnn_resnet** (custom) has the highest test accuracy" in text2
+    assert text != text2
+
+
+def test_overfitting_gap_leads_to_more_regularization():
+    runs = copy.deepcopy(BASE)
+    runs[0]["train_accuracy_at_best"] = 0.99  # 20 points above validation
+    text = conclusions(_results(runs), {"cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)})
+    assert "a sign of overfitting" in text
+    assert "Regularize more: the train-validation gap is +20.00 points" in text
+    assert "`augment.cutout: 8`" in text
+
+
+def test_rising_curve_leads_to_train_longer_and_flat_small_gap_to_capacity():
+    rising = conclusions(_results(copy.deepcopy(BASE)), {"cnn_vgg_seed0": _curve(0.79, True), "cnn_resnet_seed0": _curve(0.69, False)})
+    assert "Train longer: validation accuracy gained +6.00 points" in rising
+    tight = copy.deepcopy(BASE)
+    tight[0]["train_accuracy_at_best"] = 0.795  # gap of half a point
+    flat = conclusions(_results(tight), {"cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)})
+    assert "Train longer" not in flat
+    assert "Add capacity" in flat
+
+
+def test_close_call_is_flagged_as_unreliable():
+    runs = copy.deepcopy(BASE)
+    runs[1]["test_accuracy"] = 0.795
+    text = conclusions(_results(runs), {})
+    assert "ranking is not reliable" in text
+
+
+def test_transfer_winner_is_explained_and_resolution_advice_given():
+    runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.85, 0.84, 0.86, 1.4e8, 3.6e6)]
+    text = conclusions(_results(runs), {})
+    assert "**efficientnet_lite0** (transfer)" in text
+    assert "ImageNet features carry knowledge" in text
+    assert "it ran at 64 px" in text
+
+
+def test_markdown_has_every_section_and_relative_figures():
+    res = _results(copy.deepcopy(BASE))
+    md = render_markdown(res, {}, {"curves": "figures/learning_curves.png", "confusion": "figures/confusion_matrices.png",
+                                   "per_class": "figures/per_class_accuracy.png", "accuracy_flops": "figures/accuracy_vs_flops.png"})
+    for heading in ("## Setup", "## Comparison", "## Training recipes", "## Learning curves", "## Confusion matrices",
+                    "## Per-class accuracy", "## Accuracy vs FLOPs", "## Conclusions", "### Which architecture was best?",
+                    "### Why?", "### What would improve it, and how?"):
+        assert heading in md
+    assert "](figures/learning_curves.png)" in md
+    assert "| cnn_vgg | custom | 80.00 %" in md
+
+
+def test_render_report_writes_pngs(tmp_path):
+    res = _results(copy.deepcopy(BASE))
+    (tmp_path / "history").mkdir()
+    import pandas as pd
+
+    for name in ("cnn_vgg", "cnn_resnet"):
+        pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    path = render_report(tmp_path, log=lambda m: None)
+    text = path.read_text()
+    for png in ("learning_curves", "confusion_matrices", "per_class_accuracy", "accuracy_vs_flops"):
+        data = (tmp_path / "figures" / f"{png}.png").read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+        assert f"figures/{png}.png" in text
+
+
+def test_report_of_missing_run_is_one_clear_line(tmp_path):
+    from convbench.errors import ConvbenchError
+
+    with pytest.raises(ConvbenchError, match="results.json does not exist"):
+        render_report(tmp_path / "nowhere")

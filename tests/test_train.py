@@ -1,0 +1,99 @@
+"""The custom loop: schedules, learning on a separable problem, checkpoint resume, flops arithmetic."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from convbench.config import AugmentConfig, RegularizationConfig, TrainConfig
+from convbench.train import load_checkpoint, make_schedule
+
+
+@pytest.mark.parametrize("kind", ["onecycle", "cosine", "constant"])
+def test_schedules_warm_up_peak_and_decay(kind):
+    cfg = TrainConfig(global_batch_size=1024, lr_per_1024=1.0, schedule=kind, warmup_epochs=1)
+    sched = make_schedule(cfg, steps_per_epoch=10, epochs=5)
+    lrs = np.array([float(sched(s)) for s in range(50)])
+    assert lrs.max() == pytest.approx(1.0, rel=1e-5)
+    if kind == "constant":
+        assert np.allclose(lrs, 1.0)
+    else:
+        assert lrs[0] == pytest.approx(0.1, rel=1e-5)
+        assert np.all(np.diff(lrs[:10]) > 0)
+        assert np.all(np.diff(lrs[10:]) <= 1e-7)
+        assert lrs[-1] < 0.05
+
+
+def _separable(n=512, seed=0):
+    """Two classes a CNN separates within an epoch or two: dark vs bright images."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int32)
+    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+def _dataset(n=512):
+    from convbench.data import Dataset
+
+    x, y = _separable(n)
+    xv, yv = _separable(128, seed=1)
+    return Dataset(x, y, xv, yv, xv, yv, ["dark", "bright"], "synthetic")
+
+
+def test_training_learns_and_restores_best(tmp_path):
+    from convbench.config import preset
+    from convbench.fit import train_model
+
+    recipe = dataclasses.replace(
+        preset("quick").recipe("cnn_vgg"),
+        train=TrainConfig(epochs=2, global_batch_size=64, lr_per_1024=0.8),
+        augment=AugmentConfig(crop_padding=2),
+    )
+    model, result = train_model("cnn_vgg", _dataset(), recipe, checkpoint_dir=tmp_path, log=lambda m: None)
+    assert result.epochs_run == 2
+    assert result.history[-1].train_loss < result.history[0].train_loss or result.best_val_accuracy > 0.9
+    assert result.best_val_accuracy > 0.8
+    state, weights, opt, best = load_checkpoint(tmp_path / "checkpoint.npz")
+    assert len(state["history"]) == 2 and best is not None and opt
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never stopped."""
+    from convbench.config import preset
+    from convbench.fit import train_model
+
+    base = preset("quick").recipe("cnn_vgg")
+    recipe = dataclasses.replace(base, train=TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4),
+                                 augment=AugmentConfig(crop_padding=2))
+    data = _dataset(256)
+    _, straight = train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a", log=lambda m: None)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_two(record):
+        if record.epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=lambda m: None, on_epoch_end=crash_after_two)
+    logs = []
+    _, resumed = train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=logs.append)
+    assert any("resuming" in line and "2 epochs already done" in line for line in logs)
+    assert [r.epoch for r in resumed.history] == [1, 2, 3]
+    # Same seed, same batches, same optimizer state: the resumed epoch 3 matches the uninterrupted one.
+    assert resumed.history[2].train_loss == pytest.approx(straight.history[2].train_loss, rel=1e-4)
+    assert resumed.history[2].val_accuracy == pytest.approx(straight.history[2].val_accuracy, abs=1e-6)
+
+
+def test_flops_of_a_known_network():
+    import keras
+
+    from convbench.flops import count_flops
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 2*3*3*3*4*8*8 = 13,824
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)  # 2*3*3*4*8*8 = 4,608
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(10)(x)  # 2*4*10 = 80
+    assert count_flops(keras.Model(inputs, outputs)) == 13_824 + 4_608 + 80
