@@ -10,18 +10,18 @@
 # writable (the Kubernetes manifests mount emptyDirs there).
 # Offline build hosts: BASE_IMAGE may be any Debian-based image with python3 + python3-venv
 # (docs/deploy.md shows how to make one with debootstrap); a custom CA for pip can be passed as
-# build/docker-ca.crt (make image BUILD_CA=/path/ca.crt); it stays in the builder stage.
+# build/docker-ca.crt (make image BUILD_CA=/path/ca.crt); it stays in the deps stage.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# ---- builder: a venv in /opt/venv with every dependency, then the project itself ----------
-FROM ${BASE_IMAGE} AS builder
+# ---- deps: a venv in /opt/venv with every dependency, from pyproject.toml + the lock only -----
+# Editing the source never invalidates this 3 GB layer; only constraints/pyproject changes do.
+FROM ${BASE_IMAGE} AS deps
 ARG VARIANT=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# Dependencies first, from pyproject.toml + the lock only, so editing the source does not
-# reinstall 3 GB of wheels. A stub package stands in for the source during this layer.
 COPY pyproject.toml constraints.txt build/docker-ca.cr[t] /src/
+# A stub package stands in for the source while the dependencies install.
 RUN set -eu; \
     if [ -f /src/docker-ca.crt ]; then export PIP_CERT=/src/docker-ca.crt; fi; \
     case "$VARIANT" in \
@@ -34,17 +34,17 @@ RUN set -eu; \
     touch README.md components/convbench/__init__.py pipelines/__init__.py; \
     /opt/venv/bin/pip install -c constraints.txt /src "ray[default]" $tf; \
     /opt/venv/bin/pip uninstall -y convbench; \
-    rm -rf components pipelines README.md
+    rm -rf /src
+
+# ---- wheel: the project itself as a wheel (offline: setuptools comes from the locked venv) --
+FROM deps AS wheel
+WORKDIR /src
+COPY pyproject.toml README.m[d] /src/
 COPY components/ /src/components/
 COPY pipelines/ /src/pipelines/
-COPY pyproject.toml README.m[d] /src/
-RUN set -eu; \
-    if [ -f /src/docker-ca.crt ]; then export PIP_CERT=/src/docker-ca.crt; fi; \
-    touch README.md; \
-    /opt/venv/bin/pip install --no-deps -c constraints.txt /src; \
-    /opt/venv/bin/convbench --help >/dev/null 2>&1 || /opt/venv/bin/python -c "import convbench"
+RUN touch README.md && /opt/venv/bin/pip wheel --no-deps --no-build-isolation -w /wheels /src
 
-# ---- runtime: the venv, a non-root user, nothing else from the build ------------------------
+# ---- runtime: the venv, the project, a non-root user; nothing else from the build ----------
 FROM ${BASE_IMAGE}
 ARG VARIANT=cpu
 # wget and bash: KubeRay's default readiness/liveness probes are shell commands that use wget.
@@ -55,7 +55,12 @@ RUN set -eu; \
     rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb; \
     groupadd --gid 1000 convbench; \
     useradd --uid 1000 --gid 1000 --home-dir /home/convbench --create-home --shell /bin/bash convbench
-COPY --from=builder /opt/venv /opt/venv
+COPY --from=deps /opt/venv /opt/venv
+# A small layer of its own, so a source change ships kilobytes, not the 3 GB venv.
+COPY --from=wheel /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
+    && /opt/venv/bin/python -c "import convbench.cli, convbench.k8s_render"
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/convbench \
     CONVBENCH_CACHE=/tmp/convbench \

@@ -36,8 +36,11 @@ CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-j
 needs_cifar = pytest.mark.skipif(
     not (CIFAR / "test").is_dir(), reason=f"shared CIFAR-10 JPEGs not found at {CIFAR}"
 )
-IMAGENET_SIZE = 224
-PER_CLASS = 30  # 9 classes x 30 = 270 images: about 5 s per pass at 224 px on 2 cores
+# 160 px: half the cost of 224 px and, measured on these images, as good (top-5 group hits 0.433
+# at 160 vs 0.456 at 224; 9-way accuracy 0.456 vs 0.407). 9 classes x 30 = 270 images, about
+# 3 s per pass on 2 idle cores.
+IMAGENET_SIZE = 160
+PER_CLASS = 30
 
 
 def _load_images(split: str, classes: list[str], per_class: int, size: int):
@@ -56,10 +59,9 @@ def _load_images(split: str, classes: list[str], per_class: int, size: int):
 
 
 def _run(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Inference in eager chunks: for a few hundred images this beats predict(), which first
-    spends seconds tracing a graph of the 250-layer model."""
-    chunks = [model(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
-    return np.concatenate([keras.ops.convert_to_numpy(c) for c in chunks])
+    """Batched inference. predict() spends ~2 s tracing, yet for hundreds of images it is still
+    about 2x faster than eager calls; tiny batches below call the model directly instead."""
+    return model.predict(x, batch_size=batch_size, verbose=0)
 
 
 def _top5_hit_rate(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> np.ndarray:
@@ -93,7 +95,7 @@ def test_imagenet_top5_names_cifar_classes_far_above_chance(imagenet_eval):
     chance = np.mean([topk_chance(len(IMAGENET_GROUPS[classes[y]])) for y in labels])
     per_class = {c: hits[labels == i].mean() for i, c in enumerate(classes)}
     print(f"\ntop-5 group hit rate {hits.mean():.3f} vs chance {chance:.3f}; per class {per_class}")
-    # Measured 0.456 vs 0.107 (upsampled 32 px images are far from ImageNet photos); a broken
+    # Measured 0.433 vs 0.107 (upsampled 32 px images are far from ImageNet photos); a broken
     # conversion (e.g. kernels not transposed) lands near chance.
     assert hits.mean() > 3 * chance
     above = [c for c in classes if per_class[c] > topk_chance(len(IMAGENET_GROUPS[c]))]
@@ -103,7 +105,7 @@ def test_imagenet_top5_names_cifar_classes_far_above_chance(imagenet_eval):
     group_probs = np.stack([probs[:, list(IMAGENET_GROUPS[c])].sum(1) for c in classes], axis=1)
     accuracy = (group_probs.argmax(1) == labels).mean()
     print(f"9-way group accuracy {accuracy:.3f} vs chance {1 / len(classes):.3f}")
-    assert accuracy > 2.5 / len(classes)  # measured 0.407
+    assert accuracy > 2.5 / len(classes)  # measured 0.456
 
 
 @needs_cifar
@@ -116,7 +118,7 @@ def test_wrong_input_normalisation_gives_worse_imagenet_agreement(classifier, im
     wrong_logits = _run(classifier, wrong_input)
     wrong = _top5_hit_rate(wrong_logits, labels, classes).mean()
     print(f"\ntop-5 group hit rate: (x-127)/128 {right:.3f}, ImageNet mean/std {wrong:.3f}")
-    assert right > wrong + 0.04  # measured 0.456 vs 0.363 on these 270 images
+    assert right > wrong + 0.04  # measured 0.433 vs 0.356 on these 270 images (224 px: 0.456 vs 0.363)
 
 
 def _with_tf_same_padding(layer):
@@ -192,13 +194,13 @@ def test_linear_probe_on_pretrained_features_beats_random_features():
 
 
 def test_shapes_parameter_count_and_no_nan(classifier):
-    assert classifier.input_shape == (None, 224, 224, 3)
+    assert classifier.input_shape == (None, IMAGENET_SIZE, IMAGENET_SIZE, 3)
     assert classifier.output_shape == (None, 1000)
     # 4,652,008 trainable + 42,016 BatchNorm moving statistics = the 4,694,024 float values of the
     # torch file (it also holds 49 num_batches_tracked counters).
     assert classifier.count_params() == 4_694_024
     assert sum(int(np.prod(w.shape)) for w in classifier.trainable_weights) == 4_652_008
-    x = preprocess_input(np.random.default_rng(1).uniform(0, 255, (2, 224, 224, 3)))
+    x = preprocess_input(np.random.default_rng(1).uniform(0, 255, (2, IMAGENET_SIZE, IMAGENET_SIZE, 3)))
     logits = keras.ops.convert_to_numpy(classifier(x, training=False))
     assert np.isfinite(logits).all() and logits.std() > 0.1
 

@@ -38,8 +38,11 @@ def make_logger(run_dir: Path | None) -> Callable[[str], None]:
     """print() that also appends to run_dir/run.log, flushed line by line."""
     handle = None
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(run_dir / "run.log", "a", encoding="utf-8", buffering=1)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            handle = open(run_dir / "run.log", "a", encoding="utf-8", errors="backslashreplace", buffering=1)
+        except OSError as exc:
+            raise ConvbenchError(f"cannot write to the output folder {run_dir} ({exc.strerror}); pass --out with a writable folder") from None
 
     def log(message: str) -> None:
         stamp = dt.datetime.now().strftime("%H:%M:%S")

@@ -93,6 +93,28 @@ class TransferConfig:
 
 
 @dataclass(frozen=True)
+class BudgetConfig:
+    """An equal compute budget for every model; overrides their epoch counts when set."""
+
+    kind: str = "none"  # "none", "epochs", "minutes" (training wall time) or "train_flops" (3 x forward FLOPs x images)
+    value: float = 0.0  # epochs, minutes or FLOPs, per model
+    target_accuracy: float = 0.8  # validation accuracy for the report's time-to-target and FLOPs-to-target
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What is measured after training, beyond test accuracy."""
+
+    alpha: float = 0.05  # family-wise significance level of the model comparisons (Holm-corrected)
+    calibration_bins: int = 15  # equal-width confidence bins of the expected calibration error
+    robustness_images: int = 1000  # stratified test images evaluated under each corruption and severity; 0 = off
+    corruption_severities: int = 5  # severities 1..N of each corruption (CIFAR-10-C uses 5)
+    tta_flip: bool = True  # also report accuracy with horizontal-flip test-time augmentation
+    saliency_images: int = 6  # fixed test images shown with each model's saliency map; 0 = off
+    mistakes: int = 12  # most confident mistakes shown per model; 0 = off
+
+
+@dataclass(frozen=True)
 class ModelOverride:
     """Per-model changes to the shared recipe; None keeps the shared value."""
 
@@ -126,6 +148,8 @@ class RunConfig:
     transfer: TransferConfig = field(default_factory=TransferConfig)
     overrides: Mapping[str, ModelOverride] = field(default_factory=dict)  # model name -> its changes
     measure_latency: bool = True  # batch-1 latency and batch-256 throughput after training
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def recipe(self, model_name: str) -> Recipe:
         """Resolve the shared sections plus `overrides[model_name]` into one Recipe.
@@ -150,10 +174,31 @@ class RunConfig:
             raise ConvbenchError("no models selected; pass --models with at least one name (see `convbench models`)")
         if self.seeds < 1:
             raise ConvbenchError(f"seeds must be >= 1, got {self.seeds}; pass --seeds 1 or more")
+        repeated = sorted({n for n in self.models if self.models.count(n) > 1})
+        if repeated:
+            raise ConvbenchError(f"models lists {', '.join(repeated)} more than once; name each model once (use seeds for repeats)")
+        if not self.data.source.strip():
+            raise ConvbenchError("data.source is empty; pass --data cifar10, cifar100 or a folder")
+        for key in ("max_train_images", "max_test_images"):
+            value = getattr(self.data, key)
+            if value < 0:
+                raise ConvbenchError(f"--{key.replace('_', '-')} must be >= 0 (0 means all), got {value}")
+        if not 0 <= self.data.split_seed < 2**32:
+            raise ConvbenchError(f"data.split_seed must be in [0, 2**32), got {self.data.split_seed}")
         if not 0.0 < self.data.val_fraction < 0.9:
             raise ConvbenchError(f"data.val_fraction must be in (0, 0.9), got {self.data.val_fraction}")
         for name in self.models:
             _validate_recipe(self.recipe(name), name)
+        b, a = self.budget, self.analysis
+        if b.kind not in ("none", "epochs", "minutes", "train_flops"):
+            raise ConvbenchError(f"budget.kind must be none, epochs, minutes or train_flops, got {b.kind!r}")
+        if b.kind != "none" and not b.value > 0:
+            raise ConvbenchError(f"budget.value must be > 0 for a {b.kind} budget, got {b.value}")
+        if not 0 < b.target_accuracy <= 1:
+            raise ConvbenchError(f"budget.target_accuracy must be in (0, 1], got {b.target_accuracy}")
+        if not 0 < a.alpha < 1 or a.calibration_bins < 2 or a.robustness_images < 0 or not 1 <= a.corruption_severities <= 5:
+            raise ConvbenchError("analysis: alpha must be in (0, 1), calibration_bins >= 2, robustness_images >= 0, "
+                                 "corruption_severities in 1..5; fix the analysis block of the config")
         unknown = set(self.overrides) - set(self.models)
         if unknown:
             raise ConvbenchError(
@@ -168,6 +213,9 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
         (recipe.train.global_batch_size >= 1, f"global_batch_size must be >= 1 (got {recipe.train.global_batch_size})"),
         (recipe.train.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {recipe.train.eval_batch_size})"),
         (recipe.train.lr_per_1024 > 0, f"lr_per_1024 must be > 0 (got {recipe.train.lr_per_1024})"),
+        # Keras and NumPy seeds are 32-bit; 2**31 leaves room for seed + k and the fine-tune offset.
+        (0 <= recipe.train.seed < 2**31, f"train.seed must be in [0, 2**31) (got {recipe.train.seed})"),
+        (0 <= recipe.train.momentum < 1, f"momentum must be in [0, 1) (got {recipe.train.momentum})"),
         (recipe.train.optimizer in ("sgd", "adamw"), f"optimizer must be sgd or adamw (got {recipe.train.optimizer!r})"),
         (
             recipe.train.schedule in ("onecycle", "cosine", "constant"),
@@ -178,14 +226,18 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
             f"mixed_precision must be auto, off, mixed_bfloat16 or mixed_float16 (got {recipe.train.mixed_precision!r})",
         ),
         (recipe.train.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-        (recipe.augment.crop_padding >= 0, "augment.crop_padding must be >= 0"),
-        (recipe.augment.cutout >= 0, "augment.cutout must be >= 0"),
+        # Reflection padding needs fewer pixels than the 32-pixel image side.
+        (0 <= recipe.augment.crop_padding < 32, f"augment.crop_padding must be in [0, 31] (got {recipe.augment.crop_padding})"),
+        (0 <= recipe.augment.cutout <= 32, f"augment.cutout must be in [0, 32] (got {recipe.augment.cutout})"),
         (recipe.augment.mixup_alpha >= 0 and recipe.augment.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0"),
         (0 <= recipe.regularization.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
         (recipe.regularization.weight_decay >= 0, "weight_decay must be >= 0"),
         (recipe.regularization.dropout == -1.0 or 0 <= recipe.regularization.dropout < 1, "dropout must be -1 or in [0, 1)"),
         (recipe.regularization.early_stopping_patience >= 0, "early_stopping_patience must be >= 0"),
-        (recipe.transfer.resolution >= 32, f"transfer.resolution must be >= 32 (got {recipe.transfer.resolution})"),
+        (
+            32 <= recipe.transfer.resolution <= 1024,
+            f"transfer.resolution must be in [32, 1024] (got {recipe.transfer.resolution})",
+        ),
         (
             recipe.transfer.head in ("gap_dense128", "flatten_mlp", "gap_bn_dropout"),
             f"transfer.head must be gap_dense128, flatten_mlp or gap_bn_dropout (got {recipe.transfer.head!r})",
@@ -196,6 +248,8 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
             "transfer.frozen_epochs + transfer.finetune_epochs must be >= 1",
         ),
         (recipe.transfer.finetune_blocks >= 0, "transfer.finetune_blocks must be >= 0"),
+        (recipe.transfer.head_lr_per_1024 > 0, f"transfer.head_lr_per_1024 must be > 0 (got {recipe.transfer.head_lr_per_1024})"),
+        (recipe.transfer.finetune_lr_factor > 0, f"transfer.finetune_lr_factor must be > 0 (got {recipe.transfer.finetune_lr_factor})"),
     ]
     for ok, message in checks:
         if not ok:
@@ -273,6 +327,8 @@ def from_dict(data: Mapping[str, Any], base: RunConfig | None = None, where: str
     Raises:
         ConvbenchError: unknown key or wrong type, naming the key and the expected type.
     """
+    if not isinstance(data, Mapping):
+        raise ConvbenchError(f"{where} must be a mapping of keys (like `models:`), not {type(data).__name__}")
     if base is None:
         base = preset(str(data.get("preset", "quick"))) if isinstance(data, Mapping) and data.get("preset") in ("quick", "full") else preset("quick")
     return _from_dict(RunConfig, dict(data), where, base)
@@ -297,10 +353,23 @@ def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
         raise ConvbenchError(f"cannot read config file {path}: {exc}; check its permissions and encoding") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as exc:
+        # Tags such as !!python/object are refused by the safe loader: nothing in a config is executed.
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConvbenchError(
+            f"config file {path} has a value convbench cannot read{at} ({(exc.problem or 'unsupported tag').splitlines()[0]}); "
+            "use plain numbers, strings, lists and mappings"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConvbenchError(f"config file {path} is not valid YAML{at}; fix the syntax there") from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML builds dates itself and raises plain errors for impossible ones (2024-13-01).
+        raise ConvbenchError(f"config file {path} has a value YAML cannot convert ({exc}); quote it or fix it") from None
+    except RecursionError:
+        raise ConvbenchError(f"config file {path} is nested too deeply to be a convbench config; fix its structure") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -319,7 +388,7 @@ def _from_dict(cls, data: dict, where: str, base):
     if not isinstance(data, dict):
         raise ConvbenchError(f"{where} must be a mapping, got {type(data).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
+    unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers, not only strings
     if unknown:
         raise ConvbenchError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)

@@ -249,7 +249,10 @@ def _load_cifar(name: str, cache: Path, log):
     spec = CIFAR_ARCHIVES[name]
     cached = cache / "decoded" / f"{name}-v{CACHE_VERSION}.npz"
     if cached.exists():
-        return _read_cache(cached)
+        try:
+            return _read_cache(cached)
+        except ConvbenchError:
+            log(f"warning: the data cache {cached} is unreadable; decoding the archive again")
     archive = cache / "downloads" / Path(spec["url"]).name
     if not archive.exists():
         _download(spec["url"], archive, spec["md5"], log)
@@ -269,7 +272,10 @@ def _load_cifar(name: str, cache: Path, log):
                 xs.append(rows[:, spec["label_bytes"]:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             parts[split] = (np.concatenate(xs), np.concatenate(ys))
     result = (*parts["train"], *parts["test"], names)
-    _write_cache(cached, *result)
+    try:
+        _write_cache(cached, *result)
+    except (ConvbenchError, OSError) as exc:
+        log(f"warning: cannot write the data cache {cached} ({exc}); the archive will be decoded again next run")
     return result
 
 
@@ -310,7 +316,7 @@ def _list_split(root: Path, split: str) -> tuple[list[str], list[list[Path]], li
     try:
         classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     except PermissionError:
-        raise ConvbenchError(f"cannot read {folder} (permission denied); make it readable (chmod +r)") from None
+        raise ConvbenchError(f"cannot read {folder} (permission denied); make it readable (chmod +rx)") from None
     if not classes:
         raise ConvbenchError(f"{folder} has no class subfolders; put the images of each class in {split}/<class>/")
     files, ignored = [], []
@@ -318,9 +324,9 @@ def _list_split(root: Path, split: str) -> tuple[list[str], list[list[Path]], li
         try:
             entries = sorted(p for p in (folder / cls).iterdir() if p.is_file() and not p.name.startswith("."))
         except PermissionError:
-            raise ConvbenchError(f"cannot read {folder / cls} (permission denied); make it readable (chmod +r)") from None
+            raise ConvbenchError(f"cannot read {folder / cls} (permission denied); make it readable (chmod +rx)") from None
         images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
-        ignored += [str(p) for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        ignored += [_printable(p) for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
             raise ConvbenchError(f"class folder {folder / cls} has no .jpg/.jpeg/.png images; add images or remove the folder")
         files.append(images)
@@ -348,10 +354,15 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
     key = hashlib.sha1(json.dumps([CACHE_VERSION, str(root.resolve()), strict, listing]).encode()).hexdigest()[:16]
     cached = cache / "decoded" / f"folder-{key}.npz"
     if cached.exists():
-        x_tr, y_tr, x_te, y_te, names = _read_cache(cached)
-        issues = DataIssues(**json.loads(cached.with_suffix(".issues.json").read_text()))
-        _warn_issues(issues, log)
-        return x_tr, y_tr, x_te, y_te, names, issues
+        try:
+            x_tr, y_tr, x_te, y_te, names = _read_cache(cached)
+            issues = DataIssues(**json.loads(cached.with_suffix(".issues.json").read_text()))
+        except (ConvbenchError, OSError, ValueError, TypeError):
+            # The cache is derived data: a damaged or half-written one is rebuilt, not fatal.
+            log(f"warning: the data cache {cached} is unreadable; decoding the images again")
+        else:
+            _warn_issues(issues, log)
+            return x_tr, y_tr, x_te, y_te, names, issues
 
     issues = DataIssues(ignored=ignored_tr + ignored_te)
     log(f"decoding {len(listing)} images from {root} (once; cached in {cached.parent})")
@@ -362,12 +373,21 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
         missing = [train_classes[i] for i in range(len(train_classes)) if i not in present]
         if missing:
             raise ConvbenchError(f"no readable {split} images left for classes {missing} in {root}; fix or replace those files")
-    _write_cache(cached, x_tr, y_tr, x_te, y_te, train_classes)
     from convbench.io import atomic_write_json
 
-    atomic_write_json(cached.with_suffix(".issues.json"), issues.__dict__)
+    try:
+        # The issues file first: the .npz appearing is what marks the cache complete.
+        atomic_write_json(cached.with_suffix(".issues.json"), issues.__dict__)
+        _write_cache(cached, x_tr, y_tr, x_te, y_te, train_classes)
+    except (ConvbenchError, OSError) as exc:
+        log(f"warning: cannot write the data cache in {cached.parent} ({exc}); the images will be decoded again next run")
     _warn_issues(issues, log)
     return x_tr, y_tr, x_te, y_te, train_classes, issues
+
+
+def _printable(path: Path) -> str:
+    # File names that are not valid UTF-8 hold surrogates after decoding; print() and JSON reject those.
+    return str(path).encode("utf-8", errors="backslashreplace").decode("utf-8")
 
 
 def _stat(path: Path) -> tuple[int, int]:
@@ -397,7 +417,7 @@ def _decode_split(files_by_class: list[list[Path]], issues: DataIssues, strict: 
             if error:
                 if strict:
                     raise ConvbenchError(f"cannot read image {paths[i]}: {error}; fix or remove it, or drop --strict to skip it")
-                issues.skipped.append(f"{paths[i]}: {error}")
+                issues.skipped.append(f"{_printable(paths[i])}: {error}")
                 continue
             out[i] = image
             ok[i] = True
@@ -441,10 +461,18 @@ def read_image(path: Path) -> tuple[np.ndarray | None, set[str], str | None]:
                 im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
                 flags.add("resized")
             return np.asarray(im, dtype=np.uint8), flags, None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        reason = "not an image or unsupported format" if isinstance(exc, UnidentifiedImageError) else str(exc) or type(exc).__name__
-        if path.stat().st_size == 0:
-            reason = "empty file (0 bytes)"
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on bad bytes; one bad file must not stop a run
+        if isinstance(exc, UnidentifiedImageError):
+            reason = "not an image or unsupported format"
+        elif isinstance(exc, Image.DecompressionBombError):
+            reason = "image too large to decode safely (possible decompression bomb)"
+        else:
+            reason = (str(exc).splitlines() or [""])[0][:200] or type(exc).__name__
+        try:
+            if Path(path).stat().st_size == 0:
+                reason = "empty file (0 bytes)"
+        except OSError:
+            pass
         return None, flags, reason
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from convbench.augment import make_eval_dataset, make_train_dataset
-from convbench.config import AugmentConfig, Recipe
+from convbench.config import AugmentConfig, BudgetConfig, Recipe
 from convbench.data import Dataset
 from convbench.errors import ConvbenchError
 from convbench.train import (
@@ -82,6 +82,7 @@ def train_model(
     shard: tuple[int, int] = (0, 1),
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     weights: str | None = "imagenet",
+    budget: BudgetConfig | None = None,
 ):
     """Build and train `name`; restore its best-on-validation weights.
 
@@ -96,6 +97,7 @@ def train_model(
         shard: (worker index, worker count) when several workers train together.
         on_epoch_end: callback per epoch record.
         weights: "imagenet" or None (random init; tests and ablations).
+        budget: an equal compute budget that sets the epoch count (see `apply_budget`).
 
     Returns:
         (model with best weights, TrainResult)
@@ -107,9 +109,11 @@ def train_model(
     kind = model_info(name).kind
     runner = _train_transfer if kind == "transfer" else _train_custom
     started = time.perf_counter()
+    recipe, max_seconds, budget_note = apply_budget(recipe, budget, model, data, kind, strategy, precision, shard)
     history, best, best_epoch, best_acc, stopped, notes = runner(
-        model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end
+        model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds
     )
+    notes = ([budget_note] if budget_note else []) + notes
     if best is not None:
         model.set_weights(best)
     extra = ", feature caching" if kind == "transfer" else ""
@@ -125,6 +129,68 @@ def train_model(
         notes=notes + [f"wall time of the whole training call (input pipeline, validation{extra}): {time.perf_counter() - started:.1f} s"],
     )
     return model, result
+
+
+def with_total_epochs(recipe: Recipe, epochs: int, kind: str) -> Recipe:
+    """The recipe with `epochs` in total (transfer: fine-tune epochs kept inside that total)."""
+    if kind != "transfer":
+        return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=epochs))
+    finetune = min(recipe.transfer.finetune_epochs, epochs - 1)
+    return dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, frozen_epochs=epochs - finetune,
+                                                                       finetune_epochs=finetune))
+
+
+def apply_budget(recipe: Recipe, budget: BudgetConfig | None, model, data: Dataset, kind: str, strategy, precision: str,
+                 shard=(0, 1)) -> tuple[Recipe, float | None, str]:
+    """Turn an equal compute budget into this model's epoch count.
+
+    - epochs: that many epochs.
+    - train_flops: floor(budget / (3 x forward FLOPs x training images)) epochs (backward ~ 2x forward),
+      at least one.
+    - minutes: a few timed training steps estimate the epoch time; the epoch count fills the budget
+      and a hard stop at the deadline catches a wrong estimate (the LR schedule is planned for the
+      estimated count, so it still decays).
+
+    Returns:
+        (recipe, wall-clock limit in seconds or None, a note for the report or "")
+    """
+    if budget is None or budget.kind == "none":
+        return recipe, None, ""
+    from convbench.flops import count_flops
+
+    n = len(data.y_train)
+    if budget.kind == "epochs":
+        epochs = max(1, int(budget.value))
+        return with_total_epochs(recipe, epochs, kind), None, f"budget: {epochs} epochs"
+    if budget.kind == "train_flops":
+        per_epoch = 3 * count_flops(model) * n
+        epochs = max(1, int(budget.value // per_epoch))
+        return with_total_epochs(recipe, epochs, kind), None, (
+            f"budget: {budget.value:.3g} training FLOPs = {epochs} epochs at {per_epoch:.3g} FLOPs per epoch")
+    seconds = budget.value * 60
+    step = _time_training_steps(model, data, recipe, strategy, precision, shard)
+    steps = _steps(n, recipe)
+    epochs = max(1, int(seconds // (step * steps)))
+    return with_total_epochs(recipe, epochs, kind), seconds, (
+        f"budget: {budget.value:g} min; a timed probe gave {step * 1000:.0f} ms per step, so {epochs} epochs were planned")
+
+
+def _time_training_steps(model, data, recipe, strategy, precision, shard, steps: int = 6) -> float:
+    """Seconds per training step of the full model, measured then undone (weights restored)."""
+    saved = [v.numpy() for v in model.variables]
+    trainer = Trainer(model, recipe.train, recipe.regularization, strategy, steps, 1, precision)
+    batch = _per_worker_batch(recipe, shard)
+    ds = make_train_dataset(data.x_train, data.y_train, data.num_classes, batch, recipe.augment, recipe.train.seed, 10_000, shard)
+    ds = ds.take(steps + 1)
+    times = []
+    for i, (x, y) in enumerate(trainer.strategy.experimental_distribute_dataset(ds)):
+        t = time.perf_counter()
+        loss, _ = trainer._train(x, y)
+        float(loss)
+        if i:  # the first step traces the function
+            times.append(time.perf_counter() - t)
+    restore_variables(model, saved)
+    return float(np.median(times)) if times else 1.0
 
 
 def _per_worker_batch(recipe: Recipe, shard) -> int:
@@ -173,7 +239,7 @@ def _fingerprint(recipe: Recipe, data: Dataset, name: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end):
+def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None):
     cfg = recipe.train
     batch = _per_worker_batch(recipe, shard)
     steps = _steps(len(data.y_train), recipe)
@@ -195,6 +261,7 @@ def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log,
         log=log,
         on_epoch_end=on_epoch_end,
         resume=resume,
+        max_seconds=max_seconds,
     )
     return (*result, [])
 
@@ -256,7 +323,7 @@ def compute_features(features, images: np.ndarray, batch_size: int, log=print, l
     return np.concatenate(chunks)
 
 
-def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end):
+def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None):
     t = recipe.transfer
     features = model.get_layer("features")
     head = model.get_layer("head")
@@ -296,6 +363,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             log=log,
             on_epoch_end=on_epoch_end,
             resume=resume,
+            max_seconds=max_seconds,
         )
         if best_head is not None:
             head.set_weights(best_head)
@@ -328,6 +396,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             log=log,
             on_epoch_end=on_epoch_end,
             resume=resume,
+            max_seconds=max_seconds,
         )
     return history, best, best_epoch, best_acc, stopped, notes
 

@@ -120,7 +120,8 @@ def check_writable(folder: str | Path, min_free_bytes: int = MIN_FREE_BYTES) -> 
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        probe = folder / f".write-test.{os.getpid()}.tmp"
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, b"ok")
             os.fsync(fd)

@@ -395,6 +395,14 @@ def _per_class_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def _ablation_markdown(run_dir: Path) -> str | None:
+    try:
+        from convbench.ablation import render_ablation_markdown
+    except ImportError:
+        return None
+    return render_ablation_markdown(run_dir)
+
+
 def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
@@ -423,6 +431,14 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
     figures["per_class"] = "figures/per_class_accuracy.png"
     plot_accuracy_vs_flops(results["models"], fig_dir / "accuracy_vs_flops.png")
     figures["accuracy_flops"] = "figures/accuracy_vs_flops.png"
+    from convbench.analysis import analyze_run
+    from convbench.io import atomic_write_json
+
+    results["statistics"] = analyze_run(run_dir, results, histories)
+    ablation = _ablation_markdown(run_dir)
+    if ablation:
+        results["statistics"]["sections_markdown"].append(ablation)
+    atomic_write_json(run_dir / "statistics.json", {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
     text = render_markdown(results, histories, figures)
     path = run_dir / "REPORT.md"
     atomic_write_text(path, text)

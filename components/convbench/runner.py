@@ -69,6 +69,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     Returns:
         The run's result entry (JSON-ready).
     """
+    from convbench.analysis import measure_extras
     from convbench.evaluate import evaluate_model, predict_logits
     from convbench.fit import train_model
     from convbench.models import model_info
@@ -79,18 +80,20 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     model_dir = out_dir / "models" / name / f"seed{seed}"
     label = f"{name} seed {seed}"
     model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
-                                shard=shard, on_epoch_end=on_epoch_end)
+                                shard=shard, on_epoch_end=on_epoch_end, budget=config.budget)
     if shard[0] != 0:
         return {}
     log(f"[{label}] evaluating on {len(data.y_test)} test images")
     metrics, test_logits = evaluate_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
                                           config.measure_latency)
     val_logits = predict_logits(model, data.x_val, recipe.train.eval_batch_size)
+    log(f"[{label}] robustness, test-time augmentation and saliency")
+    extras, extra_arrays = measure_extras(model, data, config.analysis, test_logits, recipe.train.eval_batch_size)
     best_path = model_dir / "best.weights.h5"
     atomic_write(best_path, lambda tmp: _save_weights(model, tmp))
     atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(result.history))
     atomic_write(out_dir / "predictions" / f"{key}.npz",
-                 lambda tmp: _save_predictions(tmp, test_logits, data.y_test, val_logits, data.y_val))
+                 lambda tmp: _save_predictions(tmp, test_logits, data.y_test, val_logits, data.y_val, extra_arrays))
     for stale in model_dir.glob("checkpoint*.npz"):
         stale.unlink()  # the best weights and history are saved; resume state is no longer needed
     last = result.history[-1]
@@ -119,6 +122,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         "predictions": f"predictions/{key}.npz",
         "checkpoint": str(best_path.relative_to(out_dir)),
         **{k: v for k, v in metrics.items() if k not in ("params", "flops_per_image", "test_accuracy", "trainable_params")},
+        **extras,
     }
     log(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
         f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
@@ -132,9 +136,9 @@ def _save_weights(model, tmp: Path) -> None:
     os.replace(target, tmp)
 
 
-def _save_predictions(tmp: Path, test_logits, y_test, val_logits, y_val) -> None:
+def _save_predictions(tmp: Path, test_logits, y_test, val_logits, y_val, extra: dict) -> None:
     with open(tmp, "wb") as fh:
-        np.savez(fh, test_logits=test_logits, test_labels=y_test, val_logits=val_logits, val_labels=y_val)
+        np.savez(fh, test_logits=test_logits, test_labels=y_test, val_logits=val_logits, val_labels=y_val, **extra)
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
@@ -146,7 +150,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
         entry = {"name": name, "kind": rs[0]["kind"], "seeds": [r["seed"] for r in rs]}
         for k in ("test_accuracy", "best_val_accuracy", "train_seconds", "epochs_run", "train_accuracy_at_best",
                   "final_train_accuracy", "final_val_accuracy", "train_images_per_s", "latency_ms_batch1",
-                  "throughput_images_per_s_batch256"):
+                  "throughput_images_per_s_batch256", "tta_accuracy"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             if vals:
                 entry[k] = float(np.mean(vals))
@@ -175,9 +179,7 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     Returns:
         The results dict written to results.json.
     """
-    from convbench.env import describe_environment
     from convbench.models import model_info
-    from convbench.report import render_report
 
     config.validate()
     for name in config.models:

@@ -229,13 +229,32 @@ class Trainer:
 
         self._train = distributed_train
         self._eval = distributed_eval
+        # Under MultiWorkerMirroredStrategy each worker's dataset already holds only its own slice of
+        # every global batch (make_train_dataset(shard=...)); experimental_distribute_dataset would
+        # auto-shard it again and treat its batch as the global one.
+        self._multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def _distribute(self, dataset, eval_batch: int | None = None):
+        if not self._multi_worker:
+            return self.strategy.experimental_distribute_dataset(dataset)
+
+        def per_worker(context):
+            # The dataset is this worker's already; only split its batches over the worker's own
+            # replicas (GPUs): a training batch is global / workers, an eval batch is eval_batch_size.
+            local = context.num_replicas_in_sync // context.num_input_pipelines
+            if local > 1:
+                per_worker_batch = eval_batch or self.global_batch_size // context.num_input_pipelines
+                return dataset.rebatch(-(-per_worker_batch // local))
+            return dataset
+
+        return self.strategy.distribute_datasets_from_function(per_worker)
 
     def current_lr(self) -> float:
         return float(self.schedule(self.optimizer.iterations))
 
     def train_epoch(self, dataset, epoch: int, epochs: int, steps: int, progress: Progress | None = None) -> tuple[float, float, float, int]:
         """One pass over `dataset` (already batched per worker). Returns (loss, accuracy, seconds, images)."""
-        dist = self.strategy.experimental_distribute_dataset(dataset)
+        dist = self._distribute(dataset)
         total_loss = total_correct = 0.0
         images = 0
         started = time.perf_counter()
@@ -253,8 +272,13 @@ class Trainer:
         return total_loss / images, total_correct / images, seconds, images
 
     def evaluate(self, dataset) -> tuple[float, float]:
-        """(mean loss, accuracy) over an unaugmented dataset."""
-        dist = self.strategy.experimental_distribute_dataset(dataset)
+        """(mean loss, accuracy) over an unaugmented dataset.
+
+        Under several workers every worker scores the whole dataset, so all run the same number of
+        collective steps; the SUM-reduced totals count each example once per worker, which leaves
+        both ratios exact.
+        """
+        dist = self._distribute(dataset, eval_batch=self.cfg.eval_batch_size)
         loss = correct = count = 0.0
         for x, y in dist:
             l, c, n = self._eval(x, y)
@@ -335,6 +359,7 @@ def run_epochs(
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     resume: dict | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[list[EpochRecord], list[np.ndarray] | None, int, float, bool]:
     """Run `epochs` epochs with validation, early stopping and per-epoch checkpoints.
 
@@ -354,6 +379,7 @@ def run_epochs(
         on_epoch_end: called with each record (Ray reports from here).
         resume: {"history": [...], "best": [...], "best_epoch": n, "best_val_accuracy": a,
             "best_val_loss": l, "stale": k} from a checkpoint; epochs already in history are skipped.
+        max_seconds: stop once the history's training seconds reach this (a wall-clock budget).
 
     Returns:
         (history, best weights, best epoch, best val accuracy, stopped early)
@@ -393,6 +419,10 @@ def run_epochs(
             save_checkpoint(checkpoint, trainer.model, trainer.optimizer, state, best)
         if on_epoch_end:
             on_epoch_end(record)
+        if max_seconds is not None and sum(r.seconds for r in history) >= max_seconds and e < epochs - 1:
+            log(f"[{label}] time budget of {max_seconds / 60:.1f} min reached after epoch {number}")
+            stopped = True
+            break
         if patience and stale >= patience:
             log(f"[{label}] early stop: validation loss has not improved for {patience} epochs")
             stopped = True

@@ -1,0 +1,334 @@
+"""Crash safety: kill -9 and resume for real, the run-directory lock, full or unwritable disks.
+
+Run: .venv/bin/pytest tests/test_resume.py -q -rP --durations=0
+
+The kill test starts `python -m convbench.cli run` with two models on a tiny synthetic dataset,
+SIGKILLs it once the first model is finished and the second has written an epoch checkpoint, runs
+the same command again and checks what the issue asks: the finished model is reused untouched,
+the interrupted one resumes at its next epoch (history complete, each epoch once, learning-rate
+schedule continuing where it stopped) and REPORT.md covers both. While the first process trains, a
+second run on the same folder is refused (the lock); after the kill, its stale lock is taken over.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_data import write_dataset  # noqa: E402
+
+from convbench import cli  # noqa: E402
+from convbench.errors import ConvbenchError  # noqa: E402
+from convbench.io import atomic_write, atomic_write_json, atomic_write_text, check_writable  # noqa: E402
+from convbench.lock import LOCK_NAME, RunLock, pid_alive, read_lock  # noqa: E402
+
+EPOCHS = {"cnn_vgg": 2, "cnn_resnet": 4}
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
+            "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("convbench: error: "), err
+    print("USER SEES:", lines[0])
+    return lines[0]
+
+
+def _checkpoint_epochs(path: Path) -> int:
+    from convbench.train import load_checkpoint
+
+    try:
+        state, *_ = load_checkpoint(path)
+    except (OSError, ValueError, KeyError):
+        return 0  # being replaced right now: look again
+    return len(state["history"])
+
+
+# ---------------------------------------------------------------------------------------------
+# kill -9, then the same command again
+
+
+def test_kill_9_then_rerun_resumes(tmp_path, capsys):
+    import pandas as pd
+
+    data = write_dataset(tmp_path / "data", classes=4, train=24, test=6)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "measure_latency": False,
+        "train": {"epochs": EPOCHS["cnn_vgg"], "global_batch_size": 16, "eval_batch_size": 64},
+        "overrides": {"cnn_resnet": {"train": {"epochs": EPOCHS["cnn_resnet"]}}},
+    }))
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(data), "--models", "cnn_vgg,cnn_resnet", "--config", str(config), "--out", str(out)]
+    command = [sys.executable, "-m", "convbench.cli", *argv]
+    checkpoint = out / "models" / "cnn_resnet" / "seed0" / "checkpoint.npz"
+    import convbench.models  # noqa: F401 - import TensorFlow now, not while racing the first run
+
+    with open(tmp_path / "first.log", "w") as first_log:
+        proc = subprocess.Popen(command, stdout=first_log, stderr=subprocess.STDOUT, env=_env(tmp_path), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        refused = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            if refused is None and read_lock(out) is not None:
+                # A second run on the same folder while the first trains: refused, nothing touched.
+                rc = cli.main(argv)
+                refused = (rc, capsys.readouterr().err)
+            if (out / "results.json").exists() and checkpoint.exists() and _checkpoint_epochs(checkpoint) >= 1:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the first run never reached cnn_resnet's first checkpoint:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+    assert refused is not None, "the lock file never appeared while the first run trained"
+    assert refused[0] == 2
+    line = _one_error_line(refused[1])
+    assert f"another convbench run (pid {proc.pid}" in line and "pass a different --out" in line
+
+    done_before_kill = _checkpoint_epochs(checkpoint)
+    assert 1 <= done_before_kill < EPOCHS["cnn_resnet"], "killed too late to test resuming"
+    first = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in first["runs"]] == ["cnn_vgg"]
+    vgg_entry = first["runs"][0]
+    vgg_files = {p: _sha(out / p) for p in ("history/cnn_vgg_seed0.csv", "predictions/cnn_vgg_seed0.npz",
+                                            "models/cnn_vgg/seed0/best.weights.h5")}
+    assert read_lock(out)["pid"] == proc.pid and not pid_alive(proc.pid)  # the killed run's lock is left behind
+
+    second = subprocess.run(command, capture_output=True, text=True, env=_env(tmp_path), cwd=tmp_path, timeout=240)
+    log = second.stdout
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    print(log)
+
+    # The stale lock is taken over, the finished model reused, the interrupted one resumed.
+    assert f"taking over the stale lock of a run that died (pid {proc.pid}" in log
+    assert "reusing 1 finished runs" in log
+    assert f"[cnn_resnet seed 0] resuming from checkpoint.npz: {done_before_kill} epochs already done" in log
+    assert "[cnn_vgg seed 0] epoch" not in log, "the finished model was trained again"
+    assert "[cnn_resnet seed 0] epoch 1 train" not in log or done_before_kill == 0
+
+    final = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in final["runs"]] == ["cnn_vgg", "cnn_resnet"]
+    assert final["runs"][0] == vgg_entry
+    assert {p: _sha(out / p) for p in vgg_files} == vgg_files
+
+    history = pd.read_csv(out / "history" / "cnn_resnet_seed0.csv")
+    assert history["epoch"].tolist() == list(range(1, EPOCHS["cnn_resnet"] + 1))
+    assert final["runs"][1]["epochs_run"] == EPOCHS["cnn_resnet"]
+    # The optimizer's step count was restored: the learning rate after resuming continues the
+    # one-cycle schedule instead of starting its warmup again.
+    from convbench.config import load_yaml
+    from convbench.train import make_schedule
+
+    train_cfg = load_yaml(out / "config.yaml").recipe("cnn_resnet").train
+    steps = final["data"]["train_images"] // train_cfg.global_batch_size
+    schedule = make_schedule(train_cfg, steps, EPOCHS["cnn_resnet"])
+    expected = [float(schedule(e * steps)) for e in range(1, EPOCHS["cnn_resnet"] + 1)]
+    assert np.allclose(history["lr"], expected, rtol=1e-5, atol=1e-7)
+
+    report = (out / "REPORT.md").read_text()
+    assert "cnn_vgg" in report and "cnn_resnet" in report
+    assert not (out / LOCK_NAME).exists()
+    assert not list(out.rglob(".*.tmp*")) and not list(out.rglob("checkpoint*.npz"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The lock
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_live_lock_refuses_and_dead_lock_is_taken_over(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from convbench.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
+                               "print('locked', flush=True); time.sleep(120)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, env=_env(tmp_path),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConvbenchError, match=rf"another convbench run \(pid {holder.pid} on .*\) is using"):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lines: list[str] = []
+    with RunLock(tmp_path, log=lines.append) as lock:
+        assert lock.held and read_lock(tmp_path)["pid"] == os.getpid()
+    assert any(f"taking over the stale lock of a run that died (pid {holder.pid}" in line for line in lines)
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("content", ["dead-pid", "garbage", "empty"])
+def test_stale_lock_file_is_taken_over(tmp_path, content):
+    text = {"dead-pid": json.dumps({"pid": _dead_pid(), "host": os.uname().nodename, "started": "earlier"}),
+            "garbage": "\x00not json", "empty": ""}[content]
+    (tmp_path / LOCK_NAME).write_text(text)
+    lock = RunLock(tmp_path, log=lambda m: None).acquire()
+    assert read_lock(tmp_path)["pid"] == os.getpid()
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_lock_without_flock_uses_the_pid(tmp_path, monkeypatch):
+    """Network file systems without flock: the pid alone decides (fcntl is removed to simulate one)."""
+    import convbench.lock as lockmod
+
+    monkeypatch.setattr(lockmod, "fcntl", None)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
+        with pytest.raises(ConvbenchError, match=f"pid {sleeper.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with RunLock(tmp_path, log=lambda m: None):
+        assert read_lock(tmp_path)["pid"] == os.getpid()
+
+
+def test_lock_is_released_when_the_run_fails(tmp_path, capsys):
+    """A run that stops on bad data leaves no lock behind: the next run is not blocked."""
+    data = write_dataset(tmp_path / "data", classes=1)
+    out = tmp_path / "out"
+    rc = cli.main(["run", "--data", str(data), "--models", "cnn_vgg", "--out", str(out)])
+    assert rc == 2 and "only one class" in capsys.readouterr().err
+    assert out.is_dir() and not (out / LOCK_NAME).exists()
+
+
+def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
+    (tmp_path / "models").mkdir()
+    leftovers = [tmp_path / ".results.json.ab12cd.tmp", tmp_path / "models" / ".checkpoint.npz.x1y2.tmp",
+                 tmp_path / "models" / ".best.weights.h5.q9.tmp.weights.h5"]
+    for p in leftovers:
+        p.write_bytes(b"partial")
+    keep = tmp_path / "results.json"
+    keep.write_text("{}")
+    with RunLock(tmp_path, log=lambda m: None):
+        pass
+    assert not any(p.exists() for p in leftovers) and keep.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Full disk, unwritable folders: clear error before training, old results untouched
+
+
+def _existing_run(tmp_path: Path) -> tuple[Path, str]:
+    out = tmp_path / "out"
+    out.mkdir()
+    atomic_write_json(out / "results.json", {"runs": [{"name": "cnn_vgg", "test_accuracy": 0.5}]})
+    return out, _sha(out / "results.json")
+
+
+def test_simulated_full_disk_stops_before_training(tmp_path, capsys, monkeypatch):
+    """shutil.disk_usage is patched to report 5 MiB free: a real full disk cannot be made without root mounts."""
+    import convbench.io as iomod
+
+    data = write_dataset(tmp_path / "data", classes=2, train=10, test=3)
+    out, digest = _existing_run(tmp_path)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(iomod.shutil, "disk_usage", lambda p: usage(10 * 2**30, 10 * 2**30 - 5 * 2**20, 5 * 2**20))
+    rc = cli.main(["run", "--data", str(data), "--models", "cnn_vgg", "--out", str(out)])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "only 5 MiB free on the disk of" in line and "free some space" in line
+    assert _sha(out / "results.json") == digest and not (out / "models").exists()
+
+
+def test_disk_full_while_writing_keeps_the_old_file(tmp_path):
+    """A real ENOSPC from /dev/full in the middle of a write: the target keeps its old content."""
+    target = tmp_path / "results.json"
+    atomic_write_text(target, "old content\n")
+
+    def write(tmp: Path) -> None:
+        tmp.write_text("half of the new")
+        with open("/dev/full", "wb") as full:
+            full.write(b"x" * 4096)
+            full.flush()
+
+    if not Path("/dev/full").exists():
+        def write(tmp: Path) -> None:  # noqa: F811 - same failure, raised by hand where /dev/full is missing
+            tmp.write_text("half of the new")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ConvbenchError, match="No space left on device; free some space") as err:
+        atomic_write(target, write)
+    assert "\n" not in str(err.value)
+    assert target.read_text() == "old content\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_output_under_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    rc = cli.main(["run", "--data", str(tmp_path), "--models", "cnn_vgg", "--out", str(tmp_path / "file" / "run")])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "cannot write to the output folder" in line and "Not a directory" in line
+
+
+def test_unwritable_output_folder_keeps_results(tmp_path, capsys, monkeypatch):
+    """Permission bits do not stop root, so as root the CLI runs with effective uid nobody."""
+    from test_bad_input import unprivileged
+
+    data = write_dataset(tmp_path / "data", classes=2, train=10, test=3)
+    out, digest = _existing_run(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    tmp_path.chmod(0o755)
+    out.chmod(0o555)
+    try:
+        with unprivileged():
+            rc = cli.main(["run", "--data", "data", "--models", "cnn_vgg", "--out", "out"])
+    finally:
+        out.chmod(0o755)
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "cannot write to the output folder out (Permission denied)" in line
+    assert _sha(out / "results.json") == digest
+    assert data.is_dir()
+
+
+def test_check_writable_accepts_a_normal_folder(tmp_path):
+    check_writable(tmp_path / "new" / "run", min_free_bytes=1)
+    assert (tmp_path / "new" / "run").is_dir() and not list((tmp_path / "new" / "run").iterdir())
+
+
+def test_atomic_files_get_normal_permissions_and_strict_json(tmp_path):
+    path = tmp_path / "r.json"
+    atomic_write_json(path, {"nan": float("nan"), "inf": float("inf"), "np": np.float32(0.5), "arr": np.arange(2)})
+    assert json.loads(path.read_text()) == {"nan": None, "inf": None, "np": 0.5, "arr": [0, 1]}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    path.chmod(0o640)
+    atomic_write_json(path, {})
+    assert path.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
