@@ -134,6 +134,15 @@ def test_effects_verdicts_and_section_follow_the_predictions(tmp_path):
     assert by["dropout"]["verdict"] == "hurt"
     assert (by["dropout"]["without"], by["dropout"]["with"]) == ("dropout=off", "dropout=on")
 
+    # A second model joins the same Holm family: three p-values, the smallest multiplied by 3.
+    runs_two = runs + [_fake_run(tmp_path, "cnn_resnet", v, 0, c, 0.0) for v, c in (("aug=crop+flip", base), ("aug=none", base))]
+    joint, _ = ab.compute_effects(tmp_path, runs_two, alpha=0.05)
+    assert [(e["model"], e["without"]) for e in joint] == [
+        ("cnn_vgg", "aug=none"), ("cnn_vgg", "dropout=off"), ("cnn_resnet", "aug=none")]
+    smallest = min(joint, key=lambda e: e["p_value"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, 3 * smallest["p_value"]))
+    assert joint[2]["verdict"] == "no detectable effect" and joint[2]["diff"] == 0
+
     plotted = ab.plot_ablation_curves(tmp_path, runs, "cnn_vgg", tmp_path / "figures/ablation_cnn_vgg.png")
     assert plotted == 0 and (tmp_path / "figures/ablation_cnn_vgg.png").stat().st_size > 5000
     ledger = {"models": ["cnn_vgg"], "runs": runs, "effects": effects, "variants": {},

@@ -424,10 +424,10 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
     main_runs = _main_run_results(run_dir, summary)
     state = {"data": summary, "alpha": config.analysis.alpha, "variants": variants_info, "skipped": skipped}
 
-    def save(effects=None, curves=None, models_done=None):
+    def save(effects=None, curves=None):
         doc = {
             "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "models": models_done if models_done is not None else list(dict.fromkeys(e["model"] for e in runs)),
+            "models": list(dict.fromkeys(e["model"] for e in runs)),
             **state,
             "runs": runs,
             # Effects are only written once every planned run is in, never stale ones from fewer runs.
@@ -505,15 +505,16 @@ def _correctness(run_dir: Path, entry: Mapping[str, Any]) -> tuple[np.ndarray, n
 
 def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alpha: float = 0.05,
                     log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, list[int]]]:
-    """Effects of every contrast the finished runs allow, per model (Holm within a model).
+    """Effects of every contrast the finished runs allow, Holm-corrected together over all models.
 
-    Each model is compared on the seeds that all its compared variants have, so every contrast is
-    paired seed by seed.
+    One family over every model's contrasts, so "helped" holds at `alpha` for the whole ablation,
+    as the report states. Each model is compared on the seeds that all its compared variants have,
+    so every contrast is paired seed by seed.
 
     Args:
         run_dir: the run directory (predictions paths are relative to it).
         runs: ledger entries (model, variant, seed, gap, predictions, ...).
-        alpha: family-wise level per model.
+        alpha: family-wise level over all contrasts.
         log: progress output.
 
     Returns:
@@ -522,7 +523,9 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
     from convbench.stats import ablation_effects
 
     run_dir = Path(run_dir)
-    effects: list[dict] = []
+    all_correct: dict[str, list[np.ndarray]] = {}
+    all_gaps: dict[str, list[float]] = {}
+    all_contrasts: list[dict[str, str]] = []
     used: dict[str, list[int]] = {}
     for model in dict.fromkeys(e["model"] for e in runs):
         by_variant: dict[str, dict[int, Mapping[str, Any]]] = {}
@@ -558,8 +561,19 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
             if variant in involved:  # "<reg>=on" is the baseline under the name the report should show
                 correct[_on_alias(variant)] = correct[BASELINE]
                 gaps[_on_alias(variant)] = gaps[BASELINE]
-        effects += ablation_effects(correct, cons, alpha, gaps=gaps, model=model)
+        # One family over all models: keys carry the model, which is stripped again below.
+        for v in correct:
+            all_correct[f"{model}|{v}"] = correct[v]
+            all_gaps[f"{model}|{v}"] = gaps[v]
+        for c in cons:
+            all_contrasts.append({"factor": c["factor"], "without": f"{model}|{c['without']}", "with": f"{model}|{c['with']}"})
         used[model] = seeds
+    if not all_contrasts:
+        return [], used
+    effects = ablation_effects(all_correct, all_contrasts, alpha, gaps=all_gaps)
+    for e in effects:
+        model, e["with"] = e["with"].split("|", 1)
+        e["model"], e["without"] = model, e["without"].split("|", 1)[1]
     return _plain(effects), used
 
 
@@ -593,23 +607,32 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
             histories[variant] = pd.read_csv(hist)
     if not histories:
         return None
+    # Side by side: augmentation variants, then regularizers switched off; the baseline is in both.
+    groups = [(title, [v for v in members if v in histories]) for title, members in (
+        ("augmentation", ("aug=none", BASELINE, "aug=full")),
+        ("regularizers switched off", (BASELINE, *REGULARIZERS)))]
+    groups = [(t, vs) for t, vs in groups if set(vs) - {BASELINE}] or [("variants", list(histories))]
     plt = _plt()
     colours = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(figsize=(8.5, 4.6))
-    for variant, rows in histories.items():
-        c = colours[VARIANTS.index(variant) % len(colours)]
-        ax.plot(rows["epoch"], rows["val_accuracy"], "-o", color=c, ms=4, lw=1.8, label=variant)
-        ax.plot(rows["epoch"], rows["train_accuracy"], "--", color=c, lw=1.2, alpha=0.8)
-    ax.set(xlabel="epoch", ylabel="accuracy", title=f"{model}: ablation learning curves (seed {seed})")
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.5, 4.4), sharey=True, squeeze=False)
     epochs = sorted({int(x) for rows in histories.values() for x in rows["epoch"]})
-    if len(epochs) <= 20:
-        ax.set_xticks(epochs)
     from matplotlib.lines import Line2D
 
-    handles, _ = ax.get_legend_handles_labels()
-    style = [Line2D([], [], color="0.3", ls="-", marker="o", ms=4, label="validation"),
-             Line2D([], [], color="0.3", ls="--", label="train (augmented batches)")]
-    ax.legend(handles=handles + style, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    for ax, (title, members) in zip(axes[0], groups):
+        for variant in members:
+            rows = histories[variant]
+            c = colours[VARIANTS.index(variant) % len(colours)]
+            ax.plot(rows["epoch"], rows["val_accuracy"], "-o", color=c, ms=4, lw=1.8, label=variant)
+            ax.plot(rows["epoch"], rows["train_accuracy"], "--", color=c, lw=1.2, alpha=0.8)
+        ax.set(xlabel="epoch", title=f"{model}: {title}")
+        if len(epochs) <= 20:
+            ax.set_xticks(epochs)
+        handles, _ = ax.get_legend_handles_labels()
+        style = [Line2D([], [], color="0.3", ls="-", marker="o", ms=4, label="validation"),
+                 Line2D([], [], color="0.3", ls="--", label="train (augmented batches)")]
+        ax.legend(handles=handles + style, loc="best", fontsize=8, framealpha=0.85)
+    axes[0][0].set_ylabel("accuracy")
+    fig.suptitle(f"Ablation learning curves, {model}, seed {seed}", fontsize=10)
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     plt.close(fig)
     return seed

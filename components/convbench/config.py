@@ -115,6 +115,14 @@ class AnalysisConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """Ablations run after the comparison (the same as `convbench ablate`); no variants = off."""
+
+    variants: tuple[str, ...] = ()  # e.g. [aug=none, aug=crop+flip, aug=full, dropout=off, weight_decay=off, label_smoothing=off]
+    models: tuple[str, ...] = ()  # architectures to ablate; empty = the custom CNNs among `models`
+
+
+@dataclass(frozen=True)
 class ModelOverride:
     """Per-model changes to the shared recipe; None keeps the shared value."""
 
@@ -150,6 +158,7 @@ class RunConfig:
     measure_latency: bool = True  # batch-1 latency and batch-256 throughput after training
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def recipe(self, model_name: str) -> Recipe:
         """Resolve the shared sections plus `overrides[model_name]` into one Recipe.

@@ -165,7 +165,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
 def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
     """What must match for an existing run directory's results to be reused."""
     d = cfgmod.to_dict(config)
-    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency")}, "data": data_summary}
+    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation")}, "data": data_summary}
 
 
 def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
@@ -191,9 +191,20 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     check_writable(out_dir)  # unwritable folder or (nearly) full disk: fail before loading data or training
     lock = RunLock(out_dir, log=log).acquire()  # a second run on the same folder refuses here
     try:
-        return _run_locked(config, out_dir, log)
+        results = _run_locked(config, out_dir, log)
     finally:
         lock.release()
+    if config.ablation.variants:
+        from convbench.ablation import run_ablation
+        from convbench.models import list_models
+        from convbench.report import render_report
+
+        models = config.ablation.models or tuple(m for m in config.models if m in list_models("custom"))
+        log(f"ablation of {', '.join(models)}: {', '.join(config.ablation.variants)}")
+        ablation_config = dataclasses.replace(config, models=models, overrides={k: v for k, v in config.overrides.items() if k in models})
+        run_ablation(ablation_config, out_dir, config.ablation.variants, log=log)
+        render_report(out_dir, log=log)
+    return results
 
 
 def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None]) -> dict:
