@@ -14,14 +14,20 @@
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# ---- deps: a venv in /opt/venv with every dependency, from pyproject.toml + the lock only -----
-# Editing the source never invalidates this 3 GB layer; only constraints/pyproject changes do.
+# ---- reqs: the dependency list of pyproject.toml, alone, so that editing anything else in
+# pyproject.toml (version, package list) does not invalidate the dependency layer below.
+FROM ${BASE_IMAGE} AS reqs
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; open('/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))"
+
+# ---- deps: a venv in /opt/venv with every dependency, installed under the lock ------------
+# Only a change of the dependency list or of constraints.txt rebuilds this 3 GB layer.
 FROM ${BASE_IMAGE} AS deps
 ARG VARIANT=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml constraints.txt build/docker-ca.cr[t] /src/
-# A stub package stands in for the source while the dependencies install.
+COPY --from=reqs /requirements.txt /src/requirements.txt
+COPY constraints.txt build/docker-ca.cr[t] /src/
 RUN set -eu; \
     if [ -f /src/docker-ca.crt ]; then export PIP_CERT=/src/docker-ca.crt; fi; \
     case "$VARIANT" in \
@@ -30,10 +36,7 @@ RUN set -eu; \
       *) echo "VARIANT must be cpu or gpu, not '$VARIANT'" >&2; exit 1 ;; \
     esac; \
     python3 -m venv /opt/venv; \
-    mkdir -p components/convbench pipelines; \
-    touch README.md components/convbench/__init__.py pipelines/__init__.py; \
-    /opt/venv/bin/pip install -c constraints.txt /src "ray[default]" $tf; \
-    /opt/venv/bin/pip uninstall -y convbench; \
+    /opt/venv/bin/pip install -c constraints.txt -r requirements.txt "ray[default]" $tf; \
     rm -rf /src
 
 # ---- wheel: the project itself as a wheel (offline: setuptools comes from the locked venv) --
@@ -61,7 +64,10 @@ COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
     && /opt/venv/bin/python -c "import convbench.cli, convbench.k8s_render"
+# The image's own reference (k8s/IMAGE, passed by make image) for convbench.k8s_render.default_image().
+ARG IMAGE_REF=""
 ENV PATH=/opt/venv/bin:$PATH \
+    CONVBENCH_IMAGE=${IMAGE_REF} \
     HOME=/home/convbench \
     CONVBENCH_CACHE=/tmp/convbench \
     KERAS_HOME=/tmp/convbench/keras \

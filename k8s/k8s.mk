@@ -1,6 +1,8 @@
 # Container image and Kubernetes targets; included by the top-level Makefile. See docs/deploy.md.
 #
 #   make image                 build the image (VARIANT=gpu for CUDA); tag = content of k8s/IMAGE
+#                              (the dependency stage is kept as IMAGE-deps-VARIANT so pruning
+#                              dangling images never throws away the 3 GB layer cache)
 #   make kind-up               kind cluster (k8s/kind-config.yaml) + KubeRay + Kubeflow Pipelines
 #   make kind-load             copy the image into the kind node
 #   make deploy                Ray token secret + kubectl apply -k k8s/overlays/$(OVERLAY)
@@ -20,7 +22,8 @@ BASE_IMAGE ?=
 # A CA bundle pip must trust inside the build (corporate proxy); copied to build/ for the build only.
 BUILD_CA ?=
 DOCKER_BUILD_ARGS ?=
-DOCKER_CONTEXT ?= .
+# Not DOCKER_CONTEXT: the docker CLI reads that name from the environment as a context name.
+IMAGE_CONTEXT ?= .
 KIND ?= kind
 KIND_CLUSTER ?= convbench
 KUBECTL ?= kubectl
@@ -32,7 +35,9 @@ NAMESPACE ?= kubeflow
 KUBERAY_VERSION ?= 1.7.0
 KFP_VERSION ?= 2.17.0
 KFP_HOST ?= http://127.0.0.1:8080
-SUBMIT_ARGS ?=
+RAY_ADDRESS ?= http://convbench-ray-head.$(NAMESPACE).svc.cluster.local:8265
+# Run options for `make submit` (a short run that fits kind); override for a real comparison.
+SUBMIT_ARGS ?= --preset quick --max-train-images 5000 --max-test-images 1000 --epochs 2
 DATA ?=
 
 .PHONY: image constraints k8s-validate kind-up install-kuberay install-kfp kind-load deploy data \
@@ -41,13 +46,16 @@ DATA ?=
 image:
 	@set -e; \
 	if [ -n "$(BUILD_CA)" ]; then \
-	  mkdir -p "$(DOCKER_CONTEXT)/build"; cp "$(BUILD_CA)" "$(DOCKER_CONTEXT)/build/docker-ca.crt"; \
-	  trap 'rm -f "$(DOCKER_CONTEXT)/build/docker-ca.crt"' EXIT; \
+	  mkdir -p "$(IMAGE_CONTEXT)/build"; cp "$(BUILD_CA)" "$(IMAGE_CONTEXT)/build/docker-ca.crt"; \
+	  trap 'rm -f "$(IMAGE_CONTEXT)/build/docker-ca.crt"' EXIT; \
 	fi; \
 	start=$$(date +%s); \
-	$(DOCKER) build $(DOCKER_BUILD_ARGS) --build-arg VARIANT=$(VARIANT) \
-	  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-	  -t $(IMAGE) -f "$(DOCKER_CONTEXT)/Dockerfile" "$(DOCKER_CONTEXT)"; \
+	for target in deps runtime; do \
+	  if [ $$target = deps ]; then tag="$(IMAGE)-deps-$(VARIANT)"; stage="--target deps"; else tag="$(IMAGE)"; stage=""; fi; \
+	  $(DOCKER) build $(DOCKER_BUILD_ARGS) --build-arg VARIANT=$(VARIANT) --build-arg IMAGE_REF=$(IMAGE) \
+	    $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	    $$stage -t $$tag -f "$(IMAGE_CONTEXT)/Dockerfile" "$(IMAGE_CONTEXT)"; \
+	done; \
 	echo "built $(IMAGE) ($(VARIANT)) in $$(( $$(date +%s) - start )) s, $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE)) bytes"
 
 constraints:
@@ -94,7 +102,9 @@ submit:
 	@set -e; \
 	$(KUBECTL) -n kubeflow port-forward svc/ml-pipeline-ui 8080:80 >/dev/null 2>&1 & pf=$$!; \
 	trap 'kill $$pf' EXIT; sleep 3; \
-	$(BIN)/convbench pipeline submit --host $(KFP_HOST) $(SUBMIT_ARGS)
+	$(BIN)/convbench pipeline submit --host $(KFP_HOST) --data /data/cifar10-jpeg \
+	  --ray-address $(RAY_ADDRESS) --shared-pvc convbench-data --ray-token-secret convbench-ray-token \
+	  $(SUBMIT_ARGS)
 
 dashboards:
 	@echo "Ray dashboard: http://127.0.0.1:8265   Kubeflow Pipelines UI: http://127.0.0.1:8080   (Ctrl-C stops)"

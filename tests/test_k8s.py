@@ -15,6 +15,7 @@ check that each breakage is reported.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 import subprocess
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = [ROOT / "k8s" / "overlays" / name for name in kr.OVERLAYS]
 HAVE_SCHEMAS = (kr.schema_dir() / "ray.io_rayclusters.yaml").is_file()
 needs_schemas = pytest.mark.skipif(not HAVE_SCHEMAS, reason=f"KubeRay CRD schemas not found in {kr.schema_dir()}")
+
+
+@pytest.fixture(autouse=True)
+def _image_from_checkout(monkeypatch) -> None:
+    """These tests check the checkout's k8s/IMAGE; an exported override must not leak in."""
+    monkeypatch.delenv("CONVBENCH_IMAGE", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,7 @@ def test_overlay_renders_and_passes_every_check(overlay: Path, record_property) 
     record_property("render_engine", rendered.engine)
     print(f"{overlay.name}: rendered by {rendered.engine}")
     kinds = sorted(o["kind"] for o in rendered.objects)
-    assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "PersistentVolumeClaim", "RayCluster",
-                            "Service", "NetworkPolicy", "RayJob"])
+    assert kinds == sorted(["ServiceAccount", "PersistentVolumeClaim", "RayCluster", "Service", "NetworkPolicy", "RayJob"])
     assert kr.check_all(rendered.objects) == []
 
 
@@ -98,7 +104,17 @@ def test_image_tag_lives_in_one_place() -> None:
         pytest.skip("make not installed")
     dry = subprocess.run(["make", "-n", "image"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert dry.returncode == 0, dry.stderr
-    assert re.search(rf"-t {re.escape(image)}\s", dry.stdout), dry.stdout
+    assert f'tag="{image}"' in dry.stdout, dry.stdout
+
+
+def test_installed_copy_reads_image_from_environment(monkeypatch) -> None:
+    """Inside the image (no k8s/ folder) $CONVBENCH_IMAGE, baked in by make image, gives the tag."""
+    monkeypatch.setenv("CONVBENCH_IMAGE", "registry.example.com/convbench:1.2.3")
+    assert kr.default_image() == "registry.example.com/convbench:1.2.3"
+    assert kr.default_image(ROOT) == (ROOT / "k8s" / "IMAGE").read_text().strip()  # explicit checkout wins
+    monkeypatch.setenv("CONVBENCH_IMAGE", "Not An Image")
+    with pytest.raises(ConvbenchError, match="not an image reference"):
+        kr.default_image()
 
 
 def test_set_image_changes_both_places(tmp_path: Path) -> None:
@@ -116,18 +132,19 @@ def test_set_image_changes_both_places(tmp_path: Path) -> None:
         kr.set_image("convbench", k8s_dir=k8s)
 
 
-def test_rbac_is_narrow(kind_objects) -> None:
-    """Only 'get' on named objects; the Ray pods' ServiceAccount has no token and no binding."""
-    role = _find(kind_objects, "Role")
-    for rule in role["rules"]:
-        assert rule["verbs"] == ["get"], rule
-        assert rule.get("resourceNames"), f"rule without resourceNames: {rule}"
-        assert "*" not in rule["resources"] + rule["apiGroups"]
-    assert {n for r in role["rules"] for n in r["resourceNames"]} == {kr.RAY_TOKEN_SECRET, kr.RAY_CLUSTER_NAME}
+def test_rbac_grants_nothing(kind_objects) -> None:
+    """The narrowest RBAC is none: every pod runs as convbench-ray, which no binding names and
+    which mounts no API token (the KFP step gets the Ray token through kubelet env injection)."""
+    assert not [o for o in kind_objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
     sa = _find(kind_objects, "ServiceAccount", "convbench-ray")
     assert sa["automountServiceAccountToken"] is False
-    bound = {s["name"] for o in kind_objects if o["kind"] == "RoleBinding" for s in o["subjects"]}
-    assert "convbench-ray" not in bound
+    accounts = {pod.get("serviceAccountName") for o in kind_objects for _, pod in kr.pod_specs(o)}
+    assert accounts == {"convbench-ray"}
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": {"name": "oops", "namespace": "kubeflow"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+               "subjects": [{"kind": "ServiceAccount", "name": "convbench-ray", "namespace": "kubeflow"}]}
+    assert any("grants RBAC to convbench-ray" in e for e in kr.check_security(kind_objects + [binding]))
 
 
 def test_kind_config_is_pinned() -> None:
@@ -153,7 +170,7 @@ def _broken(objects: list[dict], kind: str, mutate) -> list[dict]:
     # wrong type
     ("PersistentVolumeClaim", lambda o: o["spec"].__setitem__("accessModes", "ReadWriteOnce"), "is not of type 'array'"),
     # missing required field
-    ("RoleBinding", lambda o: o.pop("roleRef"), "'roleRef' is a required property"),
+    ("Service", lambda o: o["spec"]["ports"][0].pop("port"), "'port' is a required property"),
     # unknown field, caught only in strict mode
     ("Service", lambda o: o["spec"].__setitem__("clusterIp", "None"), "clusterIp"),
     # bad value inside a nested list
@@ -216,6 +233,10 @@ def test_crd_fields_with_defaults_are_not_required(kind_objects) -> None:
      kr.check_security, "runs as uid 0"),
     (lambda objs: _worker(_find(objs, "RayCluster"))["template"]["spec"]["containers"][0]["volumeMounts"].pop(1),
      kr.check_security, "without a writable emptyDir at /tmp"),
+    (lambda objs: _find(objs, "RayJob")["spec"]["submitterPodTemplate"]["spec"].pop("automountServiceAccountToken"),
+     kr.check_security, "automountServiceAccountToken is not false"),
+    (lambda objs: _worker(_find(objs, "RayCluster"))["template"]["spec"].pop("serviceAccountName"),
+     kr.check_security, "default ServiceAccount"),
     (lambda objs: _find(objs, "RayCluster")["spec"].pop("authOptions"),
      kr.check_ray_wiring, "token"),
     (lambda objs: _find(objs, "Service")["spec"]["ports"].pop(0),
@@ -225,7 +246,7 @@ def test_crd_fields_with_defaults_are_not_required(kind_objects) -> None:
     (lambda objs: _worker(_find(objs, "RayCluster")).__setitem__("replicas", 3),
      kr.check_ray_wiring, "rayClusterSpec differs"),
 ], ids=["foreign-image", "no-limits", "requests-not-limits", "privilege-escalation", "capabilities",
-        "root-allowed", "uid-0", "no-tmp-emptydir", "no-token-auth", "dashboard-not-exposed", "kfp-blocked", "rayjob-drift"])
+        "root-allowed", "uid-0", "no-tmp-emptydir", "api-token-mounted", "default-sa", "no-token-auth", "dashboard-not-exposed", "kfp-blocked", "rayjob-drift"])
 def test_checks_catch_broken_deployments(kind_objects, mutate, check, expected) -> None:
     """Each deployment rule fails on a realistic breakage of the kind overlay and passes on it intact."""
     assert check(kind_objects) == []
@@ -320,3 +341,18 @@ def test_cli_validate_and_rayjob(capsys) -> None:
     assert job["kind"] == "RayJob" and job["spec"]["suspend"] is False
     assert kr.main(["render", str(ROOT / "k8s" / "nope")]) == 2
     assert "no kustomization.yaml" in capsys.readouterr().err
+
+
+def test_pinned_releases_agree_with_docs_and_schemas() -> None:
+    """The KubeRay release installed matches the CRD schemas we validate against, and the docs
+    show the same pinned versions as k8s/k8s.mk."""
+    mk = (ROOT / "k8s" / "k8s.mk").read_text()
+    kuberay = re.search(r"(?m)^KUBERAY_VERSION \?= (\S+)$", mk).group(1)
+    kfp = re.search(r"(?m)^KFP_VERSION \?= (\S+)$", mk).group(1)
+    assert kuberay.startswith("1.7."), "KubeRay operator must match the kuberay-1.7 CRD schemas"
+    assert kr.schema_dir().name == "kuberay-1.7" or "CONVBENCH_K8S_SCHEMAS" in os.environ
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"--version {kuberay}" in docs and f"PIPELINE_VERSION={kfp}" in docs
+    kind_image = yaml.safe_load((ROOT / "k8s" / "kind-config.yaml").read_text())["nodes"][0]["image"]
+    assert "kind v0.30.0" in docs and "v0.30.0" in (ROOT / "k8s" / "kind-config.yaml").read_text()
+    assert kind_image.split("@")[0].split(":v")[1].rsplit(".", 1)[0] in docs  # "1.33"

@@ -82,17 +82,26 @@ _CORE_GROUPS = {"", "v1", "apps", "batch", "networking.k8s.io", "rbac.authorizat
 def default_image(repo_root: Path | None = None) -> str:
     """The one image reference every manifest and the compiled pipeline use.
 
+    In a checkout that is the content of `k8s/IMAGE`. An installed copy (the image itself, where
+    `k8s/` is not shipped) reads $CONVBENCH_IMAGE instead, which `make image` bakes into the image
+    from the same file; the variable also overrides the file when set.
+
     Args:
-        repo_root: checkout to read `k8s/IMAGE` from; defaults to this package's checkout.
+        repo_root: checkout to read `k8s/IMAGE` from; defaults to this package's checkout (and
+            then $CONVBENCH_IMAGE wins when set).
 
     Returns:
-        The content of `k8s/IMAGE`, e.g. "convbench:0.1.0".
+        The image reference, e.g. "convbench:0.1.0".
     """
+    env = os.environ.get("CONVBENCH_IMAGE", "").strip()
+    if env and repo_root is None:
+        _split_image(env, source="$CONVBENCH_IMAGE")
+        return env
     path = (Path(repo_root) / "k8s" / "IMAGE") if repo_root else IMAGE_FILE
     try:
         value = path.read_text().strip()
     except OSError as exc:
-        raise ConvbenchError(f"cannot read the image tag from {path} ({exc}); restore k8s/IMAGE") from exc
+        raise ConvbenchError(f"cannot read the image tag from {path} ({exc}); restore k8s/IMAGE or set CONVBENCH_IMAGE") from exc
     _split_image(value, source=str(path))
     return value
 
@@ -128,22 +137,23 @@ class Rendered:
     engine: str
 
 
-def find_kustomize() -> list[str] | None:
+@functools.lru_cache(maxsize=None)
+def find_kustomize() -> tuple[str, ...] | None:
     """The command of a real kustomize engine on PATH, or None.
 
     Returns:
-        ["kustomize", "build"] or ["kubectl", "kustomize"] (kubectl's built-in kustomize runs
+        ("kustomize", "build") or ("kubectl", "kustomize") (kubectl's built-in kustomize runs
         offline, without a cluster), or None when neither works.
     """
     if shutil.which("kustomize"):
-        return ["kustomize", "build"]
+        return ("kustomize", "build")
     if shutil.which("kubectl"):
         try:
             probe = subprocess.run(["kubectl", "kustomize", "--help"], capture_output=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired):
             return None
         if probe.returncode == 0:
-            return ["kubectl", "kustomize"]
+            return ("kubectl", "kustomize")
     return None
 
 
@@ -588,8 +598,9 @@ def check_resources(objects: list[dict]) -> list[str]:
 
 
 def check_security(objects: list[dict]) -> list[str]:
-    """Pods run as non-root, containers drop ALL capabilities, cannot escalate, and have a
-    read-only root filesystem with a writable emptyDir at /tmp.
+    """Pods run as non-root under their own ServiceAccount without an API token; containers
+    drop ALL capabilities, cannot escalate, and have a read-only root filesystem with a writable
+    emptyDir at /tmp; nothing grants the pods' ServiceAccounts any RBAC permission.
 
     Args:
         objects: rendered objects.
@@ -602,6 +613,10 @@ def check_security(objects: list[dict]) -> list[str]:
         for where, pod in pod_specs(obj):
             psc = pod.get("securityContext") or {}
             empty_dirs = {v.get("name") for v in pod.get("volumes") or [] if "emptyDir" in v}
+            if pod.get("serviceAccountName") in (None, "", "default"):
+                errors.append(f"{where}: runs as the namespace's default ServiceAccount; set serviceAccountName")
+            if pod.get("automountServiceAccountToken") is not False:
+                errors.append(f"{where}: automountServiceAccountToken is not false (the pods need no API token)")
             for c in _containers(pod):
                 sc = c.get("securityContext") or {}
                 name = f"{where}: container {c.get('name')}"
@@ -621,6 +636,12 @@ def check_security(objects: list[dict]) -> list[str]:
                     errors.append(f"{name}: readOnlyRootFilesystem is not true")
                 elif not any(m.get("mountPath") == "/tmp" and m.get("name") in empty_dirs for m in c.get("volumeMounts") or []):
                     errors.append(f"{name}: read-only root filesystem without a writable emptyDir at /tmp")
+    pod_accounts = {pod.get("serviceAccountName") for obj in objects for _, pod in pod_specs(obj)}
+    for obj in objects:
+        if obj.get("kind") in ("RoleBinding", "ClusterRoleBinding"):
+            granted = {s.get("name") for s in obj.get("subjects") or [] if s.get("kind") == "ServiceAccount"}
+            for account in sorted(granted & pod_accounts):
+                errors.append(f"{obj['kind']}/{obj['metadata']['name']}: grants RBAC to {account}, which needs none")
     return errors
 
 
@@ -650,7 +671,7 @@ def check_ray_wiring(objects: list[dict]) -> list[str]:
     if (spec.get("authOptions") or {}).get("mode") != "token":
         errors.append("RayCluster: authOptions.mode is not 'token' (keep Ray token authentication on)")
     if (spec.get("authOptions") or {}).get("secretName") != RAY_TOKEN_SECRET:
-        errors.append(f"RayCluster: authOptions.secretName is not {RAY_TOKEN_SECRET} (the RBAC Role names it)")
+        errors.append(f"RayCluster: authOptions.secretName is not {RAY_TOKEN_SECRET} (make deploy creates that Secret)")
     head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
     declared = {p.get("containerPort") for p in head.get("ports") or []}
     for port_name, port in RAY_PORTS.items():
