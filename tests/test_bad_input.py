@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # One epoch, small batches, no latency measurement: a run that gets past the checks stays short.
 FAST = {"train": {"epochs": 1, "global_batch_size": 16, "eval_batch_size": 64}, "measure_latency": False,
-        "transfer": {"resolution": 32, "frozen_epochs": 1, "finetune_epochs": 0}}
+        "transfer": {"resolution": 32, "frozen_epochs": 1, "finetune_epochs": 0},
+        "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0}}
 
 
 @pytest.fixture()
@@ -98,7 +99,7 @@ def test_broken_images_are_skipped_and_counted(data, tmp_path):
     # Every good image is kept: 3 classes x 20 train (split into train + val) and 3 x 5 test.
     assert len(ds.y_train) + len(ds.y_val) == 60 and len(ds.y_test) == 15
     assert any(line.startswith(f"warning: skipped {len(broken)} unreadable images") for line in lines)
-    print("USER SEES:", next(line for line in lines if "skipped" in line))
+    print("USER SEES:", next(line for line in lines if line.startswith("warning: skipped")))
 
 
 def test_strict_makes_a_broken_image_an_error(data, tmp_path, capsys):
@@ -149,7 +150,7 @@ def test_non_image_files_are_ignored_and_counted(data, tmp_path):
     ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
     assert ds.issues["ignored"] == 2 and ds.issues["skipped"] == 0
     assert any("ignored 2 non-image files" in line for line in lines)
-    print("USER SEES:", next(line for line in lines if "ignored" in line))
+    print("USER SEES:", next(line for line in lines if line.startswith("warning: ignored")))
 
 
 def test_undecodable_file_name_is_reported_printably(data, tmp_path):
@@ -158,7 +159,8 @@ def test_undecodable_file_name_is_reported_printably(data, tmp_path):
     lines: list[str] = []
     ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
     assert ds.issues["skipped"] == 1
-    line = next(line for line in lines if "skipped" in line)
+    line = next(line for line in lines if line.startswith("warning: skipped"))
+    print("USER SEES:", line)
     line.encode("utf-8")  # no lone surrogates: printable on any UTF-8 terminal and in JSON
     assert "bad-\\udcff.png" in line
 
@@ -174,6 +176,9 @@ def test_a_run_with_every_handled_issue_trains_and_reports_the_counts(data, tmp_
     rc, out, err = run_cli(capsys, run_args(tmp_path, data))
     assert rc == 0, err
     assert "warning: skipped 7 unreadable images" in out and "warning: converted 1" in out
+    for line in out.splitlines():
+        if " warning: " in line:
+            print("USER SEES:", line.split(" ", 1)[1])
     issues = json.loads((tmp_path / "out" / "results.json").read_text())["data"]["issues"]
     assert (issues["skipped"], issues["ignored"], issues["converted"], issues["resized"]) == (7, 1, 1, 1)
     assert (tmp_path / "out" / "REPORT.md").is_file()

@@ -41,7 +41,7 @@ def _results(runs):
 
 def _curve(final_val, rising):
     vals = [final_val - 0.06, final_val - 0.03, final_val] if rising else [final_val, final_val, final_val]
-    return [{"epoch": i + 1, "train_accuracy": v + 0.01, "val_accuracy": v, "train_loss": 1.0, "val_loss": 1.0} for i, v in enumerate(vals)]
+    return [{"epoch": i + 1, "phase": "train", "train_accuracy": v + 0.01, "val_accuracy": v, "train_loss": 1.0, "val_loss": 1.0, "seconds": 10.0} for i, v in enumerate(vals)]
 
 
 BASE = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5), _run("cnn_resnet", "custom", 0.70, 0.69, 0.70, 1e8, 9e5)]

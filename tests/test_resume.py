@@ -78,6 +78,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
         "measure_latency": False,
         "train": {"epochs": EPOCHS["cnn_vgg"], "global_batch_size": 16, "eval_batch_size": 64},
         "overrides": {"cnn_resnet": {"train": {"epochs": EPOCHS["cnn_resnet"]}}},
+        "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
     }))
     out = tmp_path / "run"
     argv = ["run", "--data", str(data), "--models", "cnn_vgg,cnn_resnet", "--config", str(config), "--out", str(out)]
@@ -114,6 +115,9 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     assert f"another convbench run (pid {proc.pid}" in line and "pass a different --out" in line
 
     done_before_kill = _checkpoint_epochs(checkpoint)
+    from convbench.train import load_checkpoint
+
+    kept_history = pd.DataFrame(load_checkpoint(checkpoint)[0]["history"])
     assert 1 <= done_before_kill < EPOCHS["cnn_resnet"], "killed too late to test resuming"
     first = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in first["runs"]] == ["cnn_vgg"]
@@ -142,6 +146,10 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     history = pd.read_csv(out / "history" / "cnn_resnet_seed0.csv")
     assert history["epoch"].tolist() == list(range(1, EPOCHS["cnn_resnet"] + 1))
     assert final["runs"][1]["epochs_run"] == EPOCHS["cnn_resnet"]
+    # Epochs finished before the kill are kept as they were, not re-run.
+    before = history.iloc[:done_before_kill]
+    for column in ("train_loss", "val_loss", "val_accuracy", "lr"):
+        assert np.allclose(before[column], kept_history[column], rtol=1e-12), column
     # The optimizer's step count was restored: the learning rate after resuming continues the
     # one-cycle schedule instead of starting its warmup again.
     from convbench.config import load_yaml

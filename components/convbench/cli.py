@@ -66,6 +66,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-train-images", type=int, help="stratified subset of train (0 = all)")
     p.add_argument("--max-test-images", type=int, help="stratified subset of test (0 = all)")
     p.add_argument("--strict", action="store_true", default=None, help="stop on unreadable images instead of skipping them")
+    p.add_argument("--workers", type=int, help="Ray Train workers per model (above 1 trains under Ray; 1 without --ray-address is the plain loop)")
+    p.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per Ray worker (default 0: CPU)")
+    p.add_argument("--ray-address", help="Ray cluster: http://HEAD:8265 submits a job, ray://HEAD:10001 or auto attaches; "
+                   "without it a local Ray starts when --workers > 1")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -127,7 +131,16 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else default_out()
     log = make_logger(out)
     log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
-    run_comparison(cfg, out, log=log)
+    from convbench import ray_train
+
+    if ray_train.wants_ray(args.workers, args.ray_address):
+        options = ray_train.RayOptions(workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker or 0,
+                                       address=args.ray_address or "")
+        ray_train.run_comparison_ray(cfg, out, options, log=log)
+        if options.mode() == "submit":
+            return 0
+    else:
+        run_comparison(cfg, out, log=log)
     log(f"done: {out / 'REPORT.md'}")
     return 0
 

@@ -383,7 +383,10 @@ def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
         data = {}
     if not isinstance(data, Mapping):
         raise ConvbenchError(f"config file {path} must hold a mapping of keys (like `models:`), not {type(data).__name__}")
-    return from_dict(data, base, where=str(path))
+    try:
+        return from_dict(data, base)
+    except ConvbenchError as exc:
+        raise ConvbenchError(f"{path}: {exc}") from None
 
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:

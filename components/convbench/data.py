@@ -416,7 +416,7 @@ def _decode_split(files_by_class: list[list[Path]], issues: DataIssues, strict: 
         for i, (image, flags, error) in enumerate(pool.map(read_image, paths, chunksize=256)):
             if error:
                 if strict:
-                    raise ConvbenchError(f"cannot read image {paths[i]}: {error}; fix or remove it, or drop --strict to skip it")
+                    raise ConvbenchError(f"cannot read image {_printable(paths[i])}: {error}; fix or remove it, or drop --strict to skip it")
                 issues.skipped.append(f"{_printable(paths[i])}: {error}")
                 continue
             out[i] = image

