@@ -593,7 +593,7 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
     """
     import pandas as pd
 
-    from convbench.io import atomic_write
+    from convbench.report import pyplot, save_figure
 
     own = [e for e in runs if e["model"] == model and (not seeds or int(e["seed"]) in seeds)]
     if not own:
@@ -612,7 +612,7 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
         ("augmentation", ("aug=none", BASELINE, "aug=full")),
         ("regularizers switched off", (BASELINE, *REGULARIZERS)))]
     groups = [(t, vs) for t, vs in groups if set(vs) - {BASELINE}] or [("variants", list(histories))]
-    plt = _plt()
+    plt = pyplot()
     colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.5, 4.4), sharey=True, squeeze=False)
     epochs = sorted({int(x) for rows in histories.values() for x in rows["epoch"]})
@@ -633,22 +633,8 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
         ax.legend(handles=handles + style, loc="best", fontsize=8, framealpha=0.85)
     axes[0][0].set_ylabel("accuracy")
     fig.suptitle(f"Ablation learning curves, {model}, seed {seed}", fontsize=10)
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
-    plt.close(fig)
+    save_figure(fig, Path(path))
     return seed
-
-
-def _plt():
-    import os
-
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
 
 
 # ---------------------------------------------------------------------------------------------

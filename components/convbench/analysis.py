@@ -167,9 +167,9 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     transfer model's head phase, the backbone's forward pass is paid once (feature caching) and the
     head's own cost is negligible next to it.
     """
-    from convbench.report import _plt, _save
+    from convbench.report import pyplot, save_figure
 
-    plt = _plt()
+    plt = pyplot()
     n_train = results["data"]["train_images"]
     n_val = results["data"]["val_images"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -202,18 +202,18 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     axes[1].set_xscale("log")
     axes[0].legend(fontsize=8)
     path = fig_dir / "accuracy_vs_budget.png"
-    _save(fig, path)
+    save_figure(fig, path)
     return f"figures/{path.name}", rows
 
 
 def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Path) -> bool:
     """Grid: a row per model of its most confident test mistakes (true → predicted, confidence)."""
-    from convbench.report import _plt, _save
+    from convbench.report import pyplot, save_figure
 
     rows = [(name, runs[0]) for name, runs in preds.items() if "mistake_images" in runs[0] and len(runs[0]["mistake_images"])]
     if not rows:
         return False
-    plt = _plt()
+    plt = pyplot()
     cols = max(len(p["mistake_images"]) for _, p in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.6 * len(rows)), squeeze=False)
     for i, (name, p) in enumerate(rows):
@@ -226,18 +226,18 @@ def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Pa
                              f"{p['mistake_confidence'][j]:.2f}", fontsize=6)
         axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8, rotation=90)
     fig.suptitle("Most confident mistakes (true → predicted, confidence)", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
 def plot_saliency(preds: dict[str, list[dict]], class_names: list[str], path: Path) -> bool:
     """Grid: the fixed test images (top row) and each model's input-gradient saliency below them."""
-    from convbench.report import _plt, _save
+    from convbench.report import pyplot, save_figure
 
     rows = [(name, runs[0]) for name, runs in preds.items() if "saliency" in runs[0]]
     if not rows:
         return False
-    plt = _plt()
+    plt = pyplot()
     images, labels = rows[0][1]["saliency_images"], rows[0][1]["saliency_labels"]
     n = len(images)
     fig, axes = plt.subplots(len(rows) + 1, n, figsize=(1.4 * n, 1.45 * (len(rows) + 1)), squeeze=False)
@@ -252,7 +252,7 @@ def plot_saliency(preds: dict[str, list[dict]], class_names: list[str], path: Pa
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle("Where each model looks: |d logit(true class) / d pixel| on the same test images", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 

@@ -51,7 +51,8 @@ def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:
 # Figures
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend with convbench's figure style (never opens a window)."""
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib
 
@@ -62,7 +63,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG atomically and free it."""
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     import matplotlib.pyplot as plt
 
@@ -71,7 +73,7 @@ def _save(fig, path: Path) -> None:
 
 def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
     """Accuracy and loss per epoch: train dashed, validation solid, one colour per model."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (key, rows) in enumerate(sorted(histories.items())):
@@ -84,12 +86,12 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
     axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel="epoch", ylabel="accuracy")
     axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel="epoch", ylabel="cross-entropy")
     axes[0].legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path) -> None:
     """Row-normalised confusion matrix per model (first seed)."""
-    plt = _plt()
+    plt = pyplot()
     first = {}
     for r in runs:
         first.setdefault(r["name"], r)
@@ -115,12 +117,12 @@ def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.grid(False)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_per_class(models: dict[str, list[float]], class_names: list[str], path: Path) -> None:
     """Grouped bars of per-class test accuracy (recall)."""
-    plt = _plt()
+    plt = pyplot()
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * k * max(1, len(models)) / 2), 4))
     width = 0.8 / max(1, len(models))
@@ -130,12 +132,12 @@ def plot_per_class(models: dict[str, list[float]], class_names: list[str], path:
     ax.set_xticklabels(class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=8 if k <= 20 else 5)
     ax.set(ylabel="test accuracy (recall)", ylim=(0, 1), title="Per-class test accuracy")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
     """Test accuracy against forward GFLOPs per image (log scale), error bars over seeds."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in models:
         g = m["flops_per_image"] / 1e9
@@ -144,7 +146,7 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
                     xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set(xlabel="forward GFLOPs per image (log)", ylabel="test accuracy", title="Accuracy vs compute")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
