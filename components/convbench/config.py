@@ -285,10 +285,10 @@ def preset(name: str) -> RunConfig:
     if name == "quick":
         return RunConfig(
             preset="quick",
-            train=TrainConfig(epochs=8, global_batch_size=256, lr_per_1024=0.8),
+            train=TrainConfig(epochs=5, global_batch_size=256, lr_per_1024=0.8),
             regularization=RegularizationConfig(label_smoothing=0.1, weight_decay=5e-4),
-            transfer=TransferConfig(resolution=64, frozen_epochs=8, finetune_epochs=1, finetune_blocks=1),
-            overrides={"cnn_resnet": ModelOverride(train={"epochs": 6})},
+            transfer=TransferConfig(resolution=64, frozen_epochs=6, finetune_epochs=1, finetune_blocks=1),
+            overrides={"cnn_resnet": ModelOverride(train={"epochs": 4})},
         )
     if name == "full":
         return RunConfig(
