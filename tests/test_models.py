@@ -9,6 +9,7 @@ from convbench.models import create_model, list_models, model_info, register_mod
 
 # 10 classes; transfer models at their default 96 px with the gap_dense128 head.
 PINNED_PARAMS = {
+    "cnn_airbench": 570_297,
     "cnn_resnet": 928_680,
     "cnn_vgg": 289_642,
     "efficientnet_b0": 4_214_829,
@@ -36,7 +37,7 @@ def test_model_builds_with_finite_logits(name):
 
 def test_registry_lists_every_model_pinned():
     assert sorted(PINNED_PARAMS) == list_models()
-    assert set(list_models("custom")) == {"cnn_vgg", "cnn_resnet"}
+    assert set(list_models("custom")) == {"cnn_vgg", "cnn_resnet", "cnn_airbench"}
     assert "efficientnet_lite0" in list_models("transfer")
 
 

@@ -10,6 +10,7 @@ from convbench.models.registry import ModelInfo, create_model, list_models, mode
 
 # Registration happens on import of these modules.
 from convbench.models import custom as _custom  # noqa: F401,E402
+from convbench.models import fast as _fast  # noqa: F401,E402
 from convbench.models import transfer as _transfer  # noqa: F401,E402
 
 __all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
