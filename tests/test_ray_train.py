@@ -49,7 +49,8 @@ def test_addresses_names_and_when_ray_is_used():
         wants_ray(0, None)
     name = job_name("Run 2026/11 quick", "cnn_vgg", 1)
     assert name == "run-2026-11-quick-cnn-vgg-seed1"
-    assert len(job_name("x" * 80, "efficientnet_lite0", 0)) <= 63
+    long = job_name("x" * 80, "efficientnet_lite0", 0)
+    assert len(long) <= 63 and long.endswith("-efficientnet-lite0-seed0")
 
 
 def _separable(n: int, seed: int):
@@ -96,27 +97,56 @@ def _epoch_log(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def _image_folder(root: Path) -> Path:
+    """The separable problem as a class-subfolder image folder, for `convbench run`."""
+    from PIL import Image
+
+    for split, (n, seed) in {"train": (288, 0), "test": (64, 2)}.items():
+        x, y = _separable(n, seed)
+        for i, (img, label) in enumerate(zip(x, y)):
+            folder = root / split / ("bright" if label else "dark")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(folder / f"{i:04d}.png")
+    return root
+
+
+FAST_CONFIG = """
+measure_latency: false
+analysis: {robustness_images: 0, tta_flip: false, saliency_images: 0, mistakes: 0}
+train: {global_batch_size: 64, lr_per_1024: 0.4, warmup_epochs: 0.5}
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_ray_training_learns_and_checkpoints(local_ray, tmp_path, workers):
-    from convbench.ray_train import train_and_evaluate_ray
+def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, workers):
+    """`convbench run --workers N` (N=1 needs an address to use Ray: the module's Ray, attached as `auto`)."""
+    from convbench.cli import main
 
+    (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
     out = tmp_path / "run"
-    entry = train_and_evaluate_ray("cnn_vgg", 0, _config(2), _data(), out, RayOptions(workers=workers, max_failures=0),
-                                   log=lambda m: None)
+    ray_args = ["--workers", str(workers)] + (["--ray-address", "auto"] if workers == 1 else [])
+    code = main(["run", "--data", str(_image_folder(tmp_path / "data")), "--models", "cnn_vgg", "--epochs", "2",
+                 "--config", str(tmp_path / "fast.yaml"), "--out", str(out), *ray_args])
+    assert code == 0
     rows = [r for r in _epoch_log(out) if r["event"] == "epoch"]
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["workers"] == workers for r in rows)
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    results = json.loads((out / "results.json").read_text())
+    [entry] = results["runs"]
     assert entry["epochs_run"] == 2 and entry["best_val_accuracy"] > 0.8
     assert entry["distributed"]["workers"] == workers
+    assert entry["distributed"]["global_batch_size"] == 64
     assert entry["distributed"]["per_worker_batch_size"] == 64 // workers
     # Ray holds the last epoch's checkpoint; the run directory has the same files as a plain run.
     [ckpt] = (out / "ray").glob("*/checkpoint_*/checkpoint.npz")
     from convbench.train import load_checkpoint
 
     assert len(load_checkpoint(ckpt)[0]["history"]) == 2
-    assert (out / "models" / "cnn_vgg" / "seed0" / "best.weights.h5").exists()
-    assert (out / "history" / "cnn_vgg_seed0.csv").exists() and (out / "predictions" / "cnn_vgg_seed0.npz").exists()
+    for rel in ("REPORT.md", "models/cnn_vgg/seed0/best.weights.h5", "history/cnn_vgg_seed0.csv",
+                "predictions/cnn_vgg_seed0.npz"):
+        assert (out / rel).is_file(), rel
+    assert "Ray Train run run-cnn-vgg-seed0" in (out / "run.log").read_text()
 
 
 @pytest.mark.slow

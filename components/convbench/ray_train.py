@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import inspect
 import json
 import os
 import re
@@ -46,6 +45,10 @@ from convbench.config import RunConfig, TrainConfig
 from convbench.errors import ConvbenchError
 
 CHECKPOINT_GLOB = "checkpoint*.npz"  # what convbench.fit writes per epoch (checkpoint-head/finetune for transfer)
+# Environment of every process of a convbench Ray job. Train's controller collects reports when it
+# polls the workers (every 2 s by default); an epoch counts as finished once Ray has committed its
+# checkpoint, so a shorter poll shortens that wait at the end of each epoch (about 1 s to 0.25 s).
+JOB_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,13 @@ def job_name(run_name: str, model: str, seed: int | None = None) -> str:
     Returns:
         e.g. "quick-cnn-vgg-seed0": lower case, digits and dashes, at most 63 characters.
     """
-    parts = [run_name or "convbench", model] + ([f"seed{seed}"] if seed is not None else [])
-    name = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
-    return name[:63].rstrip("-") or "convbench"
+    def clean(text: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+    # A long run name is shortened, never the model and seed: they tell the jobs of one run apart.
+    suffix = clean("-".join([model] + ([f"seed{seed}"] if seed is not None else [])))
+    prefix = clean(run_name or "convbench")[: max(1, 62 - len(suffix))].rstrip("-")
+    return f"{prefix}-{suffix}".strip("-")[:63]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,11 +196,14 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         yield None
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    kwargs: dict = {"log_to_driver": True, "logging_level": "WARNING"}
+    kwargs: dict = {"log_to_driver": True, "logging_level": "WARNING", "runtime_env": {"env_vars": JOB_ENV}}
     if options.mode() == "local":
         # A throwaway single-user Ray: no token file in ~/.ray, no dashboard (it needs ray[default]).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+        # Without the dashboard (ray[default]) Train's placement-group watcher warns every few seconds that
+        # the state API is unavailable; on a local throwaway Ray only errors are worth showing.
+        kwargs["logging_config"] = ray.LoggingConfig(log_level="ERROR")
         if os.environ.get("RAY_TMPDIR"):
             kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
         started = time.perf_counter()
@@ -246,7 +256,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         The run's result entry, as `runner.train_and_evaluate` returns it, plus a "distributed" record.
     """
     import ray
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     from convbench import config as cfgmod
@@ -299,9 +309,11 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         storage_path=str(storage),
         failure_config=FailureConfig(max_failures=options.max_failures),
         checkpoint_config=CheckpointConfig(num_to_keep=1),
+        logging_config=LoggingConfig(log_level="WARNING"),  # not a line per report and checkpoint
     )
     trainer = TensorflowTrainer(train_worker, train_loop_config=loop_config, scaling_config=scaling,
                                 run_config=run_config, resume_from_checkpoint=resume)
+    earlier_starts = _count_starts(epoch_log)  # the log keeps attempts of earlier invocations too
     started = time.perf_counter()
     try:
         trainer.fit()
@@ -316,7 +328,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
     entry = json.loads(result_file.read_text())
     entry["distributed"] = {"backend": "ray", "ray_run": job, **dataclasses.asdict(plan),
                             "ray_fit_seconds": time.perf_counter() - started,
-                            "attempts": sum(1 for line in _read_jsonl(epoch_log) if line.get("event") == "start")}
+                            "attempts": _count_starts(epoch_log) - earlier_starts}
     atomic_write_text(result_file, json.dumps(entry, indent=2))
     shutil.rmtree(storage / f"{job}.resume", ignore_errors=True)
     return entry
@@ -331,10 +343,17 @@ def _check_steps(data, global_batch: int) -> None:
         )
 
 
+def _count_starts(epoch_log: Path) -> int:
+    return sum(1 for line in _read_jsonl(epoch_log) if line.get("event") == "start")
+
+
 def _root_cause(exc: BaseException) -> str:
     seen = exc
-    while seen.__cause__ is not None or getattr(seen, "cause", None) is not None:
-        seen = seen.__cause__ or seen.cause
+    for _ in range(10):  # Ray nests the worker's exception in one or more wrappers
+        inner = seen.__cause__ or getattr(seen, "cause", None)
+        if not isinstance(inner, BaseException):
+            break
+        seen = inner
     text = str(seen).strip().splitlines()
     last = next((line for line in reversed(text) if line.strip()), type(seen).__name__)
     return last[:500]
@@ -376,13 +395,18 @@ def train_worker(loop_config: dict) -> None:
     name, seed = loop_config["name"], loop_config["seed"]
     config = from_dict(loop_config["config"], base=RunConfig(), where="ray config")
     data = ray.get(loop_config["data"])
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("WARNING")  # MultiWorkerMirroredStrategy logs every collective at INFO
     strategy = worker_strategy(size)
     # Only rank 0 writes the run directory; the others keep their per-epoch checkpoints to themselves.
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"convbench-rank{rank}-"))
     out_dir = Path(loop_config["out_dir"]) if rank == 0 else scratch
     model_dir = out_dir / "models" / name / f"seed{seed}"
     epoch_log = Path(loop_config["epoch_log"])
-    log = _worker_logger(out_dir / "run.log" if rank == 0 else None)
+    from convbench.cli import make_logger
+
+    log = make_logger(out_dir if rank == 0 else None)
 
     restored = _restore(ray.train.get_checkpoint(), model_dir)
     if rank == 0:
@@ -400,8 +424,13 @@ def train_worker(loop_config: dict) -> None:
             for f in model_dir.glob(CHECKPOINT_GLOB):
                 shutil.copy2(f, Path(tmp) / f.name)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        # Logged after the report returns: an epoch in this log is one Ray holds a checkpoint of.
-        _append_jsonl(epoch_log, {"event": "epoch", "pid": os.getpid(), **metrics})
+        # Ray's controller registers a report on its next poll (JOB_ENV); a worker killed before that
+        # would restart one epoch back. Waiting for the commit makes every epoch in the log one that
+        # a restart resumes after.
+        waited = time.perf_counter()
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        _append_jsonl(epoch_log, {"event": "epoch", "pid": os.getpid(), **metrics,
+                                  "commit_wait_s": round(time.perf_counter() - waited, 3)})
 
     try:
         entry = train_and_evaluate(name, seed, config, data, out_dir, log=log if rank == 0 else _quiet, strategy=strategy,
@@ -443,18 +472,6 @@ def _quiet(message: str) -> None:
     pass
 
 
-def _worker_logger(path: Path | None) -> Callable[[str], None]:
-    handle = open(path, "a", encoding="utf-8", buffering=1) if path is not None else None
-
-    def log(message: str) -> None:
-        stamp = dt.datetime.now().strftime("%H:%M:%S")
-        print(f"{stamp} {message}", flush=True)
-        if handle:
-            handle.write(f"{stamp} {message}\n")
-
-    return log
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole comparison under Ray
 
@@ -485,15 +502,7 @@ def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptio
         return train_and_evaluate_ray(name, seed, config, data, out_dir, options, log)
 
     with ray_session(options, log):
-        if "train_fn" in inspect.signature(runner.run_comparison).parameters:
-            return runner.run_comparison(config, out_dir, log=log, train_fn=train_fn)
-        # runner.run_comparison has no train_fn hook yet: swap its trainer for the duration of the call.
-        original = runner.train_and_evaluate
-        runner.train_and_evaluate = train_fn
-        try:
-            return runner.run_comparison(config, out_dir, log=log)
-        finally:
-            runner.train_and_evaluate = original
+        return runner.run_comparison(config, out_dir, log=log, train_fn=train_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,7 +547,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
     submission_id = f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     submission_id = submission_id[-63:].lstrip("-")
     env = dict(runtime_env or {})
-    env.setdefault("env_vars", {}).setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    env["env_vars"] = {**JOB_ENV, **env.get("env_vars", {})}
     client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=env,
                       metadata={"job_name": name, "submitted_by": "convbench"})
     log(f"ray: submitted job {submission_id} to {address}; dashboard {address.rstrip('/')}/#/jobs/{submission_id}")
@@ -586,6 +595,14 @@ def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Calla
     """
     from convbench import config as cfgmod
 
+    source = config.data.source
+    # The job runs in its own working directory on the cluster: relative paths would point nowhere.
+    if source not in ("cifar10", "cifar100") and not Path(source).is_absolute():
+        raise ConvbenchError(f"with an http:// Ray address --data must be cifar10, cifar100 or an absolute path on the "
+                             f"cluster (e.g. /data/cifar10-jpeg), not {source!r}")
+    if not Path(out_dir).is_absolute():
+        raise ConvbenchError(f"with an http:// Ray address --out must be an absolute path on the cluster's shared storage "
+                             f"(e.g. /data/runs/NAME), not {str(out_dir)!r}")
     with tempfile.TemporaryDirectory(prefix="convbench-job-") as tmp:
         cfgmod.save_yaml(config, Path(tmp) / "config.yaml")
         args = ["convbench", "run", "--config", "config.yaml", "--out", str(out_dir), "--ray-address", "auto",
@@ -604,20 +621,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convbench.ray_train")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-model", help="train one model of a saved Dataset on the Ray cluster this job runs in")
-    p.add_argument("--dataset", required=True, help="folder written by convbench.data.save_dataset")
-    p.add_argument("--config", required=True, help="config JSON (convbench.config.to_dict)")
+    p.add_argument("--dataset", required=True, help="a Dataset artifact folder (pipeline_lib.prepare_data: arrays, manifest, config)")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="run-directory layout for this model's files")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=int, default=0)
     p.add_argument("--run-name", default="")
     args = parser.parse_args(argv)
-    from convbench.pipeline_lib import train_models
+    from convbench.pipeline_lib import train_here
 
+    options = RayOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address="auto",
+                         run_name=args.run_name or "convbench")
     try:
-        train_models(args.dataset, Path(args.config).read_text(), args.model, args.out, workers=args.workers,
-                     gpus_per_worker=args.gpus_per_worker, ray_address="auto", run_name=args.run_name,
-                     log=make_logger(Path(args.out)))
+        train_here(args.dataset, args.model, args.out, options, log=make_logger(Path(args.out)))
     except ConvbenchError as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
         return 2

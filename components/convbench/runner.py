@@ -168,13 +168,39 @@ def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
     return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation")}, "data": data_summary}
 
 
-def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+def results_document(config: RunConfig, data_summary: dict, runs: list[dict], environment: dict, **extra) -> dict:
+    """The results.json content of a run (also assembled by the Kubeflow pipeline's report step).
+
+    Args:
+        config: the run's config.
+        data_summary: `Dataset.summary()` (or the pipeline's dataset manifest).
+        runs: per-(model, seed) result entries.
+        environment: `describe_environment()` of the machine that trained.
+        **extra: further top-level fields (e.g. wall_seconds).
+    """
+    return {
+        "convbench_version": _version(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfgmod.to_dict(config),
+        "fingerprint": config_fingerprint(config, data_summary),
+        "environment": environment,
+        "data": data_summary,
+        "runs": runs,
+        "models": aggregate(runs),
+        **extra,
+    }
+
+
+def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print,
+                   train_fn: Callable[..., dict] | None = None) -> dict:
     """Run the whole comparison into `out_dir` and render its report.
 
     Args:
         config: a validated RunConfig.
         out_dir: the run directory (created; reused as a ledger if it holds a run of the same config).
         log: progress output.
+        train_fn: trains and evaluates one (model, seed) with `train_and_evaluate`'s signature
+            (default: `train_and_evaluate`; Ray passes its distributed version).
 
     Returns:
         The results dict written to results.json.
@@ -191,7 +217,7 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     check_writable(out_dir)  # unwritable folder or (nearly) full disk: fail before loading data or training
     lock = RunLock(out_dir, log=log).acquire()  # a second run on the same folder refuses here
     try:
-        results = _run_locked(config, out_dir, log)
+        results = _run_locked(config, out_dir, log, train_fn or train_and_evaluate)
     finally:
         lock.release()
     if config.ablation.variants:
@@ -207,7 +233,7 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     return results
 
 
-def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None]) -> dict:
+def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], train_fn: Callable[..., dict]) -> dict:
     """run_comparison's body, with the run directory's lock held."""
     from convbench.env import describe_environment
     from convbench.report import render_report
@@ -231,16 +257,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None]) ->
                 f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
             )
     cfgmod.save_yaml(config, out_dir / "config.yaml")
-    results = {
-        "convbench_version": _version(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": cfgmod.to_dict(config),
-        "fingerprint": fingerprint,
-        "environment": describe_environment(),
-        "data": data.summary(),
-        "runs": runs,
-        "models": aggregate(runs),
-    }
+    results = results_document(config, data.summary(), runs, describe_environment())
     done = {run_key(r["name"], r["seed"]) for r in runs}
     started = time.perf_counter()
     for name in config.models:
@@ -248,7 +265,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None]) ->
             seed = config.train.seed + k
             if run_key(name, seed) in done:
                 continue
-            entry = train_and_evaluate(name, seed, config, data, out_dir, log)
+            entry = train_fn(name, seed, config, data, out_dir, log)
             runs.append(entry)
             results["runs"] = runs
             results["models"] = aggregate(runs)
