@@ -79,16 +79,6 @@ def mfu(train_flops_per_image: float, images_per_s: float, peak_flops_per_s: flo
     return achieved_flops_per_s(train_flops_per_image, images_per_s) / float(peak_flops_per_s)
 
 
-def _leaf_layers(model) -> list:
-    out = []
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            out.extend(_leaf_layers(layer))
-        else:
-            out.append(layer)
-    return out
-
-
 def training_flops_per_image(model) -> int:
     """FLOPs of one training step per image: forward + 2 x forward of the layers gradients reach.
 
@@ -102,9 +92,10 @@ def training_flops_per_image(model) -> int:
     Returns:
         FLOPs per image.
     """
+    from convbench.fit import leaf_layers
     from convbench.flops import layer_flops
 
-    layers = _leaf_layers(model)
+    layers = leaf_layers(model)
     flops = [layer_flops(layer) for layer in layers]
     first = next((i for i, layer in enumerate(layers) if layer.trainable_weights), len(layers))
     return int(sum(flops) + 2 * sum(flops[first:]))

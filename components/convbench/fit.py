@@ -284,7 +284,7 @@ def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
     """
     import keras
 
-    layers = _flatten_layers(features)
+    layers = leaf_layers(features)
     keys = block_keys(layers)
     chosen = keys[-n_blocks:] if n_blocks else []
     start = None
@@ -299,11 +299,12 @@ def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
     return chosen
 
 
-def _flatten_layers(model) -> list:
+def leaf_layers(model) -> list:
+    """Every non-container layer of a model, nested sub-models flattened, in order."""
     out = []
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            out.extend(_flatten_layers(layer))
+            out.extend(leaf_layers(layer))
         else:
             out.append(layer)
     return out
