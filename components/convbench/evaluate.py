@@ -10,15 +10,28 @@ training and model selection are finished.
 from __future__ import annotations
 
 import time
+import weakref
 
 import numpy as np
 
 
-def predict_logits(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Float32 logits for uint8 images, in inference mode."""
+_INFERENCE_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def inference_fn(model):
+    """One traced inference function per model, reused across calls (tracing costs seconds)."""
     import tensorflow as tf
 
-    fn = tf.function(lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32))
+    fn = _INFERENCE_FNS.get(model)
+    if fn is None:
+        fn = tf.function(lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32), reduce_retracing=True)
+        _INFERENCE_FNS[model] = fn
+    return fn
+
+
+def predict_logits(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Float32 logits for uint8 images, in inference mode."""
+    fn = inference_fn(model)
     out = [fn(images[i : i + batch_size]).numpy() for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else np.zeros((0, model.output.shape[-1]), np.float32)
 
