@@ -67,7 +67,7 @@ def test_variant_recipes_change_only_what_they_name():
     assert r["weight_decay=off"].regularization == dataclasses.replace(base.regularization, weight_decay=0.0)
     assert r["label_smoothing=off"].regularization == dataclasses.replace(base.regularization, label_smoothing=0.0)
     for v in ab.VARIANTS:
-            assert r[v].train.epochs == base.train.epochs != cfg.train.epochs, "the model override is kept"
+        assert r[v].train.epochs == base.train.epochs != cfg.train.epochs, "the model override is kept"
         assert r[v].transfer == base.transfer
     assert ab.recipe_diff(base, r["weight_decay=off"]) == {"regularization": {"weight_decay": 0.0}}
     assert [c["without"] + ">" + c["with"] for c in ab.contrasts(ab.VARIANTS)] == [
