@@ -24,7 +24,8 @@ def inference_fn(model):
 
     fn = _INFERENCE_FNS.get(model)
     if fn is None:
-        fn = tf.function(lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32), reduce_retracing=True)
+        fn = tf.function(lambda x: tf.cast(model(tf.cast(x, tf.float32), training=False), tf.float32), reduce_retracing=True,
+                         autograph=False)
         _INFERENCE_FNS[model] = fn
     return fn
 

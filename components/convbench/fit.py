@@ -314,7 +314,7 @@ def compute_features(features, images: np.ndarray, batch_size: int, log=print, l
     """Backbone features of uint8 images, float16, computed in inference mode."""
     import tensorflow as tf
 
-    fn = tf.function(lambda x: tf.cast(features(tf.cast(x, tf.float32), training=False), tf.float16))
+    fn = tf.function(lambda x: tf.cast(features(tf.cast(x, tf.float32), training=False), tf.float16), autograph=False)
     chunks = []
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):
