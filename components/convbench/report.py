@@ -207,9 +207,9 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
         stats = results.get("statistics", {}).get("verdict")
         if stats:
             if stats.get("winner"):
-                lines.append(f"The paired test on the test images says this lead is significant (see Statistics).")
+                lines.append("The paired test on the test images says this lead is significant (see the paired significance tests above).")
             else:
-                lines.append("The paired test on the test images cannot separate the top models at this budget (see Statistics): "
+                lines.append("The paired test on the test images cannot separate the top models at this budget (see the paired significance tests above): "
                              "treat the ranking as provisional.")
         elif margin < CLOSE_CALL:
             lines.append(
@@ -289,7 +289,8 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
         out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
     seeds = len(best.get("seeds", [0]))
     if seeds < 3:
-        out.append(f"Confirm the ranking with more seeds: `--seeds 3` (now {seeds}) gives a confidence interval for every model.")
+        out.append(f"Confirm the ranking with more seeds: `--seeds 3` (now {seeds}) gives a confidence interval for every model; "
+                   "a paired test on one seed captures test-set sampling, not seed-to-seed variation.")
     if not out:
         out.append("The model has converged without overfitting at this budget; the next gains need a larger budget (`--preset full`).")
     return out
@@ -309,14 +310,17 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     cfg = results["config"]
     best = models[0]["name"] if models else "none"
     out = [f"# convbench report: {', '.join(m['name'] for m in models)}", ""]
-    out.append(
+    stats_summary = results.get("statistics", {}).get("summary_markdown")
+    if not stats_summary:
+        out.append(
         f"**Summary.** Best on the held-out test set: **{best}**"
         + (f" with {_pct(models[0]['test_accuracy'])}" if models else "")
         + f", out of {len(models)} models trained on {data['train_images']} images of `{data['source']}`"
         + f" ({cfg['preset']} preset). Details and the reasoning are below; conclusions are at the end."
-    )
-    if "statistics" in results and results["statistics"].get("summary_markdown"):
-        out += ["", results["statistics"]["summary_markdown"]]
+        )
+    else:
+        out += [stats_summary.rstrip(), "", f"Data: {data['train_images']} training images of `{data['source']}`, "
+                f"{cfg['preset']} preset. Details below; conclusions at the end."]
     out += ["", "## Setup", ""]
     issues = data.get("issues", {})
     out += [
@@ -342,7 +346,9 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
             f"{m.get('train_images_per_s', float('nan')):,.0f} | {m.get('latency_ms_batch1', float('nan')):.1f} ms | "
             f"{m.get('throughput_images_per_s_batch256', float('nan')):,.0f} |"
         )
-    out += ["", "Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers (2 x MACs)."]
+    out += ["", "Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers (2 x MACs). "
+            "Train time is the wall time of the whole training call (for transfer models it includes computing the frozen features once); "
+            "train img/s is the end-to-end training throughput (for transfer models, of the fine-tuning epochs)."]
     out += ["", "## Training recipes (augmentation and regularization)", ""]
     out.append("| model | epochs | batch | optimizer | peak lr | schedule | augmentation | label smoothing | weight decay | dropout | early stop | transfer |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -359,7 +365,10 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         tr = rc["transfer"]
         transfer = (f"{tr['resolution']}px, head {tr['head']}, {tr['frozen_epochs']} frozen + {tr['finetune_epochs']} fine-tune epochs "
                     f"(top {tr['finetune_blocks']} blocks)") if r["kind"] == "transfer" else "-"
-        peak = t["lr_per_1024"] * t["global_batch_size"] / 1024
+        lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
+        peak = lr_per_1024 * t["global_batch_size"] / 1024
+        if r["kind"] == "transfer":
+            augs = [f"{x} (fine-tuning only)" for x in augs if x]
         out.append(
             f"| {r['name']} | {t['epochs'] if r['kind'] == 'custom' else tr['frozen_epochs'] + tr['finetune_epochs']} | {t['global_batch_size']} | "
             f"{t['optimizer'] if r['kind'] == 'custom' else 'adamw'} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
