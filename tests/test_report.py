@@ -126,3 +126,15 @@ def test_report_of_missing_run_is_one_clear_line(tmp_path):
 
     with pytest.raises(ConvbenchError, match="results.json does not exist"):
         render_report(tmp_path / "nowhere")
+
+
+def test_ablation_verdicts_reach_the_advice():
+    res = _results(copy.deepcopy(BASE))
+    res["ablation_effects"] = [
+        {"model": "cnn_vgg", "factor": "dropout", "with": "dropout=on", "without": "dropout=off", "diff": -0.05, "verdict": "hurt", "p_holm": 0.001},
+        {"model": "cnn_vgg", "factor": "augmentation (crop+flip)", "with": "aug=crop+flip", "without": "aug=none", "diff": 0.03,
+         "verdict": "helped", "p_holm": 0.01},
+    ]
+    text = conclusions(res, {})
+    assert "On cnn_vgg, dropout hurt in the ablation (dropout=off → dropout=on: -5.00 points" in text
+    assert "Keep augmentation (crop+flip) on cnn_vgg: it helped in the ablation (+3.00 points" in text

@@ -287,6 +287,15 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
             out.append(f"Feed the pretrained backbone larger images: it ran at {t.get('resolution')} px, far below the 224 px it was "
                        "trained at; raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")
         out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
+    for e in results.get("ablation_effects", []):
+        if e.get("verdict") == "hurt":
+            out.append(
+                f"On {e['model']}, {e['factor']} hurt in the ablation ({e['without']} → {e['with']}: {_pts(e['diff'])}, "
+                f"Holm p = {e['p_holm']:.2g}), which suggests the model underfits at this budget; drop it "
+                "or train longer before adding it back."
+            )
+        elif e.get("verdict") == "helped":
+            out.append(f"Keep {e['factor']} on {e['model']}: it helped in the ablation ({_pts(e['diff'])}, Holm p = {e['p_holm']:.2g}).")
     seeds = len(best.get("seeds", [0]))
     if seeds < 3:
         out.append(f"Confirm the ranking with more seeds: `--seeds 3` (now {seeds}) gives a confidence interval for every model; "
@@ -406,6 +415,13 @@ def _per_class_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def _ablation_effects(run_dir: Path) -> list[dict]:
+    try:
+        return json.loads((run_dir / "ablation.json").read_text()).get("effects") or []
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
 def _ablation_markdown(run_dir: Path) -> str | None:
     try:
         from convbench.ablation import render_ablation_markdown
@@ -446,6 +462,7 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
     from convbench.io import atomic_write_json
 
     results["statistics"] = analyze_run(run_dir, results, histories)
+    results["ablation_effects"] = _ablation_effects(run_dir)
     ablation = _ablation_markdown(run_dir)
     if ablation:
         results["statistics"]["sections_markdown"].append(ablation)
