@@ -323,21 +323,21 @@ def load_checkpoint(path: Path) -> tuple[dict, list, list, list | None]:
         return state, group("model/"), group("opt/") or [], group("best/")
 
 
-def restore_variables(model, values: list[np.ndarray]) -> None:
-    """Assign what save_checkpoint stored as model state (weights and RNG states)."""
-    variables = model.variables
+def _assign(variables, values: list[np.ndarray], what: str) -> None:
     if len(variables) != len(values):
-        raise ConvbenchError("the checkpoint does not match this model; delete the run folder's checkpoints to start over")
+        raise ConvbenchError(f"the checkpoint's {what} does not match this model; delete the run folder's checkpoints to start over")
     for var, value in zip(variables, values):
         var.assign(value)
+
+
+def restore_variables(model, values: list[np.ndarray]) -> None:
+    """Assign what save_checkpoint stored as model state (weights and RNG states)."""
+    _assign(model.variables, values, "model state")
 
 
 def restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
-    variables = optimizer.variables
-    if len(variables) != len(values):
-        raise ConvbenchError("the checkpoint's optimizer state does not match this model; delete the run folder's checkpoints to start over")
-    for var, value in zip(variables, values):
-        var.assign(value)
+    """Assign what save_checkpoint stored as optimizer state (slots and step count)."""
+    _assign(optimizer.variables, values, "optimizer state")
 
 
 # ---------------------------------------------------------------------------------------------
