@@ -95,7 +95,7 @@ def test_targets_are_stated_met_or_not():
 def test_bench_command_writes_well_formed_json_and_markdown(tmp_path):
     out = tmp_path / "bench"
     code = main(["bench", "--models", "cnn_vgg,efficientnet_lite0", "--steps", "2", "--warmup", "1", "--rounds", "1",
-                 "--batch-size", "16", "--multi-steps", "2", "--transfer-resolution", "32", "--peak-size", "256",
+                 "--batch-size", "16", "--steps-per-execution", "2", "--transfer-resolution", "32", "--peak-size", "256",
                  "--peak-repeats", "2", "--out", str(out)])
     assert code == 0
     result = json.loads((out / "bench.json").read_text())
@@ -112,11 +112,12 @@ def test_bench_command_writes_well_formed_json_and_markdown(tmp_path):
         assert m["mfu"] == pytest.approx(m["train_flops_per_image"] * m["train_images_per_s"] / result["peak"]["flops_per_s"])
         assert m["pipeline_ratio"] == pytest.approx(m["pipeline_images_per_s"] / m["train_images_per_s"])
         assert m["fit_ratio"] == pytest.approx(m["train_images_per_s"] / m["fit_images_per_s"])
+        assert m["fit_ratio_same_input"] == pytest.approx(m["same_input_images_per_s"] / m["fit_images_per_s"])
     vgg, lite = result["models"]
     assert vgg["train_flops_per_image"] == 3 * vgg["flops_per_image"]
     # Fine-tuning trains only the top of the backbone: less than 3 x forward.
     assert lite["flops_per_image"] < lite["train_flops_per_image"] < 3 * lite["flops_per_image"]
-    assert set(vgg["variants"]) == {"xla", "multi_step_2"} and "variants" not in lite
+    assert set(vgg["variants"]) == {"xla", "one_step_per_call"} and "variants" not in lite
     for variant in vgg["variants"].values():
         assert "error" not in variant and variant["train_images_per_s"] > 0, variant
     assert {t["met"] for t in result["targets"]} <= {True, False, None}

@@ -115,3 +115,38 @@ def test_same_seed_reproduces_the_same_metrics():
     other = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=4))
     _, c = train_model("cnn_vgg", data, other, log=lambda m: None)
     assert c.history[0].train_loss != pytest.approx(a.history[0].train_loss, rel=1e-6)
+
+
+def test_steps_per_execution_trains_the_same_as_one_step_per_call():
+    """Several steps per compiled call (with a shorter last call: 4 steps in calls of 3 and 1) are the
+    same optimisation as one step per call: same losses, same validation accuracy."""
+    from convbench.config import preset
+    from convbench.fit import train_model
+
+    base = preset("quick").recipe("cnn_vgg")
+    data = _dataset(256)
+    histories = {}
+    for per_call in (1, 3):
+        train = TrainConfig(epochs=2, global_batch_size=64, seed=5, steps_per_execution=per_call)
+        _, result = train_model("cnn_vgg", data, dataclasses.replace(base, train=train), log=lambda m: None)
+        histories[per_call] = result.history
+    for one, many in zip(histories[1], histories[3]):
+        assert many.train_loss == pytest.approx(one.train_loss, rel=1e-3)
+        assert many.train_accuracy == pytest.approx(one.train_accuracy, abs=1e-9)
+        assert many.val_accuracy == pytest.approx(one.val_accuracy, abs=1e-9)
+
+
+@pytest.mark.parametrize("advanced", [1, 3, 8])
+def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced):
+    from convbench.train import Progress
+
+    lines = []
+    progress = Progress("m", log=lines.append, lines_per_epoch=4)
+    steps = 40
+    done = 0
+    while done < steps:
+        n = min(advanced, steps - done)
+        done += n
+        progress.step(1, 1, done, steps, 1.0, 0.5, 0.0, done * 8, advanced=n)
+    assert len(lines) == min(4, -(-steps // advanced))
+    assert "step 40/40" in lines[-1]

@@ -14,9 +14,11 @@ machines are noisy; the load average at the start and the end is recorded beside
   warm-up steps excluded), forward FLOPs per image, training FLOPs per image (3 x forward when
   every layer trains), achieved FLOP/s and MFU = achieved / peak; the input pipeline alone
   (`make_train_dataset` with the default augmentation, iterated without training); plain Keras
-  `model.fit` on the same model, data and batch size, the way the original notebook trains.
-- Variants of the same loop, measured beside it (custom CNNs): the step under XLA
-  (`jit_compile=True`), and several steps per tf.function call without a host sync per step.
+  `model.fit` on the same model, data and batch size, the way the original notebook trains (fed
+  un-augmented batches), and convbench's loop fed the same un-augmented batches, which tells the
+  loop's own speed apart from the cost of augmentation.
+- Variants of the same loop, measured beside it (custom CNNs): one step per compiled call (a host
+  round trip every step, `steps_per_execution: 1`), and that step under XLA (`jit_compile=True`).
 - The measurements of one model alternate for --rounds rounds and each reports its best round:
   a change in load hits all of them, and contention only ever slows a run down.
 - `--time-to-accuracy`: trains `cnn_airbench` (the fastest custom CNN) on real data and records the
@@ -165,9 +167,14 @@ def synthetic_data(n: int, num_classes: int = 10, seed: int = 0, shape=(32, 32, 
     return rng.integers(0, 256, (n, *shape), dtype=np.uint8), rng.integers(0, num_classes, n).astype(np.int32)
 
 
-def _images_needed(batch_size: int, steps: int, warmup: int, multi_steps: int) -> int:
+def _images_needed(batch_size: int, steps: int, warmup: int, steps_per_execution: int) -> int:
     # Each measurement draws its own "epoch" from the same arrays; the largest draw sets the size.
-    return batch_size * max(steps + warmup, 2 * multi_steps + steps)
+    return batch_size * _batches(steps, warmup, steps_per_execution)
+
+
+def _batches(steps: int, warmup: int, per_call: int) -> int:
+    """Batches of one measurement: whole calls of `per_call` steps, at least one untimed."""
+    return (max(1, -(-warmup // per_call)) + -(-steps // per_call)) * per_call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,50 +203,59 @@ def pipeline_images_per_s(x: np.ndarray, y: np.ndarray, num_classes: int, batch_
 
 
 class _StepClock:
-    """A `Progress` stand-in that timestamps every step of `Trainer.train_epoch`.
+    """A `Progress` stand-in that timestamps every call of `Trainer.train_epoch`.
 
-    train_epoch reports each step after it has waited for that step's loss, so the timestamps mark
-    finished steps; the rate between step `warmup` and the last excludes tracing and start-up.
+    train_epoch reports after each call (of `steps_per_execution` steps) once it has read that
+    call's loss, so the timestamps mark finished steps; the rate from the first report at or past
+    the warm-up to the last excludes tracing and start-up.
     """
 
     def __init__(self):
         self.times: list[float] = []
+        self.steps: list[int] = []
         self.images: list[int] = []
 
-    def step(self, epoch, epochs, step, steps, loss, acc, started, images):
+    def step(self, epoch, epochs, step, steps, loss, acc, started, images, advanced=1):
         self.times.append(time.perf_counter())
+        self.steps.append(step)
         self.images.append(images)
 
     def rate(self, warmup: int) -> float:
-        if len(self.times) <= warmup:
-            raise ConvbenchError(f"only {len(self.times)} steps ran, fewer than warm-up {warmup} + 1; use more images or fewer --warmup steps")
-        first = max(warmup, 1) - 1  # with no warm-up the first step's start is unknown: time from its end
+        # With no warm-up the first call's start is unknown: time from its end.
+        first = next((i for i, s in enumerate(self.steps) if s >= max(warmup, 1)), len(self.steps))
+        if first >= len(self.steps) - 1:
+            raise ConvbenchError(f"only {self.steps[-1] if self.steps else 0} steps ran, too few after warm-up {warmup}; "
+                                 "use more images or fewer --warmup steps")
         return (self.images[-1] - self.images[first]) / (self.times[-1] - self.times[first])
 
 
-def trainer_images_per_s(trainer, make_dataset: Callable[[int, int], object], steps: int, warmup: int, step_fn=None) -> float:
+def trainer_images_per_s(trainer, make_dataset: Callable[[int, int], object], steps: int, warmup: int, step_fn=None,
+                         steps_per_execution: int | None = None) -> float:
     """Training images/s of `Trainer.train_epoch` (convbench's loop as it runs), warm-up excluded.
 
-    One epoch of `warmup + steps` batches; the rate counts the `steps` batches after the warm-up
-    (tracing, pipeline start-up, allocator warm-up), as a long epoch would see them.
+    One epoch of whole calls: at least `warmup` untimed steps (one call at least: it traces the
+    function), then at least `steps` timed ones, as a long epoch would see them.
 
     Args:
         trainer: a convbench.train.Trainer.
         make_dataset: (epoch, batches) -> a batched training dataset.
         steps: timed steps.
-        warmup: untimed steps first (at least 1 is used: the first step traces the function).
-        step_fn: a replacement for the Trainer's compiled step during this measurement (e.g.
-            `xla_step(trainer)`); None = the Trainer's own.
+        warmup: untimed steps first.
+        step_fn: a replacement for the Trainer's compiled single step during this measurement (e.g.
+            `xla_step(trainer)`); it runs one step per call. None = the Trainer's own.
+        steps_per_execution: steps per call during this measurement; None = the Trainer's.
     """
-    warmup = max(warmup, 1)
+    per_call = 1 if step_fn is not None else (steps_per_execution or trainer.steps_per_execution)
+    warmup = max(1, -(-warmup // per_call)) * per_call
     clock = _StepClock()
-    original = trainer._train
+    original = trainer._train, trainer.steps_per_execution
+    trainer.steps_per_execution = per_call
     if step_fn is not None:
         trainer._train = step_fn
     try:
-        trainer.train_epoch(make_dataset(0, warmup + steps), 1, 1, 1, progress=clock)
+        trainer.train_epoch(make_dataset(0, _batches(steps, warmup, per_call)), 1, 1, 1, progress=clock)
     finally:
-        trainer._train = original
+        trainer._train, trainer.steps_per_execution = original
     return clock.rate(warmup)
 
 
@@ -248,42 +264,6 @@ def xla_step(trainer):
     import tensorflow as tf
 
     return tf.function(trainer._train.python_function, jit_compile=True)
-
-
-def multi_step_function(trainer, steps_per_call: int):
-    """The Trainer's step run `steps_per_call` times inside one tf.function (Keras' steps_per_execution).
-
-    Fewer Python dispatches and one host sync per call instead of one per step.
-    """
-    import tensorflow as tf
-
-    step = trainer._train.python_function
-
-    # An explicit while_loop (no AutoGraph): the loop stays one graph loop whatever the source looks like.
-    @tf.function(autograph=False)
-    def run(iterator):
-        def body(i, loss, correct):
-            x, y = iterator.get_next()
-            l, c = step(x, y)
-            return i + 1, loss + l, correct + c
-
-        _, loss, correct = tf.while_loop(lambda i, *_: i < steps_per_call, body,
-                                         (tf.constant(0), tf.constant(0.0), tf.constant(0.0)))
-        return loss, correct
-
-    return run
-
-
-def multi_step_images_per_s(trainer, run, make_dataset, steps: int, steps_per_call: int) -> float:
-    """Images/s of `multi_step_function`'s `run`: one untimed call, then about `steps` steps timed."""
-    calls = max(1, -(-steps // steps_per_call))
-    iterator = iter(trainer.strategy.experimental_distribute_dataset(make_dataset(2, (calls + 1) * steps_per_call)))
-    float(run(iterator)[0])
-    start = time.perf_counter()
-    for _ in range(calls):
-        float(run(iterator)[0])
-    seconds = time.perf_counter() - start
-    return calls * steps_per_call * trainer.global_batch_size / seconds
 
 
 def compile_like_notebook(model, train_config, regularization, precision: str, strategy, steps: int) -> None:
@@ -379,8 +359,11 @@ def _build(name: str, num_classes: int, recipe, strategy):
     return model, strategy, precision, note
 
 
+_CORE_MEASURES = ("convbench", "fit", "same_input")
+
+
 def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recipe, peak_flops_per_s: float,
-                pipeline_ips: float, steps: int, warmup: int, rounds: int = 2, variants: bool = True, multi_steps: int = 10,
+                pipeline_ips: float, steps: int, warmup: int, rounds: int = 2, variants: bool = True,
                 strategy=None, log: Callable[[str], None] = print) -> dict:
     """Measure one model: convbench loop, plain model.fit, FLOPs, MFU and variants of the loop.
 
@@ -398,8 +381,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         steps: timed training steps per measurement.
         warmup: untimed steps before each measurement.
         rounds: alternations of convbench loop and model.fit.
-        variants: also time the XLA and multi-step variants of the loop (custom CNNs only).
-        multi_steps: steps per tf.function call in the multi-step variant.
+        variants: also time the loop with one step per call, and that under XLA (custom CNNs only).
         strategy: tf.distribute strategy (default: convbench's).
         log: progress lines.
 
@@ -416,23 +398,28 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     batch = recipe.train.global_batch_size
     forward = count_flops(model)
     train_flops = training_flops_per_image(model)
-    trainer = Trainer(model, recipe.train, recipe.regularization, strategy, steps + warmup, 1, precision)
+    per_call = recipe.train.steps_per_execution
+    trainer = Trainer(model, recipe.train, recipe.regularization, strategy, _batches(steps, warmup, per_call), 1, precision)
     fit_model, _, _, _ = _build(name, num_classes, recipe, strategy)
     compile_like_notebook(fit_model, recipe.train, recipe.regularization, precision, strategy, (steps + warmup) * rounds)
 
-    def make_dataset(epoch: int, batches: int):
-        return make_train_dataset(x, y, num_classes, batch, recipe.augment, recipe.train.seed, epoch).take(batches)
+    # model.fit is fed un-augmented batches; the loop fed the same tells the loop's speed apart from augmentation's cost.
+    plain_input = dataclasses.replace(recipe.augment, crop_padding=0, flip=False, cutout=0, mixup_alpha=0.0, cutmix_alpha=0.0)
+
+    def make_dataset(epoch: int, batches: int, augment=recipe.augment):
+        return make_train_dataset(x, y, num_classes, batch, augment, recipe.train.seed, epoch).take(batches)
 
     measures: dict[str, Callable[[int], float]] = {
         "convbench": lambda r: trainer_images_per_s(trainer, lambda e, n: make_dataset(e + 10 * r, n), steps, warmup),
         "fit": lambda r: fit_images_per_s(fit_model, x, y, num_classes, batch, steps, warmup, offset=r * (steps + warmup)),
+        "same_input": lambda r: trainer_images_per_s(trainer, lambda e, n: make_dataset(e + 10 * r + 3, n, plain_input), steps, warmup),
     }
     if variants and kind == "custom":
         jit = xla_step(trainer)
-        multi = multi_step_function(trainer, multi_steps)
+        if per_call > 1:
+            measures["one_step_per_call"] = lambda r: trainer_images_per_s(
+                trainer, lambda e, n: make_dataset(e + 10 * r + 7, n), steps, warmup, steps_per_execution=1)
         measures["xla"] = lambda r: trainer_images_per_s(trainer, lambda e, n: make_dataset(e + 10 * r + 5, n), steps, warmup, jit)
-        measures[f"multi_step_{multi_steps}"] = lambda r: multi_step_images_per_s(
-            trainer, multi, lambda e, n: make_dataset(e + 10 * r + 7, n), steps, multi_steps)
     results: dict[str, list[float]] = {k: [] for k in measures}
     errors: dict[str, str] = {}
     for r in range(rounds):
@@ -444,7 +431,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
             try:
                 results[key].append(measure(r))
             except Exception as exc:  # noqa: BLE001 - a variant XLA cannot compile is a finding, not a crash
-                if key in ("convbench", "fit"):
+                if key in _CORE_MEASURES:
                     raise
                 errors[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
     train_ips, fit_ips = max(results["convbench"]), max(results["fit"])
@@ -467,8 +454,11 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         "fit_images_per_s_rounds": results["fit"],
         "fit_jit_compile": getattr(fit_model, "jit_compile", "unknown"),
         "fit_ratio": ratio(train_ips, fit_ips),
+        "same_input_images_per_s": max(results["same_input"]),
+        "same_input_images_per_s_rounds": results["same_input"],
+        "fit_ratio_same_input": ratio(max(results["same_input"]), fit_ips),
     }
-    variant_keys = [k for k in measures if k not in ("convbench", "fit")]
+    variant_keys = [k for k in measures if k not in _CORE_MEASURES]
     if variant_keys:
         entry["variants"] = {}
         for key in variant_keys:
@@ -553,18 +543,19 @@ def render_markdown(result: dict) -> str:
     lines += ["", f"MFU is relative to the best peak of the dtype a model computes in (GFLOP/s): {peaks}."
               + (" On a GPU TensorFlow runs float32 matmuls as TF32." if env.get("gpus") else ""), "",
               "## Training throughput", "",
-              "| model | kind | params | fwd MFLOP/img | train img/s | train GFLOP/s | MFU | pipeline img/s | pipeline ratio | model.fit img/s | fit ratio |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| model | kind | params | fwd MFLOP/img | train img/s | train GFLOP/s | MFU | pipeline img/s | pipeline ratio | model.fit img/s | fit ratio | fit ratio, same input |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in result["models"]:
         lines.append(
             f"| {m['name']} | {m['kind']} | {m['params']:,} | {m['flops_per_image'] / 1e6:,.1f} | {m['train_images_per_s']:,.0f} | "
             f"{m['achieved_flops_per_s'] / 1e9:,.1f} | {m['mfu']:.1%} | {m['pipeline_images_per_s']:,.0f} | {_fmt(m['pipeline_ratio'], '.1f')} | "
-            f"{_fmt(m.get('fit_images_per_s'))} | {_fmt(m.get('fit_ratio'), '.2f')} |"
+            f"{_fmt(m.get('fit_images_per_s'))} | {_fmt(m.get('fit_ratio'), '.2f')} | {_fmt(m.get('fit_ratio_same_input'), '.2f')} |"
         )
     notes = [f"- {m['name']}: {m['note']}" for m in result["models"] if m.get("note")]
     lines += ["", "Training FLOPs per image = 3 x forward when every layer trains (forward + 2 x the trainable tail otherwise); "
               "MFU = training FLOP/s / peak. model.fit: plain Keras fit, default compile (Keras resolved jit_compile to "
-              f"{', '.join(sorted({str(m.get('fit_jit_compile')) for m in result['models']})) or '-'}), uint8 data cast to float, one-hot labels, no augmentation."]
+              f"{', '.join(sorted({str(m.get('fit_jit_compile')) for m in result['models']})) or '-'}), uint8 data cast to float, one-hot labels, no augmentation. "
+              "Fit ratio, same input: the convbench loop fed un-augmented batches too, over model.fit (the loop's speed without augmentation's cost)."]
     lines += notes
     rows = [(m["name"], k, v) for m in result["models"] for k, v in (m.get("variants") or {}).items()]
     if rows:
@@ -574,7 +565,8 @@ def render_markdown(result: dict) -> str:
                 lines.append(f"| {name} | {label} | failed: {v['error']} | | |")
             else:
                 lines.append(f"| {name} | {label} | {v['train_images_per_s']:,.0f} | {_fmt(v['speedup'], '.2f')}x | {v['mfu']:.1%} |")
-        lines += ["", "xla: the step under `tf.function(jit_compile=True)`; multi_step_k: k steps per tf.function call, one host sync per call."]
+        lines += ["", "one_step_per_call: the loop with `steps_per_execution: 1` (a host round trip every step); "
+                  "xla: that single step under `tf.function(jit_compile=True)`. Speed-up is against the convbench column above."]
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         measured = t["measured"]
@@ -778,7 +770,7 @@ def default_models() -> list[str]:
 
 def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source: str | None = None, steps: int = 20,
               warmup: int = 3, batch_size: int = 256, transfer_resolution: int = 64, rounds: int = 2, variants: bool = True,
-              multi_steps: int = 10, peak_n: int = 4096, peak_repeats: int = 5, time_to_acc: bool = False,
+              steps_per_execution: int = 0, peak_n: int = 4096, peak_repeats: int = 5, time_to_acc: bool = False,
               tta_targets: tuple[tuple[float, int], ...] = ((0.90, 6), (0.93, 12)), tta_batch_size: int = 1024,
               max_minutes: float = 45.0, max_train_images: int = 0, max_test_images: int = 0, command: str = "",
               log: Callable[[str], None] = print) -> dict:
@@ -794,8 +786,8 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         batch_size: global batch of the throughput part.
         transfer_resolution: input side of transfer models.
         rounds: alternations of the measurements per model (each reports its best round).
-        variants: also time the XLA and multi-step variants of the loop.
-        multi_steps: steps per call in the multi-step variants.
+        variants: also time the one-step-per-call and XLA variants of the loop.
+        steps_per_execution: steps per compiled call of the convbench loop; 0 = the config default.
         peak_n: matmul side for the peak.
         peak_repeats: timed matmuls per peak measurement.
         time_to_acc: also run the time-to-accuracy part (needs real data).
@@ -809,7 +801,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     Returns:
         The bench.json content.
     """
-    from convbench.config import AugmentConfig
+    from convbench.config import AugmentConfig, TrainConfig
     from convbench.env import describe_environment
     from convbench.io import atomic_write_json, atomic_write_text, check_writable
     from convbench.models import model_info
@@ -817,7 +809,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     out = Path(out_dir)
     check_writable(out)
     for flag, value, low in (("--steps", steps, 1), ("--warmup", warmup, 0), ("--batch-size", batch_size, 1),
-                             ("--multi-steps", multi_steps, 1), ("--rounds", rounds, 1), ("--peak-size", peak_n, 64), ("--peak-repeats", peak_repeats, 1)):
+                             ("--steps-per-execution", steps_per_execution, 0), ("--rounds", rounds, 1), ("--peak-size", peak_n, 64), ("--peak-repeats", peak_repeats, 1)):
         if value < low:
             raise ConvbenchError(f"{flag} must be >= {low}, got {value}")
     models = list(models) if models else default_models()
@@ -836,7 +828,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     peaks = [{**peak_matmul_flops(d, peak_n, peak_repeats), "when": "start"} for d in dtypes]
 
     data = None
-    need = _images_needed(batch_size, steps, warmup, multi_steps)
+    need = _images_needed(batch_size, steps, warmup, steps_per_execution or TrainConfig().steps_per_execution)
     if data_source:
         from convbench.data import load_dataset
 
@@ -858,8 +850,10 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     for name in models:
         recipe = bench_recipe(name, batch_size, transfer_resolution)
         recipe = dataclasses.replace(recipe, augment=augment)
+        if steps_per_execution:
+            recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps_per_execution=steps_per_execution))
         entries.append(bench_model(name, x, y, num_classes, recipe, peaks[0]["flops_per_s"], pipeline_ips, steps, warmup, rounds,
-                                   variants, multi_steps, log=log))
+                                   variants, log=log))
 
     log("[bench] peak again at the end")
     peaks += [{**peak_matmul_flops(d, peak_n, peak_repeats), "when": "end"} for d in dtypes]
@@ -917,7 +911,7 @@ def _parse_targets(text: str) -> tuple[tuple[float, int], ...]:
     return tuple(pairs)
 
 
-_OPTIONS = ("models", "data", "out", "steps", "warmup", "batch_size", "transfer_resolution", "rounds", "no_variants", "multi_steps",
+_OPTIONS = ("models", "data", "out", "steps", "warmup", "batch_size", "transfer_resolution", "rounds", "no_variants", "steps_per_execution",
             "peak_size", "peak_repeats", "time_to_accuracy", "tta_targets", "tta_batch_size", "max_minutes",
             "max_train_images", "max_test_images")
 
@@ -941,7 +935,7 @@ def cmd_bench(args) -> int:
     log = make_logger(out)
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     run_bench(out, models, args.data, args.steps, args.warmup, args.batch_size, args.transfer_resolution, args.rounds,
-              not args.no_variants, args.multi_steps, args.peak_size, args.peak_repeats, args.time_to_accuracy,
+              not args.no_variants, args.steps_per_execution, args.peak_size, args.peak_repeats, args.time_to_accuracy,
               _parse_targets(args.tta_targets), args.tta_batch_size, args.max_minutes, args.max_train_images,
               args.max_test_images, command=_command_line(args), log=log)
     return 0
@@ -958,8 +952,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="global batch of the throughput part (default 256)")
     p.add_argument("--transfer-resolution", type=int, default=64, help="input side of transfer models (default 64, the quick preset's)")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the measurements per model; each reports its best (default 2)")
-    p.add_argument("--no-variants", action="store_true", help="skip the XLA and multi-step variants of the loop")
-    p.add_argument("--multi-steps", type=int, default=10, help="steps per tf.function call in the multi-step variants (default 10)")
+    p.add_argument("--no-variants", action="store_true", help="skip the one-step-per-call and XLA variants of the loop")
+    p.add_argument("--steps-per-execution", type=int, default=0,
+                   help="steps per compiled call of the convbench loop (default 0 = the config's, 8)")
     p.add_argument("--peak-size", type=int, default=4096, help="side of the peak matmul (default 4096)")
     p.add_argument("--peak-repeats", type=int, default=5, help="timed matmuls per peak measurement (default 5)")
     p.add_argument("--time-to-accuracy", action="store_true", help=f"also train {FAST_MODEL} to 90 %% and 93 %% (long; needs --data)")

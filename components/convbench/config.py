@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0  # init, data order and augmentation all derive from it
     mixed_precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "off", "mixed_bfloat16", "mixed_float16"
     eval_batch_size: int = 512  # batch for validation and test passes; no effect on results
+    steps_per_execution: int = 8  # optimizer steps per compiled call: one host round trip (loss read-back) per call, not per step
 
     def learning_rate(self) -> float:
         """Peak learning rate for this global batch (linear scaling rule, Goyal et al. 2017)."""
@@ -221,6 +222,8 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
         (recipe.train.epochs >= 1, f"epochs must be >= 1 (got {recipe.train.epochs}); pass --epochs 1 or more"),
         (recipe.train.global_batch_size >= 1, f"global_batch_size must be >= 1 (got {recipe.train.global_batch_size})"),
         (recipe.train.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {recipe.train.eval_batch_size})"),
+        (recipe.train.steps_per_execution >= 1,
+         f"steps_per_execution must be >= 1 (got {recipe.train.steps_per_execution}); 1 = a host round trip every step"),
         (recipe.train.lr_per_1024 > 0, f"lr_per_1024 must be > 0 (got {recipe.train.lr_per_1024})"),
         # Keras and NumPy seeds are 32-bit; 2**31 leaves room for seed + k and the fine-tune offset.
         (0 <= recipe.train.seed < 2**31, f"train.seed must be in [0, 2**31) (got {recipe.train.seed})"),

@@ -151,9 +151,11 @@ class Progress:
     def __init__(self, label: str, log: Callable[[str], None] = print, lines_per_epoch: int = 4):
         self.label, self.log, self.lines = label, log, lines_per_epoch
 
-    def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, acc: float, started: float, images: int):
+    def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, acc: float, started: float, images: int,
+             advanced: int = 1):
+        """Report after `step` of `steps` if this call (which ran `advanced` steps) crossed a reporting point."""
         every = max(1, steps // self.lines)
-        if step % every and step != steps:
+        if step // every == (step - advanced) // every and step != steps:
             return
         elapsed = time.perf_counter() - started
         rate = images / elapsed if elapsed > 0 else 0.0
@@ -217,10 +219,23 @@ class Trainer:
 
         sum_ = tf.distribute.ReduceOp.SUM
 
-        @tf.function
-        def distributed_train(x, y):
+        def distributed_step(x, y):
             loss, correct = strategy.run(train_step, args=(x, y))
             return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
+
+        distributed_train = tf.function(distributed_step)
+
+        @tf.function
+        def distributed_train_steps(iterator, n):
+            # n steps in one graph loop, the sums kept on the device: Python dispatch and the loss
+            # read-back happen once per call (Keras' steps_per_execution).
+            loss = correct = tf.constant(0.0)
+            for _ in tf.range(n):
+                x, y = next(iterator)
+                step_loss, step_correct = distributed_step(x, y)
+                loss += step_loss
+                correct += step_correct
+            return loss, correct
 
         @tf.function
         def distributed_eval(x, y):
@@ -228,7 +243,9 @@ class Trainer:
             return tuple(strategy.reduce(sum_, v, axis=None) for v in out)
 
         self._train = distributed_train
+        self._train_steps = distributed_train_steps
         self._eval = distributed_eval
+        self.steps_per_execution = train_config.steps_per_execution
         # Under MultiWorkerMirroredStrategy each worker's dataset already holds only its own slice of
         # every global batch (make_train_dataset(shard=...)); experimental_distribute_dataset would
         # auto-shard it again and treat its batch as the global one.
@@ -253,19 +270,32 @@ class Trainer:
         return float(self.schedule(self.optimizer.iterations))
 
     def train_epoch(self, dataset, epoch: int, epochs: int, steps: int, progress: Progress | None = None) -> tuple[float, float, float, int]:
-        """One pass over `dataset` (already batched per worker). Returns (loss, accuracy, seconds, images)."""
+        """One pass over `dataset` (already batched per worker). Returns (loss, accuracy, seconds, images).
+
+        Runs `steps_per_execution` steps per compiled call when the dataset's length is known (it
+        is for `make_train_dataset`), else one step per call; progress is reported after each call.
+        """
+        import tensorflow as tf
+
+        batches = int(dataset.cardinality())
+        per_call = self.steps_per_execution if batches >= 0 else 1
         dist = self._distribute(dataset)
         total_loss = total_correct = 0.0
-        images = 0
+        images = done = 0
         started = time.perf_counter()
-        for step, (x, y) in enumerate(dist, start=1):
-            loss, correct = self._train(x, y)
-            # One host sync per step is negligible next to a conv net step and keeps progress live.
+        if per_call == 1:
+            calls = ((self._train(x, y), 1) for x, y in dist)
+        else:
+            iterator = iter(dist)
+            sizes = [min(per_call, batches - start) for start in range(0, batches, per_call)]
+            calls = ((self._train_steps(iterator, tf.constant(n)), n) for n in sizes)
+        for (loss, correct), n in calls:
             total_loss += float(loss)
             total_correct += float(correct)
-            images += self.global_batch_size
+            done += n
+            images += n * self.global_batch_size
             if progress:
-                progress.step(epoch, epochs, step, steps, total_loss / images, total_correct / images, started, images)
+                progress.step(epoch, epochs, done, steps, total_loss / images, total_correct / images, started, images, advanced=n)
         seconds = time.perf_counter() - started
         if images == 0:
             raise ConvbenchError("an epoch had no training batches; use more images or a smaller global_batch_size")
