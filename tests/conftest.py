@@ -12,6 +12,9 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR_JPEG = SHARED / "datasets" / "cifar10-jpeg"
 
 
+_OWN_CACHE: list[Path] = []  # the temporary cache this session made (removed when it ends)
+
+
 def pytest_configure(config):
     # Set before TensorFlow, Keras or matplotlib are imported by any test module.
     base = Path(os.environ.get("CONVBENCH_TEST_CACHE", "")) if os.environ.get("CONVBENCH_TEST_CACHE") else None
@@ -19,11 +22,19 @@ def pytest_configure(config):
         import tempfile
 
         base = Path(tempfile.mkdtemp(prefix="convbench-test-cache-"))
+        _OWN_CACHE.append(base)
     for var, sub in (("KERAS_HOME", "keras"), ("MPLCONFIGDIR", "matplotlib"), ("CONVBENCH_CACHE", "convbench")):
         os.environ[var] = str(base / sub)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    for base in _OWN_CACHE:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def write_subset(root: Path, per_class_train: int, per_class_test: int, classes: int = 10) -> Path:
