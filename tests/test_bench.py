@@ -167,6 +167,9 @@ def test_time_to_accuracy_reports_an_unreached_target():
                                     log=lambda m: None)
     (run,) = result["runs"]
     assert run["reached"] is False and run["minutes"] is None and run["minutes_run"] > 0
+    # What it got to instead: the best validation accuracy (flip TTA), its epoch and time.
+    assert 0 <= run["best"]["val_accuracy_tta"] < 0.99 and run["best"]["epoch"] == 1
+    assert 0 < run["best"]["minutes"] <= run["minutes_run"]
     targets = bench.evaluate_targets([], 0.0, {"runs": [{**run, "target": 0.90}]})
     assert next(t for t in targets if "90%" in t["target"])["met"] is False
     with pytest.raises(ConvbenchError, match="max-minutes"):
