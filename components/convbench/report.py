@@ -85,6 +85,8 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
         axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
     axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel="epoch", ylabel="accuracy")
     axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel="epoch", ylabel="cross-entropy")
+    for ax in axes:
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     axes[0].legend(fontsize=8)
     save_figure(fig, path)
 
