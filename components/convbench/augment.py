@@ -201,7 +201,7 @@ def _untuned(ds: tf.data.Dataset) -> tf.data.Dataset:
     The autotuner runs a model thread per iterator, and an iterator's destructor waits for that
     thread to wake from its optimisation-period sleep (up to 60 s). Inside Ray workers that stalled
     the end of epochs by 5-55 s with the CPU idle (gdb: RootDataset::Iterator::~Iterator waiting on
-    Model::OptimizeLoop), which made Ray training 26 % slower than the plain loop. A gather-and-augment
+    Model::OptimizeLoop): most of the 26 % by which Ray training trailed the plain loop. A gather-and-augment
     map per batch needs no tuning.
     """
     options = tf.data.Options()

@@ -174,7 +174,12 @@ def _images_needed(batch_size: int, steps: int, warmup: int, steps_per_execution
 
 def _batches(steps: int, warmup: int, per_call: int) -> int:
     """Batches of one measurement: whole calls of `per_call` steps, at least one untimed."""
-    return (max(1, -(-warmup // per_call)) + -(-steps // per_call)) * per_call
+    return _whole_calls(max(warmup, 1), per_call) + _whole_calls(steps, per_call)
+
+
+def _whole_calls(steps: int, per_call: int) -> int:
+    """`steps` rounded up to whole calls of `per_call` steps."""
+    return -(-steps // per_call) * per_call
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,7 +251,7 @@ def trainer_images_per_s(trainer, make_dataset: Callable[[int, int], object], st
         steps_per_execution: steps per call during this measurement; None = the Trainer's.
     """
     per_call = 1 if step_fn is not None else (steps_per_execution or trainer.steps_per_execution)
-    warmup = max(1, -(-warmup // per_call)) * per_call
+    warmup = _whole_calls(max(warmup, 1), per_call)
     clock = _StepClock()
     original = trainer._train, trainer.steps_per_execution
     trainer.steps_per_execution = per_call
