@@ -85,3 +85,25 @@ def test_eval_dataset_keeps_order_and_last_partial_batch():
     labels = np.arange(10) % 3
     got = np.concatenate([y.numpy().argmax(1) for _, y in make_eval_dataset(images, labels, 3, 4)])
     assert got.tolist() == labels.tolist()
+
+
+def test_alternating_flip_shows_every_image_both_ways_in_two_epochs():
+    images = np.random.default_rng(1).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(64) % 10
+    cfg = AugmentConfig(crop_padding=0, flip=True, alternate_flip=True)
+
+    def by_image(epoch):
+        """{image index: shown mirrored?} over one epoch."""
+        out = {}
+        for xb, _ in make_train_dataset(images, labels, 10, 16, cfg, seed=3, epoch=epoch):
+            for img in xb.numpy().astype(np.uint8):
+                for i, im in enumerate(images):
+                    if np.array_equal(img, im) or np.array_equal(img, im[:, ::-1]):
+                        out[i] = not np.array_equal(img, im)
+        return out
+
+    even, odd = by_image(0), by_image(1)
+    assert sorted(even) == sorted(odd) == list(range(64))
+    assert all(even[i] != odd[i] for i in range(64)), "an image was shown the same way in two consecutive epochs"
+    assert 16 < sum(even.values()) < 48
+    assert by_image(2) == even, "the coins are fixed by the seed: epoch 2 flips like epoch 0"

@@ -246,4 +246,5 @@ def test_airbench_recipe_translates_the_hyperparameters():
     recipe = bench.airbench_recipe(10, batch_size=512)
     assert recipe.train.learning_rate() == pytest.approx(1.5 * 512 / 1024, rel=1e-3)
     assert recipe.train.momentum == 0.85 and recipe.regularization.label_smoothing == 0.2
-    assert recipe.augment.crop_padding == 2 and recipe.augment.flip
+    assert recipe.augment.crop_padding == 2 and recipe.augment.flip and recipe.augment.alternate_flip
+    assert recipe.train.lookahead_every == 5 and recipe.train.lookahead_decay == pytest.approx(0.95**5)

@@ -60,11 +60,19 @@ def test_override_values_are_type_checked():
         cfg.validate()
 
 
-@pytest.mark.parametrize("field, value", [("epochs", 0), ("epochs", -1), ("global_batch_size", 0), ("lr_per_1024", -0.1)])
+@pytest.mark.parametrize("field, value", [("epochs", 0), ("epochs", -1), ("global_batch_size", 0), ("lr_per_1024", -0.1),
+                                          ("lookahead_every", -1), ("lookahead_decay", 1.0), ("lookahead_from_epoch", -0.5)])
 def test_ranges_are_checked(field, value):
     cfg = c.preset("quick")
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **{field: value}))
     with pytest.raises(ConvbenchError, match=field):
+        cfg.validate()
+
+
+def test_alternating_flip_needs_flip():
+    cfg = c.preset("quick")
+    cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, flip=False, alternate_flip=True))
+    with pytest.raises(ConvbenchError, match="alternate_flip needs augment.flip"):
         cfg.validate()
 
 

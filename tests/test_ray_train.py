@@ -113,14 +113,16 @@ def _image_folder(root: Path) -> Path:
 FAST_CONFIG = """
 measure_latency: false
 analysis: {robustness_images: 0, tta_flip: false, saliency_images: 0, mistakes: 0}
-train: {global_batch_size: 64, lr_per_1024: 0.4, warmup_epochs: 0.5}
+train: {global_batch_size: 64, lr_per_1024: 0.4, warmup_epochs: 0.5, lookahead_every: 2, lookahead_from_epoch: 1}
+augment: {alternate_flip: true}
 """
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, workers):
-    """`convbench run --workers N` (N=1 needs an address to use Ray: the module's Ray, attached as `auto`)."""
+    """`convbench run --workers N` (N=1 needs an address to use Ray: the module's Ray, attached as `auto`),
+    with lookahead and the alternating flip on, so both run under MultiWorkerMirroredStrategy."""
     from convbench.cli import main
 
     (tmp_path / "fast.yaml").write_text(FAST_CONFIG)

@@ -57,14 +57,16 @@ def test_training_learns_and_restores_best(tmp_path):
     assert len(state["history"]) == 2 and best is not None and opt
 
 
-def test_resume_continues_where_it_stopped(tmp_path):
-    """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never stopped."""
+@pytest.mark.parametrize("lookahead_every", [0, 2])
+def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
+    """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never
+    stopped, with lookahead too (its slow weights equal the model's at every epoch end)."""
     from convbench.config import preset
     from convbench.fit import train_model
 
     base = preset("quick").recipe("cnn_vgg")
-    recipe = dataclasses.replace(base, train=TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4),
-                                 augment=AugmentConfig(crop_padding=2))
+    train = TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4, lookahead_every=lookahead_every, lookahead_from_epoch=1)
+    recipe = dataclasses.replace(base, train=train, augment=AugmentConfig(crop_padding=2))
     data = _dataset(256)
     _, straight = train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a", log=lambda m: None)
 
@@ -150,3 +152,64 @@ def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced)
         progress.step(1, 1, done, steps, 1.0, 0.5, 0.0, done * 8, advanced=n)
     assert len(lines) == min(4, -(-steps // advanced))
     assert "step 40/40" in lines[-1]
+
+
+def _tiny_model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inputs))
+    x = keras.layers.BatchNormalization(momentum=0.5)(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_lookahead_in_the_compiled_loop_follows_its_formula():
+    """Lookahead inside the compiled loop (3 steps per call) gives the weights of the same training
+    without it, averaged by hand between single steps: the slow copy starts as the weights at the first
+    averaging step at or after `lookahead_from_epoch`, then every `lookahead_every` steps
+    slow += (1 - rho)(w - slow) and w = slow, rho = decay * (step / total steps)**3; at each epoch end
+    the weights are the slow copy."""
+    import keras
+
+    from convbench.augment import make_train_dataset
+    from convbench.train import Trainer, default_strategy
+
+    x, y = _separable(64)
+    steps, epochs, every, decay = 4, 2, 2, 0.9
+    reg = RegularizationConfig(weight_decay=0.0)
+
+    def dataset(epoch):
+        return make_train_dataset(x, y, 2, 16, AugmentConfig(crop_padding=0, flip=False), 0, epoch)
+
+    def trainer(**lookahead):
+        cfg = TrainConfig(epochs=epochs, global_batch_size=16, lr_per_1024=20.0, schedule="constant", **lookahead)
+        return Trainer(_tiny_model(), cfg, reg, default_strategy(), steps, epochs)
+
+    compiled = trainer(lookahead_every=every, lookahead_from_epoch=0.5, lookahead_decay=decay, steps_per_execution=3)
+    for e in range(epochs):
+        compiled.train_epoch(dataset(e), e + 1, epochs, steps)
+
+    by_hand = trainer(steps_per_execution=1)
+    weights = [v for v in by_hand.model.variables if keras.backend.is_float_dtype(v.dtype)]
+    slow = None
+    for e in range(epochs):
+        for xb, yb in by_hand._distribute(dataset(e)):
+            by_hand._train(xb, yb)
+            t = int(by_hand.optimizer.iterations.numpy())
+            if t >= 2 and t % every == 0:  # ceil(0.5 epoch x 4 steps) = 2 is the first averaging step
+                rho = 0.0 if slow is None else decay * (t / (steps * epochs)) ** 3
+                now = [w.numpy() for w in weights]
+                slow = now if slow is None else [s + (1 - rho) * (w - s) for s, w in zip(slow, now)]
+                for w, s in zip(weights, slow):
+                    w.assign(s)
+        for w, s in zip(weights, slow):
+            w.assign(s)
+
+    plain = trainer(steps_per_execution=1)
+    for e in range(epochs):
+        plain.train_epoch(dataset(e), e + 1, epochs, steps)
+    for a, b, c in zip(compiled.model.get_weights(), by_hand.model.get_weights(), plain.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not np.allclose(a, c, atol=1e-4) for a, c in zip(compiled.model.get_weights(), plain.model.get_weights()))

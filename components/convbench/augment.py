@@ -106,7 +106,27 @@ def mix(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig, seed) -> tuple
     return do_mixup() if use_mixup else do_cutmix()
 
 
-def augment_batch(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig, seed: int, epoch, step):
+def alternate_flip(images: tf.Tensor, coins: tf.Tensor, epoch) -> tf.Tensor:
+    """airbench's alternating flip: an image is mirrored iff its fixed coin XOR the epoch is odd.
+
+    Random flipping shows an image the same way in two consecutive epochs half the time; this shows
+    it both ways in every pair of epochs (airbench measured it worth about 0.2 % at 10 epochs).
+
+    Args:
+        images: (N, H, W, C) batch.
+        coins: (N,) bool, one fixed coin per training image (`flip_coins`).
+        epoch: epoch number.
+    """
+    flip = tf.math.logical_xor(coins, tf.math.floormod(tf.cast(epoch, tf.int64), 2) == 1)
+    return tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def flip_coins(n: int, seed: int) -> np.ndarray:
+    """The fixed per-image coins of `alternate_flip`: a pure function of (n, seed)."""
+    return np.random.default_rng([seed, 2]).random(n) < 0.5
+
+
+def augment_batch(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig, seed: int, epoch, step, coins: tf.Tensor | None = None):
     """Apply the whole policy to one batch.
 
     Args:
@@ -114,12 +134,17 @@ def augment_batch(images: tf.Tensor, labels: tf.Tensor, cfg: AugmentConfig, seed
         labels: float32 one-hot (N, K).
         cfg: the augmentation policy.
         seed, epoch, step: determine every random decision.
+        coins: (N,) the images' `flip_coins`; needed by `alternate_flip`.
 
     Returns:
         (images, labels), same shapes and dtypes.
     """
     images = random_crop(images, cfg.crop_padding, _seed(seed, epoch, step, 1))
-    if cfg.flip:
+    if cfg.flip and cfg.alternate_flip:
+        if coins is None:
+            raise ValueError("alternate_flip needs the images' flip coins")
+        images = alternate_flip(images, coins, epoch)
+    elif cfg.flip:
         images = random_flip(images, _seed(seed, epoch, step, 2))
     images = cutout(images, cfg.cutout, _seed(seed, epoch, step, 3))
     return mix(images, labels, cfg, _seed(seed, epoch, step, 4))
@@ -166,11 +191,12 @@ def make_train_dataset(
     order = order[: steps * global_batch].reshape(steps, count, batch_size)[:, index, :]
     x = tf.constant(images)
     y = tf.constant(labels.astype(np.int32))
+    coins = tf.constant(flip_coins(len(labels), seed))
 
     def load(step, idx):
         batch = tf.cast(tf.gather(x, idx), tf.float32)
         onehot = tf.one_hot(tf.gather(y, idx), num_classes)
-        return augment_batch(batch, onehot, cfg, seed, epoch, step * count + index)
+        return augment_batch(batch, onehot, cfg, seed, epoch, step * count + index, coins=tf.gather(coins, idx))
 
     ds = tf.data.Dataset.from_tensor_slices((tf.range(steps, dtype=tf.int64), order))
     return _untuned(ds.map(load, num_parallel_calls=_parallel_calls(), deterministic=True))

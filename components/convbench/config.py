@@ -43,6 +43,7 @@ class AugmentConfig:
 
     crop_padding: int = 4  # pixels of reflection padding before a random crop back to size; 0 = off
     flip: bool = True  # random horizontal flip
+    alternate_flip: bool = False  # flip a fixed random half of the images on even epochs, the other half on odd ones (airbench): every image is seen both ways in two epochs, never the same way twice
     cutout: int = 0  # side in pixels of one random square zeroed per image; 0 = off
     mixup_alpha: float = 0.0  # Beta(alpha, alpha) mixing of image pairs; 0 = off
     cutmix_alpha: float = 0.0  # Beta(alpha, alpha) box mixing; 0 = off (if both set, each batch picks one)
@@ -73,6 +74,9 @@ class TrainConfig:
     mixed_precision: str = "auto"  # "auto" (bf16/fp16 on GPU, fp32 on CPU), "off", "mixed_bfloat16", "mixed_float16"
     eval_batch_size: int = 512  # batch for validation and test passes; no effect on results
     steps_per_execution: int = 8  # optimizer steps per compiled call: one host round trip (loss read-back) per call, not per step
+    lookahead_every: int = 0  # optimizer steps between lookahead averagings of all float weights (airbench: 5); 0 = off
+    lookahead_from_epoch: float = 3.0  # epochs before averaging starts: early weights move too fast to be worth averaging
+    lookahead_decay: float = 0.7738  # the slow weights' decay per averaging at the end of training (0.95**5), warmed up as progress**3
 
     def learning_rate(self) -> float:
         """Peak learning rate for this global batch (linear scaling rule, Goyal et al. 2017)."""
@@ -224,6 +228,9 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
         (recipe.train.eval_batch_size >= 1, f"eval_batch_size must be >= 1 (got {recipe.train.eval_batch_size})"),
         (recipe.train.steps_per_execution >= 1,
          f"steps_per_execution must be >= 1 (got {recipe.train.steps_per_execution}); 1 = a host round trip every step"),
+        (recipe.train.lookahead_every >= 0, f"lookahead_every must be >= 0 (got {recipe.train.lookahead_every}); 0 turns lookahead off"),
+        (recipe.train.lookahead_from_epoch >= 0, f"lookahead_from_epoch must be >= 0 (got {recipe.train.lookahead_from_epoch})"),
+        (0 <= recipe.train.lookahead_decay < 1, f"lookahead_decay must be in [0, 1) (got {recipe.train.lookahead_decay})"),
         (recipe.train.lr_per_1024 > 0, f"lr_per_1024 must be > 0 (got {recipe.train.lr_per_1024})"),
         # Keras and NumPy seeds are 32-bit; 2**31 leaves room for seed + k and the fine-tune offset.
         (0 <= recipe.train.seed < 2**31, f"train.seed must be in [0, 2**31) (got {recipe.train.seed})"),
@@ -240,6 +247,7 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
         (recipe.train.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
         # Reflection padding needs fewer pixels than the 32-pixel image side.
         (0 <= recipe.augment.crop_padding < 32, f"augment.crop_padding must be in [0, 31] (got {recipe.augment.crop_padding})"),
+        (recipe.augment.flip or not recipe.augment.alternate_flip, "augment.alternate_flip needs augment.flip: true"),
         (0 <= recipe.augment.cutout <= 32, f"augment.cutout must be in [0, 32] (got {recipe.augment.cutout})"),
         (recipe.augment.mixup_alpha >= 0 and recipe.augment.cutmix_alpha >= 0, "mixup/cutmix alpha must be >= 0"),
         (0 <= recipe.regularization.label_smoothing < 1, "label_smoothing must be in [0, 1)"),

@@ -218,9 +218,11 @@ class Trainer:
             return tf.reduce_sum(per_example), correct, tf.cast(tf.shape(x)[0], tf.float32)
 
         sum_ = tf.distribute.ReduceOp.SUM
+        self._init_lookahead(steps_per_epoch, epochs)
 
         def distributed_step(x, y):
             loss, correct = strategy.run(train_step, args=(x, y))
+            self._maybe_lookahead()
             return strategy.reduce(sum_, loss, axis=None), strategy.reduce(sum_, correct, axis=None)
 
         distributed_train = tf.function(distributed_step)
@@ -250,6 +252,60 @@ class Trainer:
         # every global batch (make_train_dataset(shard=...)); experimental_distribute_dataset would
         # auto-shard it again and treat its batch as the global one.
         self._multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    # Lookahead (Zhang et al. 2019) as airbench uses it: every `lookahead_every` steps the slow
+    # copy moves towards the weights, slow += (1 - rho) (w - slow), and the weights jump back to it;
+    # rho warms up as decay x progress**3, so training moves fast early and averages strongly at the
+    # end. Every float variable takes part, BatchNorm statistics included. At each epoch end the
+    # weights are set to the slow copy, and at each epoch start the slow copy to the weights, so
+    # the epoch-boundary state lives in the model alone and checkpoints need nothing extra.
+
+    def _init_lookahead(self, steps_per_epoch: int, epochs: int) -> None:
+        import keras
+        import tensorflow as tf
+
+        every = self.cfg.lookahead_every
+        self._lookahead_pairs = []
+        if not every:
+            return
+        self._lookahead_total = float(max(1, steps_per_epoch * epochs))
+        start = int(math.ceil(self.cfg.lookahead_from_epoch * steps_per_epoch))
+        self._lookahead_first = -(-start // every) * every  # the first averaging step: it starts the slow copy
+        weights = [v for v in self.model.variables if keras.backend.is_float_dtype(v.dtype)]
+        with self.strategy.scope():
+            slow = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=f"lookahead_{i}") for i, v in enumerate(weights)]
+        self._lookahead_pairs = list(zip(weights, slow))
+
+    def _lookahead_started(self) -> bool:
+        return bool(self._lookahead_pairs) and int(self.optimizer.iterations.numpy()) >= self._lookahead_first
+
+    def _maybe_lookahead(self) -> None:
+        """In the compiled step, after the optimizer step: average if this step is an averaging step."""
+        import tensorflow as tf
+
+        if not self._lookahead_pairs:
+            return
+        every, first = self.cfg.lookahead_every, self._lookahead_first
+        t = tf.cast(self.optimizer.iterations, tf.int64)
+
+        def average():
+            progress = tf.cast(t, tf.float32) / self._lookahead_total
+            rho = tf.where(t == first, 0.0, self.cfg.lookahead_decay * progress**3)
+            for w, s in self._lookahead_pairs:
+                s.assign(s + (1.0 - rho) * (tf.convert_to_tensor(w) - s))
+                w.assign(s)
+            return tf.constant(True)
+
+        tf.cond((t >= first) & (t % every == 0), average, lambda: tf.constant(False))
+
+    def _sync_lookahead(self, to_weights: bool) -> None:
+        if not self._lookahead_started():
+            return
+        for w, s in self._lookahead_pairs:
+            if to_weights:
+                w.assign(s)
+            else:
+                s.assign(w)
 
     def _distribute(self, dataset, eval_batch: int | None = None):
         if not self._multi_worker:
@@ -283,6 +339,7 @@ class Trainer:
         total_loss = total_correct = 0.0
         images = done = 0
         started = time.perf_counter()
+        self._sync_lookahead(to_weights=False)
         if per_call == 1:
             calls = ((self._train(x, y), 1) for x, y in dist)
         else:
@@ -296,6 +353,7 @@ class Trainer:
             images += n * self.global_batch_size
             if progress:
                 progress.step(epoch, epochs, done, steps, total_loss / images, total_correct / images, started, images, advanced=n)
+        self._sync_lookahead(to_weights=True)
         seconds = time.perf_counter() - started
         if images == 0:
             raise ConvbenchError("an epoch had no training batches; use more images or a smaller global_batch_size")
