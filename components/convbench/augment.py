@@ -191,12 +191,13 @@ def make_train_dataset(
     order = order[: steps * global_batch].reshape(steps, count, batch_size)[:, index, :]
     x = tf.constant(images)
     y = tf.constant(labels.astype(np.int32))
-    coins = tf.constant(flip_coins(len(labels), seed))
+    coins = tf.constant(flip_coins(len(labels), seed)) if cfg.alternate_flip else None
 
     def load(step, idx):
         batch = tf.cast(tf.gather(x, idx), tf.float32)
         onehot = tf.one_hot(tf.gather(y, idx), num_classes)
-        return augment_batch(batch, onehot, cfg, seed, epoch, step * count + index, coins=tf.gather(coins, idx))
+        batch_coins = None if coins is None else tf.gather(coins, idx)
+        return augment_batch(batch, onehot, cfg, seed, epoch, step * count + index, coins=batch_coins)
 
     ds = tf.data.Dataset.from_tensor_slices((tf.range(steps, dtype=tf.int64), order))
     return _untuned(ds.map(load, num_parallel_calls=_parallel_calls(), deterministic=True))
