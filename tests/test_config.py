@@ -85,3 +85,10 @@ def test_configs_are_frozen():
     cfg = c.preset("quick")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seeds = 3
+
+
+def test_describe_augment_names_what_is_on():
+    base = {"crop_padding": 2, "flip": True, "cutout": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.5}
+    assert c.describe_augment({**base, "alternate_flip": True}) == ["crop±2px", "alternating flip", "cutmix α=0.5"]
+    assert c.describe_augment(base) == ["crop±2px", "flip", "cutmix α=0.5"]  # results saved before alternate_flip existed
+    assert c.describe_augment({**base, "flip": False, "crop_padding": 0, "cutmix_alpha": 0.0}) == []

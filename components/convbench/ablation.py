@@ -43,7 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from convbench.config import ModelOverride, Recipe, RunConfig
+from convbench.config import ModelOverride, Recipe, RunConfig, describe_augment
 from convbench.errors import ConvbenchError
 
 LEDGER_NAME = "ablation.json"
@@ -192,11 +192,8 @@ def recipe_diff(base: Recipe, other: Recipe) -> dict[str, dict[str, Any]]:
 def describe_recipe(recipe: Mapping[str, Any]) -> str:
     """A short human description of a recipe's augmentation and regularizers (from its dict form)."""
     a, g = recipe["augment"], recipe["regularization"]
-    augs = [f"crop±{a['crop_padding']}px" if a["crop_padding"] else "", "flip" if a["flip"] else "",
-            f"cutout {a['cutout']}px" if a["cutout"] else "", f"mixup α={a['mixup_alpha']:g}" if a["mixup_alpha"] else "",
-            f"cutmix α={a['cutmix_alpha']:g}" if a["cutmix_alpha"] else ""]
     dropout = "model default" if g["dropout"] < 0 else f"{g['dropout']:g}"
-    return (f"{' + '.join(x for x in augs if x) or 'no augmentation'}; dropout {dropout}, "
+    return (f"{' + '.join(describe_augment(a)) or 'no augmentation'}; dropout {dropout}, "
             f"weight decay {g['weight_decay']:g}, label smoothing {g['label_smoothing']:g}")
 
 

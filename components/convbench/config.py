@@ -49,6 +49,15 @@ class AugmentConfig:
     cutmix_alpha: float = 0.0  # Beta(alpha, alpha) box mixing; 0 = off (if both set, each batch picks one)
 
 
+def describe_augment(augment: Mapping[str, Any]) -> list[str]:
+    """The active augmentations of an `AugmentConfig` in its saved (dict) form, as short labels."""
+    a = augment
+    flip = ("alternating flip" if a.get("alternate_flip") else "flip") if a["flip"] else ""
+    labels = [f"crop±{a['crop_padding']}px" if a["crop_padding"] else "", flip, f"cutout {a['cutout']}px" if a["cutout"] else "",
+              f"mixup α={a['mixup_alpha']:g}" if a["mixup_alpha"] else "", f"cutmix α={a['cutmix_alpha']:g}" if a["cutmix_alpha"] else ""]
+    return [x for x in labels if x]
+
+
 @dataclass(frozen=True)
 class RegularizationConfig:
     """Regularizers; what a model does not support is ignored and said so in the report."""

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from convbench.config import describe_augment
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write, atomic_write_text
 
@@ -370,20 +371,21 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         seen.add(r["name"])
         rc = r["recipe"]
         t, a, g = rc["train"], rc["augment"], rc["regularization"]
-        augs = [f"crop±{a['crop_padding']}px" if a["crop_padding"] else "", "flip" if a["flip"] else "",
-                f"cutout {a['cutout']}px" if a["cutout"] else "", f"mixup α={a['mixup_alpha']}" if a["mixup_alpha"] else "",
-                f"cutmix α={a['cutmix_alpha']}" if a["cutmix_alpha"] else ""]
+        augs = describe_augment(a)
         tr = rc["transfer"]
         transfer = (f"{tr['resolution']}px, head {tr['head']}, {tr['frozen_epochs']} frozen + {tr['finetune_epochs']} fine-tune epochs "
                     f"(top {tr['finetune_blocks']} blocks)") if r["kind"] == "transfer" else "-"
         lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
         peak = lr_per_1024 * t["global_batch_size"] / 1024
+        optimizer = t["optimizer"] if r["kind"] == "custom" else "adamw"
+        if r["kind"] == "custom" and t.get("lookahead_every"):
+            optimizer += f" + lookahead every {t['lookahead_every']} steps"
         if r["kind"] == "transfer":
-            augs = [f"{x} (fine-tuning only)" for x in augs if x]
+            augs = [f"{x} (fine-tuning only)" for x in augs]
         out.append(
             f"| {r['name']} | {t['epochs'] if r['kind'] == 'custom' else tr['frozen_epochs'] + tr['finetune_epochs']} | {t['global_batch_size']} | "
-            f"{t['optimizer'] if r['kind'] == 'custom' else 'adamw'} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
-            f"{', '.join(x for x in augs if x) or 'none'} | {g['label_smoothing']} | {g['weight_decay']} | "
+            f"{optimizer} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
+            f"{', '.join(augs) or 'none'} | {g['label_smoothing']} | {g['weight_decay']} | "
             f"{'model default' if g['dropout'] < 0 else g['dropout']} | {g['early_stopping_patience'] or 'off'} | {transfer} |"
         )
     notes = [f"- {r['name']} (seed {r['seed']}): {n}" for r in results["runs"] for n in r.get("notes", [])]
