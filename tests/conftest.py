@@ -30,6 +30,16 @@ def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def _float32_policy_between_tests():
+    """Training sets Keras' global dtype policy (bf16 on CPUs with AMX/AVX512-BF16); reset it after each test."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_dtype_policy("float32")
+
+
 def pytest_unconfigure(config):
     import shutil
 

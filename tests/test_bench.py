@@ -84,6 +84,13 @@ def test_targets_are_stated_met_or_not():
     assert pipeline["measured"] == pytest.approx(3.5) and pipeline["met"] is True  # 700 / fastest (200)
     mfu_target = next(t for t in targets if "MFU" in t["target"])
     assert mfu_target["measured"] == {"a": 0.6, "b": 0.4} and mfu_target["met"] is False  # transfer not counted
+    # bf16 models are held to 35 % of the bf16 peak; the speed-up target counts only models in a mixed policy.
+    bf16 = [dict(m, peak_dtype="bfloat16", precision="mixed_bfloat16", precision_speedup=s) for m, s in zip(models, (3.0, 2.0, 1.0))]
+    bf16_targets = bench.evaluate_targets(bf16, 700.0, None)
+    assert next(t for t in bf16_targets if "MFU" in t["target"])["met"] is True  # MFU 0.6 and 0.4 >= 0.35
+    speedup = next(t for t in bf16_targets if "float32 images/s" in t["target"])
+    assert speedup["measured"] == {"a": 3.0, "b": 2.0} and speedup["met"] is False
+    assert next(t for t in targets if "float32 images/s" in t["target"])["met"] is None  # all float32: not measured
     fit = next(t for t in targets if "model.fit" in t["target"])
     assert fit["met"] is False
     acc = [t for t in targets if "validation accuracy" in t["target"]]
@@ -109,7 +116,14 @@ def test_bench_command_writes_well_formed_json_and_markdown(tmp_path):
         for key in bench.REQUIRED_MODEL_KEYS:
             assert m[key] is not None, key
         assert m["train_images_per_s"] > 0 and m["fit_images_per_s"] > 0
-        assert m["mfu"] == pytest.approx(m["train_flops_per_image"] * m["train_images_per_s"] / result["peak"]["flops_per_s"])
+        peak = result["peak"]["by_dtype"][m["peak_dtype"]]
+        assert m["peak_dtype"] == {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}.get(m["precision"], "float32")
+        assert peak == max(p["flops_per_s"] for p in result["peak"]["runs"] if p["dtype"] == m["peak_dtype"])
+        assert m["mfu"] == pytest.approx(m["train_flops_per_image"] * m["train_images_per_s"] / peak)
+        assert m["precision_speedup"] == pytest.approx(m["train_images_per_s"] / m["fp32_train_images_per_s"])
+        assert m["precision_reason"] and m["fp32_train_images_per_s"] > 0
+        if m["precision"] == "float32":  # one measurement serves both
+            assert m["fp32_train_images_per_s_rounds"] == m["train_images_per_s_rounds"]
         assert m["pipeline_ratio"] == pytest.approx(m["pipeline_images_per_s"] / m["train_images_per_s"])
         assert m["fit_ratio"] == pytest.approx(m["train_images_per_s"] / m["fit_images_per_s"])
         assert m["fit_ratio_same_input"] == pytest.approx(m["same_input_images_per_s"] / m["fit_images_per_s"])
@@ -121,7 +135,9 @@ def test_bench_command_writes_well_formed_json_and_markdown(tmp_path):
     for variant in vgg["variants"].values():
         assert "error" not in variant and variant["train_images_per_s"] > 0, variant
     assert {t["met"] for t in result["targets"]} <= {True, False, None}
-    assert len(result["targets"]) == 5
+    assert len(result["targets"]) == 6
+    assert {(p["dtype"], p["kind"]) for p in result["peak"]["runs"]} >= {("float32", "matmul"), ("float32", "conv3x3"),
+                                                                      ("bfloat16", "matmul"), ("bfloat16", "conv3x3")}
     md = (out / "bench.md").read_text()
     assert "| cnn_vgg | custom |" in md and "## Targets" in md and "convbench bench --models cnn_vgg" in md
 
@@ -180,28 +196,33 @@ def test_time_to_accuracy_reports_an_unreached_target():
 # cnn_airbench
 
 
-def test_airbench_whitening_initialises_from_the_first_training_batch():
+def test_airbench_whitening_initialises_from_data_before_training():
     import tensorflow as tf
 
-    from convbench.models import create_model
+    from convbench.models import create_model, initialize_from_data
 
     model = create_model("cnn_airbench", num_classes=10)
     whiten = model.get_layer("whiten")
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3)).astype("float32")
     assert float(whiten.ready.numpy()[0]) == 0.0
+    # A training step alone does not initialise it: that is done once, outside any replica context.
     model(x, training=True)
+    assert float(whiten.ready.numpy()[0]) == 0.0
+    assert initialize_from_data(model, x) == ["whiten"]
     assert float(whiten.ready.numpy()[0]) == 1.0
     # The filters whiten 2x2 patches: each output channel has unit second moment on that batch.
-    normalized = model.get_layer("normalize")(x)
-    out = tf.nn.conv2d(normalized, whiten.kernel, 1, "VALID").numpy().reshape(-1, whiten.filters)
+    normalized = tf.cast(model.get_layer("normalize")(x), tf.float32)
+    out = tf.nn.conv2d(normalized, tf.convert_to_tensor(whiten.kernel), 1, "VALID").numpy().reshape(-1, whiten.filters)
     second_moment = np.diag(out.T @ out / len(out))
     np.testing.assert_allclose(second_moment, 1.0, rtol=0.02)
     # Frozen: only the bias trains.
     assert [v.name for v in whiten.trainable_weights] == ["bias"]
-    # A second batch does not re-initialise it.
+    # Neither training nor a second call re-initialises it; a model without such a layer is left alone.
     kernel = whiten.kernel.numpy().copy()
     model(x[::-1] * 0.5, training=True)
+    assert initialize_from_data(model, x[::-1] * 0.5) == []
     np.testing.assert_array_equal(whiten.kernel.numpy(), kernel)
+    assert initialize_from_data(create_model("cnn_vgg", num_classes=10), x) == []
 
 
 def test_airbench_convs_start_as_identity_and_flops_match_the_hand_count():

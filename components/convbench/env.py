@@ -30,6 +30,29 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def onednn_enabled() -> bool:
+    """Whether this TensorFlow runs its CPU ops through oneDNN (its bf16 kernels need it)."""
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip() in ("0", "false", "False"):
+        return False
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return False
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def describe_environment() -> dict:
     """Versions, CPU and GPU of this process's machine.
 
@@ -50,6 +73,7 @@ def describe_environment() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16": sorted(cpu_flags() & {"amx_bf16", "amx_tile", "avx512_bf16"}),
         "gpus": gpus,
         "versions": {d: _version(d) for d in ("convbench", "tensorflow", "keras", "numpy", "kfp", "ray", "pandas", "matplotlib")},
     }

@@ -34,6 +34,7 @@ from convbench.train import (
     Trainer,
     default_strategy,
     load_checkpoint,
+    choose_precision,
     resolve_precision,
     restore_optimizer,
     restore_variables,
@@ -107,6 +108,7 @@ def train_model(
     model, strategy, precision = build_model(name, data.num_classes, recipe, strategy, weights)
     label = label or name
     kind = model_info(name).kind
+    initialize_from_first_batch(model, data.x_train, data.y_train, data.num_classes, recipe)
     runner = _train_transfer if kind == "transfer" else _train_custom
     started = time.perf_counter()
     recipe, max_seconds, budget_note = apply_budget(recipe, budget, model, data, kind, strategy, precision, shard)
@@ -127,10 +129,30 @@ def train_model(
         epochs_run=len(history),
         stopped_early=stopped,
         mixed_precision=precision,
+        precision_reason=choose_precision(recipe.train.mixed_precision)[1],
         notes=notes + [f"training call {train_seconds:.1f} s (input pipeline, validation{extra}); "
                        f"epochs alone {sum(r.seconds for r in history):.1f} s"],
     )
     return model, result
+
+
+def initialize_from_first_batch(model, images: np.ndarray, labels: np.ndarray, num_classes: int, recipe: Recipe) -> list[str]:
+    """Data-dependent initialisation (cnn_airbench's whitening) from the first training batch.
+
+    The batch is the first global batch of epoch 1 exactly as one replica trains on it, computed
+    here outside any replica context: every worker and replica derives the same filters from the
+    same seed, so a run with several replicas starts where a single-replica run does.
+
+    Returns:
+        The names of the layers initialised (empty for models without such a layer).
+    """
+    from convbench.models import initialize_from_data
+
+    if not any(hasattr(layer, "initialize_from_data") for layer in model.layers):
+        return []
+    dataset = make_train_dataset(images, labels, num_classes, recipe.train.global_batch_size, recipe.augment, recipe.train.seed, 0)
+    first, _ = next(iter(dataset.take(1)))
+    return initialize_from_data(model, first)
 
 
 def with_total_epochs(recipe: Recipe, epochs: int, kind: str) -> Recipe:

@@ -156,6 +156,12 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
 # Text
 
 
+def _precision(run: dict) -> str:
+    """The dtype policy a run trained in, with the reason it was chosen (older runs have none)."""
+    reason = run.get("precision_reason")
+    return f"{run['mixed_precision']} ({reason})" if reason else run["mixed_precision"]
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.2f} %"
 
@@ -343,8 +349,8 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         f"{issues.get('converted', 0)} images converted to RGB, {issues.get('resized', 0)} resized to 32x32.",
         f"- Hardware: {env['cpu']} ({env['cpu_count']} logical CPUs), GPUs: {', '.join(env['gpus']) or 'none'}; {env['platform']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f", Python {env['python']}.",
-        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); mixed precision: "
-        + ", ".join(sorted({r['mixed_precision'] for r in results['runs']})) + ".",
+        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); precision: "
+        + ", ".join(sorted({_precision(r) for r in results['runs']})) + ".",
         "- Full configuration: `config.yaml` beside this report; per-epoch histories in `history/`, best weights in `models/`.",
     ]
     out += ["", "## Comparison", ""]

@@ -118,6 +118,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
                                             or [r.images_per_s for r in result.history])),
         "stopped_early": result.stopped_early,
         "mixed_precision": result.mixed_precision,
+        "precision_reason": result.precision_reason,
         "notes": result.notes,
         "recipe": dataclasses.asdict(recipe),
         "history_csv": f"history/{key}.csv",

@@ -60,6 +60,7 @@ class TrainResult:
     stopped_early: bool
     mixed_precision: str
     notes: list[str] = field(default_factory=list)
+    precision_reason: str = ""  # why `mixed_precision` was chosen (choose_precision)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,19 +76,53 @@ def default_strategy():
     return tf.distribute.get_strategy()
 
 
-def resolve_precision(setting: str) -> str:
-    """The Keras dtype policy for a `mixed_precision` setting ("auto": bf16 on GPUs that have it)."""
-    import tensorflow as tf
+def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | None = None,
+                     onednn: bool | None = None) -> tuple[str, str]:
+    """The Keras dtype policy for a `mixed_precision` setting, and why it was chosen.
+
+    "auto": on a GPU, mixed_bfloat16 from compute capability 8.0 (Ampere) and mixed_float16 below;
+    on a CPU, mixed_bfloat16 where its flags show AMX bf16 or AVX512-BF16 and TensorFlow runs
+    oneDNN (whose bf16 kernels use them), float32 elsewhere. Decided from the CPU's flags, never
+    its model name. "off" is float32; a policy name is used as given.
+
+    Args:
+        setting: "auto", "off", "mixed_bfloat16" or "mixed_float16".
+        gpus: the visible GPUs (default: TensorFlow's list).
+        flags: the CPU's feature flags (default: /proc/cpuinfo).
+        onednn: whether oneDNN is on (default: asked of TensorFlow).
+
+    Returns:
+        (policy, reason), e.g. ("mixed_bfloat16", "AMX bf16 present").
+    """
+    from convbench.env import cpu_flags, onednn_enabled
 
     if setting == "off":
-        return "float32"
+        return "float32", "mixed_precision: off"
     if setting != "auto":
-        return setting
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "float32"
-    cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-    return "mixed_bfloat16" if cc >= (8, 0) else "mixed_float16"
+        return setting, f"mixed_precision: {setting} in the config"
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        import tensorflow as tf
+
+        cc = tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+        if cc >= (8, 0):
+            return "mixed_bfloat16", f"GPU compute capability {cc[0]}.{cc[1]} >= 8.0 (bf16 tensor cores)"
+        return "mixed_float16", f"GPU compute capability {cc[0]}.{cc[1]} < 8.0 (fp16 tensor cores, no bf16)"
+    flags = cpu_flags() if flags is None else flags
+    isa = "AMX bf16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
+    if not isa:
+        return "float32", "CPU without AMX or AVX512-BF16"
+    if not (onednn_enabled() if onednn is None else onednn):
+        return "float32", f"{isa} present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"
+    return "mixed_bfloat16", f"{isa} present"
+
+
+def resolve_precision(setting: str) -> str:
+    """The Keras dtype policy `choose_precision` picks for a `mixed_precision` setting."""
+    return choose_precision(setting)[0]
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, peak_lr: float | None = None):

@@ -12,5 +12,6 @@ from convbench.models.registry import ModelInfo, create_model, list_models, mode
 from convbench.models import custom as _custom  # noqa: F401,E402
 from convbench.models import fast as _fast  # noqa: F401,E402
 from convbench.models import transfer as _transfer  # noqa: F401,E402
+from convbench.models.fast import initialize_from_data  # noqa: E402
 
-__all__ = ["ModelInfo", "create_model", "list_models", "model_info", "register_model"]
+__all__ = ["ModelInfo", "create_model", "initialize_from_data", "list_models", "model_info", "register_model"]

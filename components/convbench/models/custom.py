@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from convbench.models.batchnorm import batch_norm
 from convbench.models.registry import register_model
 
 # Per-channel mean and std of the CIFAR-10 training pixels (0-255 scale). Baked into the model so
@@ -26,7 +27,7 @@ def _conv_bn(x, filters: int, name: str, weight_init="he_normal"):
 
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=weight_init, name=f"{name}_conv")(x)
     # momentum 0.9: running statistics settle within a short training, unlike Keras' default 0.99.
-    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = batch_norm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

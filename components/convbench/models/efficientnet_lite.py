@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 from convbench.errors import ConvbenchError
+from convbench.models.batchnorm import batch_norm
 
 # (kernel, first stride, expand ratio, input channels, output channels, repeats) per stage, from
 # TF's efficientnet_lite_builder (width and depth multipliers 1.0 for Lite0).
@@ -116,7 +117,7 @@ def _conv_bn_act(x, size, filters, kernel, stride, prefix, *, depthwise=False, a
             kernel_initializer=_conv_init(),
             name=conv_name,
         )(x)
-    x = keras.layers.BatchNormalization(
+    x = batch_norm(
         epsilon=_BN_EPSILON, momentum=_BN_MOMENTUM, name=f"{prefix}_bn"
     )(x)
     if activation:

@@ -5,9 +5,10 @@
 
 Everything that makes it fast lives *inside the model*, so it trains the same way in every
 convbench path (`convbench run`, Ray workers, `convbench bench --time-to-accuracy`) with the
-standard loop: the patch-whitening first layer initialises itself from the first training batch,
-the identity (dirac) initialisation is a Keras initializer, and the 64x BatchNorm-bias learning
-rate is a reparametrisation. The rest of the recipe (label smoothing, Nesterov SGD with a one-cycle
+standard loop: the patch-whitening first layer is set from the first training batch by
+`initialize_from_data` (which every training path calls before its first step), the identity
+(dirac) initialisation is a Keras initializer, and the 64x BatchNorm-bias learning rate is a
+reparametrisation. The rest of the recipe (label smoothing, Nesterov SGD with a one-cycle
 schedule, translate-by-2 and flip augmentation, large batches) is a training recipe:
 `convbench.bench.airbench_recipe`.
 """
@@ -18,6 +19,7 @@ import math
 
 import numpy as np
 
+from convbench.models.batchnorm import batch_norm
 from convbench.models.custom import _normalize
 from convbench.models.registry import register_model
 
@@ -102,10 +104,11 @@ def _whitening_class():
         The 2 * C * k * k filters are the eigenvectors of the (uncentred) patch covariance scaled by
         1/sqrt(eigenvalue + eps), and their negatives (airbench's `init_whitening_conv`; patch
         whitening first appeared in Myrtle's ResNet-9 "bag of tricks"). The covariance comes from
-        the first training batch the layer sees: a data-dependent initialisation that needs no
-        change to any training loop. `initialize_whitening(model, images)` sets it from more images
-        before training if wanted. Until initialised the layer outputs its bias only. A Conv2D
-        subclass, so FLOP counting and summaries treat it as the convolution it is.
+        training images before the first step: `initialize_from_data(model, images)`, which every
+        convbench training path calls with the first training batch, outside any replica context,
+        so every replica and every worker starts from the same filters under any tf.distribute
+        strategy. Until initialised the layer outputs its bias only. A Conv2D subclass, so FLOP
+        counting and summaries treat it as the convolution it is.
         """
 
         def __init__(self, filters: int = 24, kernel_size=2, eps: float = 5e-4, **kwargs):
@@ -119,7 +122,8 @@ def _whitening_class():
             c = int(input_shape[-1])
             if self.filters != 2 * c * kh * kw:
                 raise ValueError(f"PatchWhitening needs filters = 2 x channels x kh x kw = {2 * c * kh * kw}, got {self.filters}")
-            # only_first_replica: under MirroredStrategy the first replica's batch sets the filters.
+            # Assigned once, in the cross-replica context (initialize_from_data); only_first_replica
+            # keeps a stray replica-context assignment from averaging different filters.
             self._kernel = self.add_weight(shape=(kh, kw, c, self.filters), initializer="zeros", trainable=False,
                                            aggregation="only_first_replica", name="kernel")
             self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
@@ -143,19 +147,18 @@ def _whitening_class():
             kernel = tf.reshape(scaled, [kh, kw, c, kh * kw * c])
             return tf.concat([kernel, -kernel], axis=-1)
 
+        def is_initialized(self) -> bool:
+            return bool(self.ready.numpy()[0] > 0.5)
+
+        def initialize_from_data(self, x) -> None:
+            """Set the filters from this layer's input `x` (N, H, W, C); call outside `strategy.run`."""
+            self._kernel.assign(self.whitening_kernel(x))
+            self.ready.assign(np.ones((1,), np.float32))
+
         def call(self, x, training=None):
             import tensorflow as tf
 
-            kernel = self._kernel
-            if training:
-                def init():
-                    new = self.whitening_kernel(x)
-                    self._kernel.assign(new)
-                    self.ready.assign(tf.ones_like(self.ready))
-                    return new
-
-                kernel = tf.cond(self.ready[0] > 0.5, lambda: tf.convert_to_tensor(self._kernel), init)
-            y = tf.nn.conv2d(x, tf.cast(kernel, x.dtype), strides=1, padding="VALID")
+            y = tf.nn.conv2d(x, tf.cast(self._kernel, x.dtype), strides=1, padding="VALID")
             return y + tf.cast(self.bias, x.dtype)
 
         # Conv2D saves kernel and bias only; the "initialised" flag must survive a save too, or a
@@ -189,19 +192,32 @@ def _layer(name: str):
     return _CLASSES[name]
 
 
-def initialize_whitening(model, images: np.ndarray) -> None:
-    """Set the whitening layer's filters from `images` (uint8 or float pixels in [0, 255]).
+def initialize_from_data(model, images: np.ndarray) -> list[str]:
+    """Run the data-dependent initialisation of every layer of `model` that has one.
+
+    Today that is `cnn_airbench`'s patch whitening; a model without such a layer is left as it is.
+    Layers already initialised (a reloaded or resumed model) are skipped. Call it after building
+    the model (under its strategy's scope) and before the first training step, in the cross-replica
+    context: the variables are assigned once, for every replica.
 
     Args:
-        model: a `cnn_airbench` model.
-        images: (N, H, W, 3) training images; airbench uses 5,000.
+        model: a built keras.Model.
+        images: (N, H, W, C) training images as the model takes them (pixels in [0, 255]); the
+            training paths pass the first training batch of epoch 1.
+
+    Returns:
+        The names of the layers initialised.
     """
+    import keras
     import tensorflow as tf
 
-    whiten = model.get_layer("whiten")
-    normalized = model.get_layer("normalize")(tf.cast(images, tf.float32))
-    whiten.kernel.assign(whiten.whitening_kernel(normalized))
-    whiten.ready.assign(np.ones((1,), np.float32))
+    done = []
+    for layer in model.layers:
+        if hasattr(layer, "initialize_from_data") and not layer.is_initialized():
+            upstream = keras.Model(model.inputs, layer.input)
+            layer.initialize_from_data(upstream(tf.cast(images, tf.float32), training=False))
+            done.append(layer.name)
+    return done
 
 
 @register_model("cnn_airbench", kind="custom")
@@ -251,7 +267,7 @@ def cnn_airbench(num_classes: int, input_shape=(32, 32, 3), widths: tuple[int, i
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=dirac(), name=f"{name}_conv")(x)
         if pool:
             x = keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
-        x = keras.layers.BatchNormalization(momentum=0.6, epsilon=1e-5, center=False, scale=False, name=f"{name}_bn")(x)
+        x = batch_norm(momentum=0.6, epsilon=1e-5, center=False, scale=False, name=f"{name}_bn")(x)
         x = scaled_bias(name=f"{name}_bn_bias")(x)
         return keras.layers.Activation(activation, name=f"{name}_act")(x)
 

@@ -1,0 +1,228 @@
+"""Precision: which dtype policy `auto` picks, the fused batch norm, and every model under every policy.
+
+    .venv/bin/pytest tests/test_precision.py -q
+
+- `choose_precision` decides from the CPU's flags (never its model name) and says why.
+- `FusedBatchNorm` computes what Keras' BatchNormalization computes (outputs, gradients, moving
+  statistics; training and inference), and weights saved in one precision load in the other.
+- Every registered model trains a short epoch under float32, mixed_bfloat16 and mixed_float16.
+- A bf16 convolution runs on oneDNN's bf16 kernel for this CPU (AMX where the CPU has it),
+  read from oneDNN's own verbose log in a subprocess.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from convbench.env import cpu_flags
+from convbench.models import list_models
+from convbench.train import choose_precision
+
+
+# ---------------------------------------------------------------------------------------------
+# The policy auto picks
+
+
+@pytest.mark.parametrize("flags, onednn, expected, reason", [
+    ({"avx512f", "amx_bf16", "amx_tile", "avx512_bf16"}, True, "mixed_bfloat16", "AMX bf16 present"),
+    ({"avx512f", "avx512_bf16"}, True, "mixed_bfloat16", "AVX512-BF16 present"),
+    ({"avx2", "avx512f"}, True, "float32", "CPU without AMX or AVX512-BF16"),
+    (set(), True, "float32", "CPU without AMX or AVX512-BF16"),
+    ({"amx_bf16", "avx512_bf16"}, False, "float32", "AMX bf16 present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"),
+])
+def test_auto_precision_on_a_cpu_follows_its_flags(flags, onednn, expected, reason):
+    assert choose_precision("auto", gpus=[], flags=flags, onednn=onednn) == (expected, reason)
+
+
+def test_explicit_precision_settings_win_over_the_hardware():
+    amx = {"amx_bf16", "avx512_bf16"}
+    assert choose_precision("off", gpus=[], flags=amx, onednn=True) == ("float32", "mixed_precision: off")
+    assert choose_precision("mixed_float16", gpus=[], flags=amx, onednn=True)[0] == "mixed_float16"
+    assert choose_precision("mixed_bfloat16", gpus=[], flags=set(), onednn=False)[0] == "mixed_bfloat16"
+
+
+def test_auto_on_this_machine_matches_its_cpu_flags():
+    policy, reason = choose_precision("auto")
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: auto follows its compute capability, not the CPU")
+    bf16 = bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
+    assert (policy == "mixed_bfloat16") == (bf16 and "oneDNN is off" not in reason), reason
+
+
+# ---------------------------------------------------------------------------------------------
+# FusedBatchNorm against Keras' BatchNormalization
+
+
+def _pair(channels: int, center: bool, scale: bool, seed: int = 0):
+    import keras
+
+    from convbench.models.batchnorm import fused_batch_norm_class
+
+    kwargs = dict(momentum=0.9, epsilon=1e-5, center=center, scale=scale)
+    ref, fused = keras.layers.BatchNormalization(**kwargs), fused_batch_norm_class()(**kwargs)
+    shape = (8, 6, 6, channels)
+    ref.build(shape)
+    fused.build(shape)
+    rng = np.random.default_rng(seed)
+    for a, b in zip(ref.weights, fused.weights):
+        value = rng.uniform(0.5, 1.5, a.shape).astype("float32")
+        a.assign(value)
+        b.assign(value)
+    return ref, fused
+
+
+@pytest.mark.parametrize("channels", [16, 24])  # 24: the float32 fallback for channel counts bf16 kernels do not block
+@pytest.mark.parametrize("center, scale", [(True, True), (False, False)])
+def test_fused_batch_norm_matches_keras_in_float32(channels, center, scale):
+    import tensorflow as tf
+
+    ref, fused = _pair(channels, center, scale)
+    assert [w.name for w in ref.weights] == [w.name for w in fused.weights]
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (8, 6, 6, channels)).astype("float32"))
+    for step in range(3):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            y_ref, y_fused = ref(x, training=True), fused(x, training=True)
+            loss_ref, loss_fused = tf.reduce_sum(y_ref**3), tf.reduce_sum(y_fused**3)
+        np.testing.assert_allclose(y_fused, y_ref, atol=1e-5)
+        np.testing.assert_allclose(tape.gradient(loss_fused, x), tape.gradient(loss_ref, x), rtol=1e-4, atol=1e-4)
+        for a, b in zip(ref.trainable_weights, fused.trainable_weights):
+            np.testing.assert_allclose(tape.gradient(loss_fused, b), tape.gradient(loss_ref, a), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(fused.moving_mean.numpy(), ref.moving_mean.numpy(), atol=1e-6)
+        np.testing.assert_allclose(fused.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=1e-5)
+        x = x * 0.5 + float(step)
+    np.testing.assert_allclose(fused(x, training=False), ref(x, training=False), atol=1e-5)
+
+
+@pytest.mark.parametrize("channels", [16, 24])
+def test_fused_batch_norm_in_bfloat16_keeps_float32_statistics(channels):
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    ref, fused = _pair(channels, True, True)
+    keras.mixed_precision.set_dtype_policy("float32")
+    x = np.random.default_rng(2).normal(0.0, 2.0, (8, 6, 6, channels)).astype("float32")
+    y_ref = ref(tf.constant(x), training=True)
+    y = fused(tf.cast(x, tf.bfloat16), training=True)
+    assert y.dtype == tf.bfloat16
+    assert {w.dtype for w in fused.weights} == {"float32"}
+    # bf16 keeps 8 significant bits: outputs agree to about 1 %, the float32 statistics closer.
+    np.testing.assert_allclose(tf.cast(y, tf.float32), y_ref, atol=0.05)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), ref.moving_mean.numpy(), atol=0.01)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=0.02)
+
+
+def test_weights_saved_in_one_precision_load_into_the_other(tmp_path):
+    """A cnn_resnet trained a step in bf16 saves weights that a float32 build loads, and back."""
+    import keras
+    import tensorflow as tf
+
+    from convbench.models import create_model
+
+    x = np.random.default_rng(3).integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    bf16 = create_model("cnn_resnet", num_classes=10)
+    bf16(x, training=True)  # moves the BatchNorm statistics away from their initial values
+    bf16.save_weights(tmp_path / "bf16.weights.h5")
+    keras.mixed_precision.set_dtype_policy("float32")
+    fp32 = create_model("cnn_resnet", num_classes=10)
+    fp32.load_weights(tmp_path / "bf16.weights.h5")
+    for a, b in zip(bf16.weights, fp32.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    out_fp32 = fp32(x, training=False).numpy()
+    out_bf16 = tf.cast(bf16(x, training=False), tf.float32).numpy()
+    assert np.argmax(out_fp32, -1).tolist() == np.argmax(out_bf16, -1).tolist() or np.abs(out_fp32 - out_bf16).max() < 0.1
+    fp32.save_weights(tmp_path / "fp32.weights.h5")
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    again = create_model("cnn_resnet", num_classes=10)
+    again.load_weights(tmp_path / "fp32.weights.h5")
+    for a, b in zip(fp32.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_custom_cnns_use_the_fused_batch_norm():
+    import keras
+
+    from convbench.fit import leaf_layers
+    from convbench.models import create_model
+    from convbench.models.batchnorm import fused_batch_norm_class
+
+    for name in list_models("custom"):
+        norms = [layer for layer in leaf_layers(create_model(name)) if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(isinstance(layer, fused_batch_norm_class()) for layer in norms), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Every model under every policy
+
+
+def _two_classes(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int32)
+    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["off", "mixed_bfloat16", "mixed_float16"])
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_trains_under_every_precision_policy(name, policy):
+    """A short training of each model in each policy: finite losses, float32 logits, the policy recorded."""
+    from convbench.config import TrainConfig, preset
+    from convbench.data import Dataset
+    from convbench.fit import train_model
+    from convbench.models import model_info
+
+    x, y = _two_classes(64)
+    xv, yv = _two_classes(32, seed=1)
+    data = Dataset(x, y, xv, yv, xv, yv, ["dark", "bright"], "synthetic")
+    base = preset("quick").recipe(name)
+    recipe = dataclasses.replace(base, train=TrainConfig(epochs=1, global_batch_size=32, mixed_precision=policy, eval_batch_size=32),
+                                 transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=1, finetune_epochs=1,
+                                                              finetune_blocks=1))
+    model, result = train_model(name, data, recipe, log=lambda m: None, weights=None)
+    expected = "float32" if policy == "off" else policy
+    assert result.mixed_precision == expected
+    assert result.precision_reason.startswith("mixed_precision:")
+    assert model.compute_dtype == ("float32" if policy == "off" else policy.replace("mixed_", ""))
+    assert all(np.isfinite(r.train_loss) and np.isfinite(r.val_loss) for r in result.history)
+    assert len(result.history) == (2 if model_info(name).kind == "transfer" else 1)
+    logits = model(x[:4].astype("float32"), training=False)
+    assert logits.dtype.name == "float32" and np.all(np.isfinite(logits))
+
+
+# ---------------------------------------------------------------------------------------------
+# oneDNN's kernel
+
+
+_CONV = """
+import tensorflow as tf
+x = tf.cast(tf.random.normal((64, 16, 16, 64)), tf.bfloat16)
+k = tf.cast(tf.random.normal((3, 3, 64, 64)), tf.bfloat16)
+tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"))(x, k).numpy()
+"""
+
+
+def test_a_bf16_convolution_runs_on_onednn_bf16_kernels_for_this_cpu():
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        isa = "amx"
+    elif "avx512_bf16" in flags:
+        isa = "avx512_core_bf16"
+    else:
+        pytest.skip("this CPU has neither AMX nor AVX512-BF16 (no amx_bf16/avx512_bf16 in /proc/cpuinfo)")
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    out = subprocess.run([sys.executable, "-c", _CONV], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    convs = [line for line in out.stdout.splitlines() if ",exec," in line and ",convolution," in line]
+    assert convs, "oneDNN ran no convolution: is TensorFlow's oneDNN off (TF_ENABLE_ONEDNN_OPTS=0)?"
+    assert any(isa in line and "src:bf16" in line for line in convs), convs[:3]
