@@ -14,9 +14,12 @@ Variants (each a change of the model's configured recipe through `ModelOverride`
     dropout=off         baseline with dropout 0
     weight_decay=off    baseline with weight decay 0
     label_smoothing=off baseline with label smoothing 0
+    precision=float32   baseline in float32 (only when named: not part of "all"); against the
+                        policy `mixed_precision: auto` picks, bf16 on CPUs with AMX/AVX512-BF16
 A regularizer variant identical to the baseline (already 0 in the recipe, or a model without
-dropout) is skipped and said so. Contrasts: aug=none -> aug=crop+flip, aug=crop+flip -> aug=full,
-and <regularizer>=off -> <regularizer>=on (= the baseline run).
+dropout; float32 where auto already picks it) is skipped and said so. Contrasts: aug=none ->
+aug=crop+flip, aug=crop+flip -> aug=full, <regularizer>=off -> <regularizer>=on and
+precision=float32 -> precision=auto (both = the baseline run).
 
 Layout in the run directory:
     ablation.json                     ledger of finished (model, variant, seed) runs, effects, figures
@@ -48,7 +51,10 @@ from convbench.errors import ConvbenchError
 
 LEDGER_NAME = "ablation.json"
 BASELINE = "aug=crop+flip"
-VARIANTS = ("aug=none", BASELINE, "aug=full", "dropout=off", "weight_decay=off", "label_smoothing=off")
+DEFAULT_VARIANTS = ("aug=none", BASELINE, "aug=full", "dropout=off", "weight_decay=off", "label_smoothing=off")
+# Named on request only (not in "all"): float32 against the precision `auto` picks (bf16 on AMX/AVX512-BF16 CPUs).
+PRECISION_VARIANT = "precision=float32"
+VARIANTS = (*DEFAULT_VARIANTS, PRECISION_VARIANT)
 # Regularizer variant -> (recipe field switched off, the factor's name in the report).
 REGULARIZERS = {
     "dropout=off": ("dropout", "dropout"),
@@ -71,13 +77,14 @@ def parse_variants(text: str | None) -> tuple[str, ...]:
         text: comma-separated variant names, "all" or None (= all).
 
     Returns:
-        Variant names ordered as in VARIANTS; `aug=crop+flip` is added because every contrast uses it.
+        Variant names ordered as in VARIANTS (None and "all" give DEFAULT_VARIANTS); `aug=crop+flip` is
+        added because every contrast uses it.
 
     Raises:
         ConvbenchError: an unknown name, or nothing to compare with the baseline.
     """
     if text is None or text.strip().lower() in ("", "all"):
-        return VARIANTS
+        return DEFAULT_VARIANTS
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -111,10 +118,15 @@ def contrasts(variants: Sequence[str]) -> list[dict[str, str]]:
     for variant, (_, factor) in REGULARIZERS.items():
         if BASELINE in have and variant in have:
             out.append({"factor": factor, "without": variant, "with": _on_alias(variant)})
+    if BASELINE in have and PRECISION_VARIANT in have:
+        out.append({"factor": "mixed precision (the auto policy)", "without": PRECISION_VARIANT, "with": _on_alias(PRECISION_VARIANT)})
     return out
 
 
 def _on_alias(off_variant: str) -> str:
+    """The name the baseline run takes opposite a switched-off variant ("dropout=on", "precision=auto")."""
+    if off_variant == PRECISION_VARIANT:
+        return "precision=auto"
     return off_variant.replace("=off", "=on")
 
 
@@ -143,6 +155,8 @@ def variant_changes(variant: str, recipe: Recipe) -> dict[str, dict[str, Any]]:
     if variant in REGULARIZERS:
         field_name = REGULARIZERS[variant][0]
         return {"augment": crop_flip, "regularization": {field_name: 0.0}}
+    if variant == PRECISION_VARIANT:
+        return {"augment": crop_flip, "train": {"mixed_precision": "off"}}
     raise ConvbenchError(f"unknown ablation variant {variant!r}; choose from {', '.join(VARIANTS)}")
 
 
@@ -164,6 +178,7 @@ def variant_config(config: RunConfig, model: str, variant: str) -> RunConfig:
         over,
         augment={**(over.augment or {}), **changes.get("augment", {})},
         regularization={**(over.regularization or {}), **changes["regularization"]} if "regularization" in changes else over.regularization,
+        train={**(over.train or {}), **changes["train"]} if "train" in changes else over.train,
     )
     return dataclasses.replace(config, models=(model,), overrides={model: merged}, measure_latency=False,
                                analysis=_only_accuracy(config.analysis)).validate()
@@ -234,6 +249,13 @@ def skip_reason(variant: str, model: str, recipe: Recipe, num_classes: int) -> s
     Returns:
         One sentence, or None.
     """
+    if variant == PRECISION_VARIANT:
+        from convbench.train import choose_precision
+
+        policy, reason = choose_precision(recipe.train.mixed_precision)
+        if policy == "float32":
+            return f"the {model} recipe already trains in float32 here ({reason}), so {variant} would repeat {BASELINE}"
+        return None
     if variant not in REGULARIZERS:
         return None
     field_name, factor = REGULARIZERS[variant]
@@ -533,7 +555,8 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
         if not cons:
             continue
         involved = {c["without"] for c in cons} | {c["with"] for c in cons}
-        involved = {BASELINE if v.endswith("=on") else v for v in involved}
+        aliases = {_on_alias(v) for v in (*REGULARIZERS, PRECISION_VARIANT)}
+        involved = {BASELINE if v in aliases else v for v in involved}
         seeds = sorted(set.intersection(*(set(by_variant[v]) for v in involved)))
         if not seeds:
             log(f"[ablation] {model}: no seed finished in every compared variant yet; no effects")
@@ -554,7 +577,7 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
                     )
                 correct[v].append(c)
                 gaps[v].append(float(by_variant[v][s]["gap"]))
-        for variant in REGULARIZERS:
+        for variant in (*REGULARIZERS, PRECISION_VARIANT):
             if variant in involved:  # "<reg>=on" is the baseline under the name the report should show
                 correct[_on_alias(variant)] = correct[BASELINE]
                 gaps[_on_alias(variant)] = gaps[BASELINE]
@@ -607,7 +630,8 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
     # Side by side: augmentation variants, then regularizers switched off; the baseline is in both.
     groups = [(title, [v for v in members if v in histories]) for title, members in (
         ("augmentation", ("aug=none", BASELINE, "aug=full")),
-        ("regularizers switched off", (BASELINE, *REGULARIZERS)))]
+        ("regularizers switched off", (BASELINE, *REGULARIZERS)),
+        ("precision", (BASELINE, PRECISION_VARIANT)))]
     groups = [(t, vs) for t, vs in groups if set(vs) - {BASELINE}] or [("variants", list(histories))]
     plt = pyplot()
     colours = plt.get_cmap("tab10").colors
@@ -698,7 +722,8 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
         "ablate", help="train recipe variants (augmentation none/crop+flip/full, regularizers off) and test what helped")
     add_run_options(p)
-    p.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all; {BASELINE} is always run)")
+    p.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all = {', '.join(DEFAULT_VARIANTS)}; "
+                   f"{BASELINE} is always run; {PRECISION_VARIANT} only when named)")
     p.set_defaults(func=cmd_ablate)
 
 

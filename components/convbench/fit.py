@@ -62,12 +62,13 @@ def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weig
     import keras
 
     from convbench.models import create_model
+    from convbench.models.batchnorm import synchronized_statistics
 
     strategy = strategy or default_strategy()
     precision = resolve_precision(recipe.train.mixed_precision)
     keras.mixed_precision.set_dtype_policy(precision)
     keras.utils.set_random_seed(recipe.train.seed)
-    with strategy.scope():
+    with strategy.scope(), synchronized_statistics(recipe.train.sync_batchnorm):
         model = create_model(name, num_classes=num_classes, **model_kwargs(name, recipe, weights))
     return model, strategy, precision
 

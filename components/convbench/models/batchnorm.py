@@ -19,7 +19,11 @@ across replicas, inputs that are not 4-D channels-last) run Keras' own code.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 _CLASS = None
+_SYNCHRONIZED = [False]  # set by `synchronized_statistics` while a model is built
 
 
 def fused_batch_norm_class():
@@ -74,6 +78,24 @@ def fused_batch_norm_class():
     return _CLASS
 
 
+@contextlib.contextmanager
+def synchronized_statistics(on: bool) -> Iterator[None]:
+    """Layers made by `batch_norm` inside this block all-reduce their batch statistics across replicas.
+
+    Per-replica statistics (the default, as in Keras and PyTorch DDP) are computed on each
+    replica's slice of the global batch; with small slices they get noisy, and synchronized
+    statistics (`TrainConfig.sync_batchnorm`) make several replicas compute what one replica
+    would on the whole batch, at the cost of one all-reduce per BatchNorm layer and step.
+    """
+    previous = _SYNCHRONIZED[0]
+    _SYNCHRONIZED[0] = bool(on)
+    try:
+        yield
+    finally:
+        _SYNCHRONIZED[0] = previous
+
+
 def batch_norm(**kwargs):
     """A FusedBatchNorm layer taking BatchNormalization's arguments (momentum, epsilon, center, ...)."""
+    kwargs.setdefault("synchronized", _SYNCHRONIZED[0])
     return fused_batch_norm_class()(**kwargs)
