@@ -11,7 +11,7 @@ export CONVBENCH_CACHE ?= $(CACHE)/convbench
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test clean
+.PHONY: setup run test clean gpu-check
 
 $(BIN)/convbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ run: setup
 
 test: setup
 	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q $(ARGS)
+
+# On a machine with NVIDIA GPUs: TensorFlow's CUDA build, then devices, precision, replicas, bench
+# throughput and the quick preset (under 8 minutes). Example: make gpu-check ARGS="--data /data/cifar10-jpeg"
+gpu-check: setup
+	$(BIN)/pip install -q -e ".[gpu]"
+	$(BIN)/convbench gpu-check $(ARGS)
 
 clean:
 	rm -rf runs .cache

@@ -46,8 +46,10 @@ ARGS = ["--models", "cnn_vgg", "--epochs", "1", "--global-batch-size", "32", "--
 
 
 def test_parse_variants_adds_the_baseline_and_rejects_bad_names():
-    assert ab.parse_variants(None) == ab.VARIANTS
-    assert ab.parse_variants("all") == ab.VARIANTS
+    assert ab.parse_variants(None) == ab.DEFAULT_VARIANTS
+    assert ab.parse_variants("all") == ab.DEFAULT_VARIANTS
+    assert ab.PRECISION_VARIANT not in ab.DEFAULT_VARIANTS  # float32 runs only when named
+    assert ab.parse_variants("precision=float32") == ("aug=crop+flip", "precision=float32")
     assert ab.parse_variants("dropout=off, aug=none") == ("aug=none", "aug=crop+flip", "dropout=off")
     with pytest.raises(ConvbenchError, match="unknown ablation variant 'aug=heavy'"):
         ab.parse_variants("aug=heavy")
@@ -66,13 +68,14 @@ def test_variant_recipes_change_only_what_they_name():
     assert r["dropout=off"].regularization == dataclasses.replace(base.regularization, dropout=0.0)
     assert r["weight_decay=off"].regularization == dataclasses.replace(base.regularization, weight_decay=0.0)
     assert r["label_smoothing=off"].regularization == dataclasses.replace(base.regularization, label_smoothing=0.0)
+    assert r["precision=float32"] == dataclasses.replace(base, train=dataclasses.replace(base.train, mixed_precision="off"))
     for v in ab.VARIANTS:
         assert r[v].train.epochs == base.train.epochs != cfg.train.epochs, "the model override is kept"
         assert r[v].transfer == base.transfer
     assert ab.recipe_diff(base, r["weight_decay=off"]) == {"regularization": {"weight_decay": 0.0}}
     assert [c["without"] + ">" + c["with"] for c in ab.contrasts(ab.VARIANTS)] == [
         "aug=none>aug=crop+flip", "aug=crop+flip>aug=full", "dropout=off>dropout=on",
-        "weight_decay=off>weight_decay=on", "label_smoothing=off>label_smoothing=on"]
+        "weight_decay=off>weight_decay=on", "label_smoothing=off>label_smoothing=on", "precision=float32>precision=auto"]
 
 
 def test_full_policy_keeps_a_configured_mixup():
@@ -92,6 +95,11 @@ def test_variants_that_would_repeat_the_baseline_are_skipped():
     # cnn_resnet has no dropout by default, cnn_vgg has (built to check, random init).
     assert "no active dropout" in ab.skip_reason("dropout=off", "cnn_resnet", cfg.recipe("cnn_resnet"), 10)
     assert ab.skip_reason("dropout=off", "cnn_vgg", cfg.recipe("cnn_vgg"), 10) is None
+    # float32 against a recipe that already trains in float32 (off here, or auto on a CPU without bf16).
+    fp32 = dataclasses.replace(cfg.recipe("cnn_vgg"), train=dataclasses.replace(cfg.train, mixed_precision="off"))
+    assert "already trains in float32" in ab.skip_reason("precision=float32", "cnn_vgg", fp32, 10)
+    bf16 = dataclasses.replace(cfg.recipe("cnn_vgg"), train=dataclasses.replace(cfg.train, mixed_precision="mixed_bfloat16"))
+    assert ab.skip_reason("precision=float32", "cnn_vgg", bf16, 10) is None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -269,3 +269,15 @@ def test_airbench_recipe_translates_the_hyperparameters():
     assert recipe.train.momentum == 0.85 and recipe.regularization.label_smoothing == 0.2
     assert recipe.augment.crop_padding == 2 and recipe.augment.flip and recipe.augment.alternate_flip
     assert recipe.train.lookahead_every == 5 and recipe.train.lookahead_decay == pytest.approx(0.95**5)
+
+
+def test_gpu_check_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path, capsys):
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible here: gpu-check would run for real (make gpu-check)")
+    out = tmp_path / "gpu"
+    assert main(["gpu-check", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("convbench: error: no GPU is visible to TensorFlow") and "make gpu-check" in err[0]
+    assert not out.exists()

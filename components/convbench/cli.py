@@ -194,7 +194,7 @@ def _extensions():
     """Subcommands contributed by other modules (pipeline, bench, ...), each `add_commands(subparsers)`."""
     import importlib
 
-    for module in ("convbench.pipeline_cli", "convbench.bench", "convbench.ablation"):
+    for module in ("convbench.pipeline_cli", "convbench.bench", "convbench.ablation", "convbench.gpu_check"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
