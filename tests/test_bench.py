@@ -140,6 +140,8 @@ def test_bench_command_writes_well_formed_json_and_markdown(tmp_path):
                                                                       ("bfloat16", "matmul"), ("bfloat16", "conv3x3")}
     md = (out / "bench.md").read_text()
     assert "| cnn_vgg | custom |" in md and "## Targets" in md and "convbench bench --models cnn_vgg" in md
+    assert "## PyTorch peer" in md  # measured where torch is installed, else skipped with the reason
+    assert ("skipped" in result["torch_peer"]) != ("torch_peer" in vgg)
 
 
 def test_bench_bad_input_is_one_clear_error(tmp_path, capsys):
@@ -281,3 +283,39 @@ def test_gpu_check_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("convbench: error: no GPU is visible to TensorFlow") and "make gpu-check" in err[0]
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The PyTorch peer (optional: torch is the `peer` extra)
+
+
+@pytest.mark.parametrize("name", ["cnn_vgg", "cnn_resnet"])
+def test_torch_twin_has_the_keras_models_trainable_parameters(name):
+    from convbench import torch_peer
+    from convbench.models import create_model
+
+    if torch_peer.torch_missing():
+        pytest.skip(torch_peer.torch_missing())
+    twin = torch_peer.build_torch_twin(name)
+    keras_model = create_model(name, num_classes=10)
+    keras_trainable = sum(int(np.prod(v.shape)) for v in keras_model.trainable_variables)
+    assert sum(p.numel() for p in twin.parameters()) == keras_trainable
+    import torch
+
+    assert tuple(twin(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
+    for bf16 in (True, False):
+        assert torch_peer.torch_images_per_s(name, batch_size=8, steps=2, warmup=1, bf16=bf16) > 0
+
+
+def test_torch_peer_without_torch_says_why():
+    from convbench import torch_peer
+
+    reason = torch_peer.torch_missing()
+    try:
+        import torch  # noqa: F401
+
+        assert reason is None
+    except ImportError:
+        assert reason and "peer" in reason
+    with pytest.raises(ConvbenchError, match="no PyTorch twin"):
+        torch_peer.build_torch_twin("cnn_airbench")

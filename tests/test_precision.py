@@ -40,6 +40,25 @@ def test_auto_precision_on_a_cpu_follows_its_flags(flags, onednn, expected, reas
     assert choose_precision("auto", gpus=[], flags=flags, onednn=onednn) == (expected, reason)
 
 
+def test_auto_keeps_depthwise_models_in_float32_unless_the_cpu_has_amx():
+    avx = {"avx512f", "avx512_bf16"}
+    policy, reason = choose_precision("auto", gpus=[], flags=avx, onednn=True, depthwise=True)
+    assert policy == "float32" and "depthwise" in reason
+    assert choose_precision("auto", gpus=[], flags=avx | {"amx_bf16"}, onednn=True, depthwise=True)[0] == "mixed_bfloat16"
+    assert choose_precision("mixed_bfloat16", gpus=[], flags=avx, onednn=True, depthwise=True)[0] == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_gets_a_policy_and_a_reason(name):
+    from convbench.config import preset
+    from convbench.fit import model_precision
+    from convbench.models import model_info
+
+    policy, reason = model_precision(name, preset("quick").recipe(name))
+    assert policy in ("float32", "mixed_bfloat16", "mixed_float16") and reason
+    assert model_info(name).depthwise == (name in ("efficientnet_lite0", "efficientnet_b0", "mobilenet_v2"))
+
+
 def test_explicit_precision_settings_win_over_the_hardware():
     amx = {"amx_bf16", "avx512_bf16"}
     assert choose_precision("off", gpus=[], flags=amx, onednn=True) == ("float32", "mixed_precision: off")

@@ -23,7 +23,7 @@ import pytest
 from convbench.config import AnalysisConfig, RunConfig, TrainConfig
 from convbench.errors import ConvbenchError
 from convbench.models import list_models
-from convbench.train import resolve_precision
+from convbench.fit import model_precision
 from convbench.ray_train import RayOptions, address_mode, job_name, plan_batches, wants_ray
 
 
@@ -211,4 +211,4 @@ def test_every_custom_model_trains_under_two_ray_workers(local_ray, tmp_path, na
     rows = [r for r in _epoch_log(out) if r["event"] == "epoch"]
     assert [r["epoch"] for r in rows] == [1] and rows[0]["workers"] == 2
     assert np.isfinite(rows[0]["train_loss"]) and np.isfinite(entry["test_accuracy"])
-    assert entry["mixed_precision"] == resolve_precision("auto")
+    assert entry["mixed_precision"] == model_precision(name, config.recipe(name))[0]

@@ -250,9 +250,9 @@ def skip_reason(variant: str, model: str, recipe: Recipe, num_classes: int) -> s
         One sentence, or None.
     """
     if variant == PRECISION_VARIANT:
-        from convbench.train import choose_precision
+        from convbench.fit import model_precision
 
-        policy, reason = choose_precision(recipe.train.mixed_precision)
+        policy, reason = model_precision(model, recipe)
         if policy == "float32":
             return f"the {model} recipe already trains in float32 here ({reason}), so {variant} would repeat {BASELINE}"
         return None

@@ -145,23 +145,25 @@ def peak_matmul_flops(dtype: str = "float32", n: int = 4096, repeats: int = 5, d
     with tf.device(device or ("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0")):
         a = tf.cast(tf.random.stateless_normal((n, n), seed=[1, 2]), dtype)
         b = tf.cast(tf.random.stateless_normal((n, n), seed=[3, 4]), dtype)
-        # One element comes back to the host: the sync without copying the whole product.
-        fn = tf.function(lambda a, b: tf.linalg.matmul(a, b)[0, 0])
-        float(fn(a, b))
-        seconds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            float(fn(a, b))
-            seconds.append(time.perf_counter() - start)
-    flops = 2.0 * n**3
-    return {
-        "dtype": dtype,
-        "n": n,
-        "device": device or ("GPU" if tf.config.list_physical_devices("GPU") else "CPU"),
-        "flops_per_s": flops / min(seconds),
-        "median_flops_per_s": flops / statistics.median(seconds),
-        "seconds": seconds,
-    }
+        timing = _time_op(lambda a, b: tf.linalg.matmul(a, b)[0, 0], (a, b), repeats, 2.0 * n**3)
+    return {"dtype": dtype, "n": n, "device": device or ("GPU" if tf.config.list_physical_devices("GPU") else "CPU"), **timing}
+
+
+def _time_op(op, args, repeats: int, flops: float) -> dict:
+    """Best and median FLOP/s of `repeats` calls of the compiled `op(*args)`, after one untimed call.
+
+    `op` returns one element, so each call syncs with the device without copying its whole output.
+    """
+    import tensorflow as tf
+
+    fn = tf.function(op)
+    float(fn(*args))
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(fn(*args))
+        seconds.append(time.perf_counter() - start)
+    return {"flops_per_s": flops / min(seconds), "median_flops_per_s": flops / statistics.median(seconds), "seconds": seconds}
 
 
 def peak_conv_flops(dtype: str = "float32", batch: int = 256, side: int = 32, channels: int = 128, repeats: int = 5,
@@ -183,23 +185,10 @@ def peak_conv_flops(dtype: str = "float32", batch: int = 256, side: int = 32, ch
     with tf.device(on):
         x = tf.cast(tf.random.stateless_normal((batch, side, side, channels), seed=[5, 6]), dtype)
         k = tf.cast(tf.random.stateless_normal((3, 3, channels, channels), seed=[7, 8]), dtype)
-        fn = tf.function(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")[0, 0, 0, 0])
-        float(fn(x, k))
-        seconds = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            float(fn(x, k))
-            seconds.append(time.perf_counter() - start)
-    flops = 2.0 * batch * side * side * channels * channels * 9
-    return {
-        "dtype": dtype,
-        "kind": "conv3x3",
-        "shape": f"{batch}x{side}x{side}x{channels}",
-        "device": "GPU" if "GPU" in on else "CPU",
-        "flops_per_s": flops / min(seconds),
-        "median_flops_per_s": flops / statistics.median(seconds),
-        "seconds": seconds,
-    }
+        timing = _time_op(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME")[0, 0, 0, 0], (x, k), repeats,
+                          2.0 * batch * side * side * channels * channels * 9)
+    return {"dtype": dtype, "kind": "conv3x3", "shape": f"{batch}x{side}x{side}x{channels}", "device": "GPU" if "GPU" in on else "CPU",
+            **timing}
 
 
 def measure_peaks(dtypes: list[str], n: int, repeats: int, when: str) -> list[dict]:
@@ -422,7 +411,7 @@ def _build(name: str, num_classes: int, recipe, strategy):
 _CORE_MEASURES = ("convbench", "fit", "same_input", "fp32")
 
 
-def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recipe, peak_flops_per_s: float,
+def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recipe, peak_flops_per_s: float | dict[str, float],
                 pipeline_ips: float, steps: int, warmup: int, rounds: int = 2, variants: bool = True,
                 strategy=None, log: Callable[[str], None] = print) -> dict:
     """Measure one model: convbench loop, plain model.fit, FLOPs, MFU and variants of the loop.
@@ -436,7 +425,8 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         x, y: uint8 images and int labels (at least `_images_needed` of them).
         num_classes: number of classes.
         recipe: `bench_recipe(name, ...)`.
-        peak_flops_per_s: the measured peak the MFU is relative to.
+        peak_flops_per_s: the measured peak the MFU is relative to, or {dtype: peak} to pick the
+            peak of the dtype the model computes in.
         pipeline_ips: the input pipeline's images/s at this batch size.
         steps: timed training steps per measurement.
         warmup: untimed steps before each measurement.
@@ -449,13 +439,15 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         The model's entry of bench.json.
     """
     from convbench.augment import make_train_dataset
-    from convbench.fit import initialize_from_first_batch
+    from convbench.fit import initialize_from_first_batch, model_precision
     from convbench.flops import count_flops
     from convbench.models import model_info
-    from convbench.train import Trainer, choose_precision
+    from convbench.train import Trainer
 
     kind = model_info(name).kind
     model, strategy, precision, note = _build(name, num_classes, recipe, strategy)
+    if isinstance(peak_flops_per_s, dict):
+        peak_flops_per_s = peak_flops_per_s.get(peak_dtype(precision), peak_flops_per_s["float32"])
     batch = recipe.train.global_batch_size
     forward = count_flops(model)
     train_flops = training_flops_per_image(model)
@@ -487,6 +479,12 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     }
     if fp32_trainer is not None:
         measures["fp32"] = lambda r: trainer_images_per_s(fp32_trainer, lambda e, n: make_dataset(e + 10 * r, n), steps, warmup)
+    from convbench import torch_peer
+
+    if torch_peer.torch_missing() is None and name in torch_peer.TWINS:
+        for key, bf16 in (("torch_bf16", True), ("torch_fp32", False)):
+            measures[key] = lambda r, bf16=bf16: torch_peer.torch_images_per_s(
+                name, batch, steps, warmup, bf16, num_classes, recipe.regularization.label_smoothing, seed=r)
     if variants and kind == "custom":
         jit = xla_step(trainer)
         if per_call > 1:
@@ -515,7 +513,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         "params": int(model.count_params()),
         "trainable_params": int(sum(int(np.prod(v.shape)) for v in model.trainable_variables)),
         "precision": precision,
-        "precision_reason": choose_precision(recipe.train.mixed_precision)[1],
+        "precision_reason": model_precision(name, recipe)[1],
         "fp32_train_images_per_s": max(fp32_rounds),
         "fp32_train_images_per_s_rounds": fp32_rounds,
         "precision_speedup": ratio(train_ips, max(fp32_rounds)),
@@ -536,7 +534,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         "same_input_images_per_s_rounds": results["same_input"],
         "fit_ratio_same_input": ratio(max(results["same_input"]), fit_ips),
     }
-    variant_keys = [k for k in measures if k not in _CORE_MEASURES]
+    variant_keys = [k for k in measures if k not in _CORE_MEASURES and not k.startswith("torch_")]
     if variant_keys:
         entry["variants"] = {}
         for key in variant_keys:
@@ -546,6 +544,12 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
                 ips = max(results[key])
                 entry["variants"][key] = {"train_images_per_s": ips, "rounds": results[key], "speedup": ratio(ips, train_ips),
                                           "mfu": mfu(train_flops, ips, peak_flops_per_s)}
+    if "torch_bf16" in measures:
+        entry["torch_peer"] = {k: ({"error": errors[k]} if k in errors else {"train_images_per_s": max(results[k]), "rounds": results[k]})
+                               for k in ("torch_bf16", "torch_fp32")}
+        if "torch_bf16" not in errors:
+            # convbench's loop on un-augmented batches against PyTorch's, which gets no augmentation either.
+            entry["torch_peer"]["same_input_over_torch_bf16"] = ratio(entry["same_input_images_per_s"], max(results["torch_bf16"]))
     if note:
         entry["note"] = note
     log(f"[bench] {name}: {train_ips:,.0f} img/s in {precision} ({entry['precision_speedup']:.2f}x float32), MFU {entry['mfu']:.1%}, "
@@ -661,6 +665,25 @@ def render_markdown(result: dict) -> str:
                 lines.append(f"| {name} | {label} | {v['train_images_per_s']:,.0f} | {_fmt(v['speedup'], '.2f')}x | {v['mfu']:.1%} |")
         lines += ["", "one_step_per_call: the loop with `steps_per_execution: 1` (a host round trip every step); "
                   "xla: that single step under `tf.function(jit_compile=True)`. Speed-up is against the convbench column above."]
+    peer = result.get("torch_peer") or {}
+    peer_rows = [m for m in result["models"] if m.get("torch_peer")]
+    if peer.get("skipped"):
+        lines += ["", "## PyTorch peer", "", f"Skipped: {peer['skipped']}."]
+    elif peer_rows:
+        lines += ["", f"## PyTorch peer (torch {peer.get('torch', '?')})", "",
+                  "The same network in PyTorch (channels-last, SGD Nesterov, label-smoothed cross-entropy, random un-augmented "
+                  "batches of the same size), measured in the same interleaved rounds.", "",
+                  "| model | convbench, same input | PyTorch bf16 autocast | PyTorch float32 | convbench / PyTorch bf16 |",
+                  "|---|---:|---:|---:|---:|"]
+        for m in peer_rows:
+            tp = m["torch_peer"]
+
+            def cell(key):
+                v = tp.get(key, {})
+                return f"failed: {v['error']}" if "error" in v else _fmt(v.get("train_images_per_s"))
+
+            lines.append(f"| {m['name']} | {m['same_input_images_per_s']:,.0f} ({m.get('precision', 'float32')}) | {cell('torch_bf16')} | "
+                         f"{cell('torch_fp32')} | {_fmt(tp.get('same_input_over_torch_bf16'), '.2f')} |")
     lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     for t in result["targets"]:
         measured = t["measured"]
@@ -686,6 +709,13 @@ def render_markdown(result: dict) -> str:
                          f"{_fmt(r.get('test_accuracy_tta'), '.4f')} |")
     lines += ["", f"Command: `{result['command']}`", ""]
     return "\n".join(lines)
+
+
+def _torch_peer_status() -> dict:
+    from convbench import torch_peer
+
+    missing = torch_peer.torch_missing()
+    return {"skipped": missing} if missing else {"torch": torch_peer.torch_version(), "models": list(torch_peer.TWINS)}
 
 
 def _load(values) -> str:
@@ -954,7 +984,8 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         recipe = dataclasses.replace(recipe, augment=augment)
         if steps_per_execution:
             recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps_per_execution=steps_per_execution))
-        entries.append(bench_model(name, x, y, num_classes, recipe, peaks[0]["flops_per_s"], pipeline_ips, steps, warmup, rounds,
+        start_best = {d: max(p["flops_per_s"] for p in peaks if p["dtype"] == d) for d in dtypes}
+        entries.append(bench_model(name, x, y, num_classes, recipe, start_best, pipeline_ips, steps, warmup, rounds,
                                    variants, log=log))
 
     log("[bench] peak again at the end")
@@ -987,6 +1018,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         "rounds": rounds,
         "peak": {"flops_per_s": fp32_peak, "dtype": "float32", "by_dtype": best, "runs": peaks},
         "models": entries,
+        "torch_peer": _torch_peer_status(),
         "time_to_accuracy": tta,
     }
     result["targets"] = evaluate_targets(entries, pipeline_ips, tta)

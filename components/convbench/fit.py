@@ -32,10 +32,9 @@ from convbench.train import (
     EpochRecord,
     TrainResult,
     Trainer,
+    choose_precision,
     default_strategy,
     load_checkpoint,
-    choose_precision,
-    resolve_precision,
     restore_optimizer,
     restore_variables,
     run_epochs,
@@ -57,6 +56,13 @@ def model_kwargs(name: str, recipe: Recipe, weights: str | None = "imagenet") ->
     return kwargs
 
 
+def model_precision(name: str, recipe: Recipe) -> tuple[str, str]:
+    """(Keras dtype policy, reason) for training `name` with `recipe` on this machine (`choose_precision`)."""
+    from convbench.models import model_info
+
+    return choose_precision(recipe.train.mixed_precision, depthwise=model_info(name).depthwise)
+
+
 def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weights: str | None = "imagenet"):
     """Set the precision policy and build the model under the strategy's scope."""
     import keras
@@ -65,7 +71,7 @@ def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weig
     from convbench.models.batchnorm import synchronized_statistics
 
     strategy = strategy or default_strategy()
-    precision = resolve_precision(recipe.train.mixed_precision)
+    precision, _ = model_precision(name, recipe)
     keras.mixed_precision.set_dtype_policy(precision)
     keras.utils.set_random_seed(recipe.train.seed)
     with strategy.scope(), synchronized_statistics(recipe.train.sync_batchnorm):
@@ -130,7 +136,7 @@ def train_model(
         epochs_run=len(history),
         stopped_early=stopped,
         mixed_precision=precision,
-        precision_reason=choose_precision(recipe.train.mixed_precision)[1],
+        precision_reason=model_precision(name, recipe)[1],
         notes=notes + [f"training call {train_seconds:.1f} s (input pipeline, validation{extra}); "
                        f"epochs alone {sum(r.seconds for r in history):.1f} s"],
     )

@@ -77,19 +77,23 @@ def default_strategy():
 
 
 def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | None = None,
-                     onednn: bool | None = None) -> tuple[str, str]:
+                     onednn: bool | None = None, depthwise: bool = False) -> tuple[str, str]:
     """The Keras dtype policy for a `mixed_precision` setting, and why it was chosen.
 
     "auto": on a GPU, mixed_bfloat16 from compute capability 8.0 (Ampere) and mixed_float16 below;
     on a CPU, mixed_bfloat16 where its flags show AMX bf16 or AVX512-BF16 and TensorFlow runs
-    oneDNN (whose bf16 kernels use them), float32 elsewhere. Decided from the CPU's flags, never
-    its model name. "off" is float32; a policy name is used as given.
+    oneDNN (whose bf16 kernels use them), float32 elsewhere. A depthwise-convolution model
+    (MobileNet, EfficientNet) on a CPU with AVX512-BF16 but no AMX stays float32: there its bf16
+    depthwise kernels made fine-tuning efficientnet_lite0 0.78x as fast as float32 and feature
+    caching 0.93x (`convbench bench`, README). Decided from the CPU's flags, never its model name.
+    "off" is float32; a policy name is used as given.
 
     Args:
         setting: "auto", "off", "mixed_bfloat16" or "mixed_float16".
         gpus: the visible GPUs (default: TensorFlow's list).
         flags: the CPU's feature flags (default: /proc/cpuinfo).
         onednn: whether oneDNN is on (default: asked of TensorFlow).
+        depthwise: the model is built mostly of depthwise convolutions (`ModelInfo.depthwise`).
 
     Returns:
         (policy, reason), e.g. ("mixed_bfloat16", "AMX bf16 present").
@@ -117,12 +121,10 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
         return "float32", "CPU without AMX or AVX512-BF16"
     if not (onednn_enabled() if onednn is None else onednn):
         return "float32", f"{isa} present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"
+    if depthwise and isa != "AMX bf16":
+        return "float32", "AVX512-BF16 without AMX: depthwise convolutions run slower in bf16 than in float32 there"
     return "mixed_bfloat16", f"{isa} present"
 
-
-def resolve_precision(setting: str) -> str:
-    """The Keras dtype policy `choose_precision` picks for a `mixed_precision` setting."""
-    return choose_precision(setting)[0]
 
 
 def make_schedule(cfg: TrainConfig, steps_per_epoch: int, epochs: int, peak_lr: float | None = None):

