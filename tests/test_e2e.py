@@ -41,6 +41,15 @@ def test_results_json_has_the_promised_fields(finished_run):
     assert res["data"]["test_images"] == 60
     lite = next(r for r in res["runs"] if r["name"] == "efficientnet_lite0")
     assert [h for h in lite["notes"] if "fine-tuned blocks" in h]
+    # Each run records its dtype policy and why `auto` chose it; the report's setup states both.
+    from convbench.config import preset
+    from convbench.fit import model_precision
+
+    text = (finished_run / "REPORT.md").read_text()
+    for run in res["runs"]:
+        expected = model_precision(run["name"], preset("quick").recipe(run["name"]))
+        assert (run["mixed_precision"], run["precision_reason"]) == expected
+        assert f"{run['mixed_precision']} ({run['precision_reason']})" in text
 
 
 def test_report_names_the_measured_winner(finished_run):

@@ -47,10 +47,16 @@ def test_every_model_trains_mirrored_on_two_replicas_like_one(name):
     assert (one["replicas"], two["replicas"]) == (1, 2)
     assert one["replica_batches"] == [32] and two["replica_batches"] == [16, 16]
     assert [r["phase"] for r in one["history"]] == [r["phase"] for r in two["history"]]
+    degenerate = result.get("feature_std", 1.0) < 1e-4
     for run in (one, two):
         losses = [r["train_loss"] for r in run["history"] if r["phase"] == run["history"][0]["phase"]]
         assert np.all(np.isfinite(_losses(run)))
-        assert losses[-1] < losses[0], run["history"]
+        if degenerate:
+            # A random-weight keras.applications backbone (mobilenet_v2, efficientnet_b0) gives
+            # near-constant features at 32 px, so nothing can be learnt: the loss stays at ln 2.
+            np.testing.assert_allclose(_losses(run), np.log(2.0), atol=1e-3)
+        else:
+            assert losses[-1] < losses[0] * 0.99, run["history"]
     np.testing.assert_allclose(_losses(two), _losses(one), rtol=1e-2)
     # The first epoch's training loss of a custom CNN (SGD) matches to rounding.
     if not result["transfer"]:

@@ -81,7 +81,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # epochs of linear warmup from 10 % of the peak learning rate
     seed: int = 0  # init, data order and augmentation all derive from it
     # "auto": bf16 on GPUs of compute capability >= 8.0 (fp16 below) and on CPUs with AMX or
-    # AVX512-BF16 (oneDNN's bf16 kernels), float32 elsewhere; "off" (float32), "mixed_bfloat16", "mixed_float16"
+    # AVX512-BF16 (oneDNN's bf16 kernels; depthwise models only with AMX), float32 elsewhere;
+    # "off" (float32), "mixed_bfloat16", "mixed_float16"
     mixed_precision: str = "auto"
     eval_batch_size: int = 512  # batch for validation and test passes; no effect on results
     steps_per_execution: int = 8  # optimizer steps per compiled call: one host round trip (loss read-back) per call, not per step
