@@ -153,6 +153,30 @@ def test_non_image_files_are_ignored_and_counted(data, tmp_path):
     print("USER SEES:", next(line for line in lines if line.startswith("warning: ignored")))
 
 
+def test_webp_bmp_and_images_in_subfolders_of_a_class_are_read(data, tmp_path):
+    """PIL reads WebP and BMP; images one or more levels below a class folder belong to that class
+    (torchvision's ImageFolder convention), and a note says that they were included."""
+    from PIL import Image
+
+    before = load_dataset(str(data), tmp_path / "cache0", log=lambda m: None)
+    rng = np.random.default_rng(5)
+    pixels = lambda: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # noqa: E731
+    Image.fromarray(pixels()).save(data / "train" / "class0" / "extra.webp", lossless=True)
+    Image.fromarray(pixels()).save(data / "train" / "class1" / "extra.bmp")
+    deep = data / "train" / "class2" / "more" / "deeper"
+    deep.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(pixels()).save(deep / f"n{i}.png")
+    lines: list[str] = []
+    ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
+    total = lambda d: len(d.y_train) + len(d.y_val)  # noqa: E731
+    assert total(ds) == total(before) + 5 and ds.issues["ignored"] == 0
+    assert np.bincount(np.concatenate([ds.y_train, ds.y_val]))[2] == np.bincount(np.concatenate([before.y_train, before.y_val]))[2] + 3
+    note = next(line for line in lines if "subfolders of class folders" in line)
+    assert "3 images" in note and "more/deeper" in note
+    print("USER SEES:", note)
+
+
 def test_undecodable_file_name_is_reported_printably(data, tmp_path):
     name = os.fsdecode(b"bad-\xff.png")
     (data / "train" / "class0" / name).write_bytes(b"not a png")
@@ -208,7 +232,7 @@ def test_empty_data_folder(tmp_path, capsys):
 def test_empty_class_folder(data, tmp_path, capsys):
     (data / "train" / "class3").mkdir()
     (data / "test" / "class3").mkdir()
-    expect_one_line(capsys, run_args(tmp_path, data), "class3 has no .jpg/.jpeg/.png images")
+    expect_one_line(capsys, run_args(tmp_path, data), "class3 has no .jpg/.jpeg/.png/.webp/.bmp images (subfolders included)")
 
 
 def test_empty_split_folder(data, tmp_path, capsys):

@@ -643,7 +643,9 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
         for variant in members:
             rows = histories[variant]
             c = colours[VARIANTS.index(variant) % len(colours)]
-            ax.plot(rows["epoch"], rows["val_accuracy"], "-o", color=c, ms=4, lw=1.8, label=variant)
+            # Opposite float32, the baseline is the run in the auto policy: say so in its label.
+            label = f"{_on_alias(PRECISION_VARIANT)} ({BASELINE})" if title == "precision" and variant == BASELINE else variant
+            ax.plot(rows["epoch"], rows["val_accuracy"], "-o", color=c, ms=4, lw=1.8, label=label)
             ax.plot(rows["epoch"], rows["train_accuracy"], "--", color=c, lw=1.2, alpha=0.8)
         ax.set(xlabel="epoch", title=f"{model}: {title}")
         if len(epochs) <= 20:

@@ -3,7 +3,8 @@
 Sources:
 - `cifar10` / `cifar100`: the official *binary* archives (no pickle is ever loaded), downloaded once
   into the cache and checked against their published MD5.
-- a folder `DIR/train/<class>/*.{jpg,jpeg,png}` and `DIR/test/<class>/*`.
+- a folder `DIR/train/<class>/*.{jpg,jpeg,png,webp,bmp}` and `DIR/test/<class>/*` (subfolders of a
+  class folder count as that class).
 
 Every image becomes 32x32 RGB uint8. The decoded arrays are cached (keyed on the files' names,
 sizes and modification times), so every architecture and every later run reuse them.
@@ -29,7 +30,7 @@ import numpy as np
 from convbench.errors import ConvbenchError
 
 IMAGE_SIZE = 32
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what PIL decodes that image datasets ship in
 CACHE_VERSION = 1  # bump when the decoded format changes so stale caches are not reused
 
 # Published on https://www.cs.toronto.edu/~kriz/cifar.html (binary versions: fixed-size records).
@@ -322,13 +323,16 @@ def _list_split(root: Path, split: str) -> tuple[list[str], list[list[Path]], li
     files, ignored = [], []
     for cls in classes:
         try:
-            entries = sorted(p for p in (folder / cls).iterdir() if p.is_file() and not p.name.startswith("."))
+            # Subfolders of a class folder belong to that class, as in torchvision's ImageFolder.
+            entries = sorted(p for p in (folder / cls).rglob("*") if p.is_file()
+                             and not any(part.startswith(".") for part in p.relative_to(folder / cls).parts))
         except PermissionError:
-            raise ConvbenchError(f"cannot read {folder / cls} (permission denied); make it readable (chmod +rx)") from None
+            raise ConvbenchError(f"cannot read {folder / cls} or a folder inside it (permission denied); make it readable (chmod -R +rX)") from None
         images = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS]
         ignored += [_printable(p) for p in entries if p.suffix.lower() not in IMAGE_EXTENSIONS]
         if not images:
-            raise ConvbenchError(f"class folder {folder / cls} has no .jpg/.jpeg/.png images; add images or remove the folder")
+            kinds = "/".join(IMAGE_EXTENSIONS)
+            raise ConvbenchError(f"class folder {folder / cls} has no {kinds} images (subfolders included); add images or remove the folder")
         files.append(images)
     return classes, files, ignored
 
@@ -350,6 +354,10 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
     if len(train_classes) < 2:
         raise ConvbenchError(f"{root} has only one class ({train_classes[0]}); a classifier needs at least two")
 
+    nested = [p for group in train_files + test_files for p in group if len(p.relative_to(root).parts) > 3]
+    if nested:
+        log(f"note: {len(nested)} images in subfolders of class folders (first: {_printable(nested[0].relative_to(root))}) "
+            "are included in their class")
     listing = [(str(p.relative_to(root)), *_stat(p)) for group in train_files + test_files for p in group]
     key = hashlib.sha1(json.dumps([CACHE_VERSION, str(root.resolve()), strict, listing]).encode()).hexdigest()[:16]
     cached = cache / "decoded" / f"folder-{key}.npz"
@@ -432,7 +440,7 @@ def read_image(path: Path) -> tuple[np.ndarray | None, set[str], str | None]:
     """Decode one image file to 32x32 RGB uint8.
 
     Args:
-        path: a .jpg/.jpeg/.png file.
+        path: an image file (IMAGE_EXTENSIONS).
 
     Returns:
         (image or None, flags among {"converted", "resized"}, error message or None).
