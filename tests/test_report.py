@@ -138,3 +138,12 @@ def test_ablation_verdicts_reach_the_advice():
     text = conclusions(res, {})
     assert "On cnn_vgg, dropout hurt in the ablation (dropout=off → dropout=on: -5.00 points" in text
     assert "Keep augmentation (crop+flip) on cnn_vgg: it helped in the ablation (+3.00 points" in text
+
+
+def test_setup_states_the_validation_split_as_it_came_out():
+    """100 classes of 3 images: every class gives one image to validation, a third of train, not the 10 % configured."""
+    res = _results(copy.deepcopy(BASE))
+    assert "stratified, 9% of train, seed 0" in render_markdown(res, {}, {})  # 10 of 110: rounding per class, not worth a word
+    res["data"].update(train_images=200, val_images=100)
+    text = render_markdown(res, {}, {})
+    assert "stratified, 33% of train; the configured 10% rounds differently" in text

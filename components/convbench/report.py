@@ -156,6 +156,16 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
 # Text
 
 
+def _split_text(data: dict, configured: float) -> str:
+    """The validation split as it came out; different from `val_fraction` when classes are tiny."""
+    actual = data["val_images"] / max(1, data["train_images"] + data["val_images"])
+    text = f"stratified, {actual:.0%} of train"
+    if abs(actual - configured) > 0.02:  # per-class rounding moves it by less on any real data set
+        text += (f"; the configured {configured:.0%} rounds differently on classes this small, since every class "
+                 "gives at least one image to each side")
+    return text
+
+
 def _precision(run: dict) -> str:
     """The dtype policy a run trained in, with the reason it was chosen (older runs have none)."""
     reason = run.get("precision_reason")
@@ -343,7 +353,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     issues = data.get("issues", {})
     out += [
         f"- Data: `{data['source']}`, {data['num_classes']} classes, {data['train_images']} train / {data['val_images']} validation "
-        f"(stratified, {cfg['data']['val_fraction']:.0%} of train, seed {cfg['data']['split_seed']}) / {data['test_images']} test images. "
+        f"({_split_text(data, cfg['data']['val_fraction'])}, seed {cfg['data']['split_seed']}) / {data['test_images']} test images. "
         "The test split was used only for the final evaluation, never for early stopping or model selection.",
         f"- Data issues: {issues.get('skipped', 0)} unreadable images skipped, {issues.get('ignored', 0)} non-image files ignored, "
         f"{issues.get('converted', 0)} images converted to RGB, {issues.get('resized', 0)} resized to 32x32.",
