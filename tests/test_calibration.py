@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/test_calibration.py -q
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,24 @@ def test_plot_reliability_writes_a_png(tmp_path, monkeypatch):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     single = plot_reliability(before, None, tmp_path / "one.png", "toy")
     assert single.stat().st_size > 10_000
+
+
+def test_reliability_figure_on_a_full_disk_is_a_clear_error_and_leaves_no_file(tmp_path, monkeypatch):
+    """savefig is patched to write half a file and fail with ENOSPC, as a full disk does (a real full
+    disk cannot be made here without root mounts): one ConvbenchError, and no 0-byte or partial PNG."""
+    import errno
+
+    from matplotlib.figure import Figure
+
+    from convbench.errors import ConvbenchError
+
+    def full_disk(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    logits, y = _simulated_logits(500, seed=4)
+    bins = reliability_bins(softmax(logits), y)
+    with pytest.raises(ConvbenchError, match="disk"):
+        plot_reliability(bins, None, tmp_path / "rel.png", "toy")
+    assert list(tmp_path.iterdir()) == []

@@ -147,3 +147,23 @@ def test_setup_states_the_validation_split_as_it_came_out():
     res["data"].update(train_images=200, val_images=100)
     text = render_markdown(res, {}, {})
     assert "stratified, 33% of train; the configured 10% rounds differently" in text
+
+
+def test_class_names_with_pipes_and_html_stay_literal_in_the_tables():
+    import re
+
+    res = _results(copy.deepcopy(BASE))
+    res["data"]["class_names"] = ["cat|dog", "<b>bold</b> & co"]
+    md = render_markdown(res, {}, {})
+    table = md.split("| class |")[1].split("\n\n")[0].splitlines()
+    rows = [line for line in table[2:] if line.startswith("|")]
+    assert rows[0].startswith("| cat\\|dog |") and rows[1].startswith("| &lt;b&gt;bold&lt;/b&gt; &amp; co |")
+    # Every row has as many cells as the header: an escaped pipe does not split a cell.
+    cells = lambda line: len(re.split(r"(?<!\\)\|", line.strip().strip("|")))  # noqa: E731
+    assert {cells(line) for line in rows} == {cells("| class |" + table[0])} == {3}
+    assert "<b>" not in md
+    # The pipeline's REPORT.html shows the names as they are, as text.
+    from convbench.pipeline_lib import markdown_to_html
+
+    page = markdown_to_html(md)
+    assert "<td>cat|dog</td>" in page and "<td>&lt;b&gt;bold&lt;/b&gt; &amp; co</td>" in page and "<b>bold" not in page

@@ -23,6 +23,7 @@ from scipy import optimize
 from scipy.special import log_softmax
 
 from convbench.errors import ConvbenchError
+from convbench.io import atomic_write
 
 __all__ = [
     "softmax",
@@ -265,6 +266,6 @@ def plot_reliability(
         ax_n.grid(alpha=0.3)
     fig.suptitle(title, fontsize=12)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    # Atomic like every other figure: a full disk leaves the old file (or none), never a 0-byte PNG.
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     return out

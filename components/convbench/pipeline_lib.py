@@ -507,7 +507,8 @@ def markdown_to_html(markdown: str, title: str = "convbench report") -> str:
 
 
 def _cells(row: str) -> list[str]:
-    return [c.strip() for c in row.strip().strip("|").split("|")]
+    # Markdown's rule: `\|` is a literal pipe inside a cell, not a column break.
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
 
 
 def _inline(text: str) -> str:
@@ -518,7 +519,8 @@ def _inline(text: str) -> str:
         return f"\x00{len(images) - 1}\x00"
 
     text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", keep_image, text)
-    text = html.escape(text, quote=False)
+    # Entity references (`&lt;`, which the report writes for a literal `<`) mean their character, as in Markdown.
+    text = html.escape(html.unescape(text), quote=False)
     text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
     text = re.sub(r"(?<![*\w])\*([^*]+)\*(?![*\w])", r"<em>\1</em>", text)

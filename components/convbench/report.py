@@ -156,6 +156,12 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
 # Text
 
 
+def _md_cell(text: str) -> str:
+    """A user-given name (a class folder's) as literal text in a Markdown table cell: no column break, no HTML."""
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("\n", " "))
+
+
 def _split_text(data: dict, configured: float) -> str:
     """The validation split as it came out; different from `val_fraction` when classes are tiny."""
     actual = data["val_images"] / max(1, data["train_images"] + data["val_images"])
@@ -431,7 +437,7 @@ def _per_class_table(results: dict) -> str:
     header = "| class | " + " | ".join(first) + " |"
     rows = [header, "|---|" + "---|" * len(first)]
     for i, c in enumerate(names):
-        rows.append(f"| {c} | " + " | ".join(_pct(r["per_class"]["recall"][i]) for r in first.values()) + " |")
+        rows.append(f"| {_md_cell(c)} | " + " | ".join(_pct(r["per_class"]["recall"][i]) for r in first.values()) + " |")
     return "\n".join(rows)
 
 
