@@ -167,3 +167,44 @@ def test_class_names_with_pipes_and_html_stay_literal_in_the_tables():
 
     page = markdown_to_html(md)
     assert "<td>cat|dog</td>" in page and "<td>&lt;b&gt;bold&lt;/b&gt; &amp; co</td>" in page and "<b>bold" not in page
+
+
+def test_a_report_of_an_unfinished_run_says_what_it_lacks_and_why():
+    res = _results(copy.deepcopy(BASE))
+    res["config"].update(models=["cnn_vgg", "cnn_resnet", "efficientnet_lite0"], seeds=1)
+    from convbench.report import coverage_notice
+
+    owner = {"pid": 4242, "host": "node-1", "started": "2026-12-02T10:00:00+00:00"}
+    running = coverage_notice(res, owner)
+    assert running.startswith("**In progress.** A convbench run (pid 4242 on node-1")
+    assert "covers 2 of the 3 trainings" in running and "not finished: efficientnet_lite0 seed 0" in running
+    stopped = coverage_notice(res, None)
+    assert stopped.startswith("**Incomplete.** This report covers 2 of the 3") and "same `convbench run` command again" in stopped
+    md = render_markdown(res, {}, {}, running)
+    assert md.splitlines()[2] == running
+    res["config"]["models"] = ["cnn_vgg", "cnn_resnet"]
+    assert coverage_notice(res, owner) == ""
+
+
+def test_the_notice_names_a_live_lock_owner_and_ignores_a_dead_one(tmp_path):
+    """A lock file naming a live process (this test's own child) is a run in progress; once it dies, it is stale."""
+    import subprocess
+    import sys
+    import time
+
+    from convbench.lock import LOCK_NAME, live_owner
+    from convbench.report import coverage_notice
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": child.pid, "host": __import__("socket").gethostname(),
+                                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        owner = live_owner(tmp_path)
+        assert owner is not None and owner["pid"] == child.pid
+        res = _results(copy.deepcopy(BASE))
+        res["config"].update(models=["cnn_vgg", "cnn_resnet", "efficientnet_lite0"], seeds=1)
+        assert f"pid {child.pid}" in coverage_notice(res, owner)
+    finally:
+        child.kill()
+        child.wait()
+    assert live_owner(tmp_path) is None  # the process is gone: a stale lock, so no "in progress"

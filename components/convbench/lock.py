@@ -76,6 +76,19 @@ def read_lock(run_dir: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def live_owner(run_dir: str | Path) -> dict | None:
+    """The lock's owner record when a live process holds the run directory's lock, else None.
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        {"pid", "host", "started"} of the running owner, or None (no lock, or a stale one).
+    """
+    owner = read_lock(run_dir)
+    return owner if owner is not None and RunLock._owner_alive(owner) else None
+
+
 class RunLock:
     """An exclusive lock on a run directory; use as a context manager or acquire()/release().
 

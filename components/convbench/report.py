@@ -330,13 +330,14 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
     return out
 
 
-def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str]) -> str:
+def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str], notice: str = "") -> str:
     """The whole REPORT.md as text (pure: no files read or written).
 
     Args:
         results: results.json content.
         histories: per-run histories.
         figures: figure key -> relative path (keys: curves, confusion, per_class, accuracy_flops).
+        notice: a paragraph shown first (e.g. `coverage_notice`: a run still in progress).
     """
     models = sorted(results["models"], key=lambda m: -m["test_accuracy"])
     data = results["data"]
@@ -344,6 +345,8 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     cfg = results["config"]
     best = models[0]["name"] if models else "none"
     out = [f"# convbench report: {', '.join(m['name'] for m in models)}", ""]
+    if notice:
+        out += [notice, ""]
     stats_summary = results.get("statistics", {}).get("summary_markdown")
     if not stats_summary:
         out.append(
@@ -456,6 +459,28 @@ def _ablation_markdown(run_dir: Path) -> str | None:
     return render_ablation_markdown(run_dir)
 
 
+def coverage_notice(results: dict, owner: dict | None) -> str:
+    """A paragraph saying which configured trainings the report lacks, and why; "" when none is missing.
+
+    Args:
+        results: results.json content (its config names the models and seeds).
+        owner: the lock owner of a run still training in the folder (`lock.live_owner`), or None.
+    """
+    cfg = results.get("config") or {}
+    first = int((cfg.get("train") or {}).get("seed", 0))
+    expected = [(m, first + k) for m in cfg.get("models") or [] for k in range(int(cfg.get("seeds") or 1))]
+    done = {(r["name"], int(r["seed"])) for r in results.get("runs", [])}
+    missing = [f"{m} seed {s}" for m, s in expected if (m, s) not in done]
+    if not missing:
+        return ""
+    covered = f"this report covers {len(expected) - len(missing)} of the {len(expected)} trainings the config asks for; not finished: {', '.join(missing)}"
+    if owner:
+        return (f"**In progress.** A convbench run (pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}) "
+                f"is still training in this folder: {covered}. Run `convbench report` again when it has finished.")
+    return (f"**Incomplete.** {covered[0].upper() + covered[1:]}. Run the same `convbench run` command again to finish them; "
+            "finished models are kept.")
+
+
 def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
@@ -493,7 +518,13 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
     if ablation:
         results["statistics"]["sections_markdown"].append(ablation)
     atomic_write_json(run_dir / "statistics.json", {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
-    text = render_markdown(results, histories, figures)
+    from convbench.lock import live_owner
+
+    owner = live_owner(run_dir)
+    notice = coverage_notice(results, owner if owner and owner.get("pid") != os.getpid() else None)
+    if notice:
+        log(notice.replace("**", ""))
+    text = render_markdown(results, histories, figures, notice)
     path = run_dir / "REPORT.md"
     atomic_write_text(path, text)
     log(f"report written: {path}")
