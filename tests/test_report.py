@@ -208,3 +208,12 @@ def test_the_notice_names_a_live_lock_owner_and_ignores_a_dead_one(tmp_path):
         child.kill()
         child.wait()
     assert live_owner(tmp_path) is None  # the process is gone: a stale lock, so no "in progress"
+
+
+def test_setup_names_which_models_trained_in_which_precision():
+    runs = copy.deepcopy(BASE)
+    runs[0].update(mixed_precision="mixed_bfloat16", precision_reason="AVX512-BF16 present")
+    runs[1].update(mixed_precision="float32", precision_reason="mixed_precision: off")
+    md = render_markdown(_results(runs), {}, {})
+    assert "precision: cnn_vgg: mixed_bfloat16 (AVX512-BF16 present); cnn_resnet: float32 (mixed_precision: off)." in md
+    assert "precision: float32." in render_markdown(_results(copy.deepcopy(BASE)), {}, {})  # older runs: no reason saved

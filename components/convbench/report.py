@@ -162,6 +162,18 @@ def _md_cell(text: str) -> str:
             .replace("|", "\\|").replace("\n", " "))
 
 
+def _precision_text(runs: list[dict]) -> str:
+    """Each dtype policy with the models that trained in it, when they differ ("a, b: mixed_bfloat16 (...); c: float32 (...)")."""
+    groups: dict[str, list[str]] = {}
+    for r in runs:
+        names = groups.setdefault(_precision(r), [])
+        if r["name"] not in names:
+            names.append(r["name"])
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{', '.join(names)}: {policy}" for policy, names in groups.items())
+
+
 def _split_text(data: dict, configured: float) -> str:
     """The validation split as it came out; different from `val_fraction` when classes are tiny."""
     actual = data["val_images"] / max(1, data["train_images"] + data["val_images"])
@@ -368,8 +380,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         f"{issues.get('converted', 0)} images converted to RGB, {issues.get('resized', 0)} resized to 32x32.",
         f"- Hardware: {env['cpu']} ({env['cpu_count']} logical CPUs), GPUs: {', '.join(env['gpus']) or 'none'}; {env['platform']}.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f", Python {env['python']}.",
-        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); precision: "
-        + ", ".join(sorted({_precision(r) for r in results['runs']})) + ".",
+        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); precision: " + _precision_text(results["runs"]) + ".",
         "- Full configuration: `config.yaml` beside this report; per-epoch histories in `history/`, best weights in `models/`.",
     ]
     out += ["", "## Comparison", ""]
