@@ -191,6 +191,14 @@ def peak_conv_flops(dtype: str = "float32", batch: int = 256, side: int = 32, ch
             **timing}
 
 
+def _best_peaks(peaks: list[dict]) -> dict[str, float]:
+    """The best FLOP/s of each dtype over its matmul and conv runs."""
+    best: dict[str, float] = {}
+    for p in peaks:
+        best[p["dtype"]] = max(best.get(p["dtype"], 0.0), p["flops_per_s"])
+    return best
+
+
 def measure_peaks(dtypes: list[str], n: int, repeats: int, when: str) -> list[dict]:
     """The matmul and the conv peak of every dtype, tagged with `when` ("start" or "end")."""
     out = []
@@ -454,6 +462,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     per_call = recipe.train.steps_per_execution
     trainer = Trainer(model, recipe.train, recipe.regularization, strategy, _batches(steps, warmup, per_call), 1, precision)
     fit_model, _, _, _ = _build(name, num_classes, recipe, strategy)
+    built = [model, fit_model]
     fp32_trainer = None
     if precision != "float32":
         # The same model in float32, measured in the same rounds: the speed-up of the mixed policy.
@@ -461,8 +470,8 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         fp32_model, _, _, _ = _build(name, num_classes, fp32_recipe, strategy)
         fp32_trainer = Trainer(fp32_model, fp32_recipe.train, recipe.regularization, strategy, _batches(steps, warmup, per_call), 1,
                                "float32")
-        initialize_from_first_batch(fp32_model, x, y, num_classes, recipe)
-    for m in (model, fit_model):
+        built.append(fp32_model)
+    for m in built:
         initialize_from_first_batch(m, x, y, num_classes, recipe)
     compile_like_notebook(fit_model, recipe.train, recipe.regularization, precision, strategy, (steps + warmup) * rounds)
 
@@ -561,6 +570,10 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
 # Targets and output
 
 
+def _mfu_target(dtype: str) -> float:
+    return CUSTOM_MFU_TARGET.get(dtype, CUSTOM_MFU_TARGET["float32"])
+
+
 def evaluate_targets(models: list[dict], pipeline_ips: float, time_to_accuracy: dict | None = None) -> list[dict]:
     """Each of the issue's targets with its measured value and whether it is met.
 
@@ -581,12 +594,11 @@ def evaluate_targets(models: list[dict], pipeline_ips: float, time_to_accuracy: 
     custom_models = [m for m in models if m.get("kind") == "custom"]
     custom = {m["name"]: m["mfu"] for m in custom_models}
     dtypes = sorted({m.get("peak_dtype", "float32") for m in custom_models}) or ["float32"]
-    thresholds = {d: CUSTOM_MFU_TARGET.get(d, CUSTOM_MFU_TARGET["float32"]) for d in dtypes}
+    thresholds = {d: _mfu_target(d) for d in dtypes}
     targets.append({"target": "custom CNNs train at >= " + ", ".join(f"{v:.0%} ({d})" for d, v in thresholds.items())
                     + " of the best measured peak of their dtype (MFU)",
                     "threshold": thresholds, "measured": custom,
-                    "met": all(m["mfu"] >= CUSTOM_MFU_TARGET.get(m.get("peak_dtype", "float32"), CUSTOM_MFU_TARGET["float32"])
-                               for m in custom_models) if custom else None})
+                    "met": all(m["mfu"] >= _mfu_target(m.get("peak_dtype", "float32")) for m in custom_models) if custom else None})
     mixed = {m["name"]: m.get("precision_speedup") for m in custom_models if m.get("precision", "float32") != "float32"}
     targets.append({"target": f"custom CNNs train >= {PRECISION_SPEEDUP_TARGET:g}x their float32 images/s in the mixed policy",
                     "threshold": PRECISION_SPEEDUP_TARGET, "measured": mixed,
@@ -979,18 +991,18 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     log(f"[bench] input pipeline alone: make_train_dataset with {augment}")
     pipeline_ips = pipeline_images_per_s(x, y, num_classes, batch_size, augment, steps + warmup)
     entries = []
+    start_best = _best_peaks(peaks)
     for name in models:
         recipe = bench_recipe(name, batch_size, transfer_resolution)
         recipe = dataclasses.replace(recipe, augment=augment)
         if steps_per_execution:
             recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps_per_execution=steps_per_execution))
-        start_best = {d: max(p["flops_per_s"] for p in peaks if p["dtype"] == d) for d in dtypes}
         entries.append(bench_model(name, x, y, num_classes, recipe, start_best, pipeline_ips, steps, warmup, rounds,
                                    variants, log=log))
 
     log("[bench] peak again at the end")
     peaks += measure_peaks(dtypes, peak_n, peak_repeats, "end")
-    best = {d: max(p["flops_per_s"] for p in peaks if p["dtype"] == d) for d in dtypes}
+    best = _best_peaks(peaks)
     for e in entries:
         # MFU against the best peak seen in this run (start or end) of the dtype the model computes in.
         e["peak_dtype"] = peak_dtype(e["precision"]) if peak_dtype(e["precision"]) in best else "float32"
