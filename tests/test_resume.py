@@ -306,6 +306,7 @@ def test_output_under_a_file_is_refused(tmp_path, capsys):
 
 def test_unwritable_output_folder_keeps_results(tmp_path, capsys, monkeypatch):
     """Permission bits do not stop root, so as root the CLI runs with effective uid nobody."""
+    import convbench.bench  # noqa: F401 - the CLI's lazy imports need the stdlib, unreadable to uid nobody
     from test_bad_input import unprivileged
 
     data = write_dataset(tmp_path / "data", classes=2, train=10, test=3)
@@ -340,3 +341,89 @@ def test_atomic_files_get_normal_permissions_and_strict_json(tmp_path):
     path.chmod(0o640)
     atomic_write_json(path, {})
     assert path.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged files are set aside, never deleted; a narrower rerun keeps every finished run
+
+
+def _tiny_run(tmp_path: Path, models: str, out: Path, capsys) -> tuple[int, str]:
+    data = tmp_path / "data"
+    if not data.exists():
+        write_dataset(data, classes=2, train=12, test=4)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "measure_latency": False,
+        "train": {"epochs": 1, "global_batch_size": 8, "eval_batch_size": 16},
+        "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
+    }))
+    rc = cli.main(["run", "--data", str(data), "--models", models, "--config", str(config), "--out", str(out)])
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err
+
+
+def test_narrower_rerun_keeps_the_other_models_results(tmp_path, capsys):
+    """Issue 19 case 4: a rerun naming fewer models keeps, and does not retrain, the others."""
+    out = tmp_path / "run"
+    rc, _ = _tiny_run(tmp_path, "cnn_vgg,cnn_resnet", out, capsys)
+    assert rc == 0
+    before = json.loads((out / "results.json").read_text())["runs"]
+    rc, log = _tiny_run(tmp_path, "cnn_vgg", out, capsys)
+    assert rc == 0, log
+    after = json.loads((out / "results.json").read_text())
+    assert after["runs"] == before  # both kept, neither retrained
+    assert "keeping the finished runs of cnn_resnet (not named this time)" in log
+    assert "epoch 1" not in log
+    assert "cnn_resnet" in (out / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '{"runs": 5}', '{"runs": [{"seed": 0}]}', '{"runs": [{"name": "x", "se'])
+def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
+    """Issue 19 case 3/4: a results.json of the wrong shape or cut short is renamed, never read as a ledger."""
+    from convbench.report import load_results
+    from convbench.runner import read_previous_results
+
+    path = tmp_path / "results.json"
+    path.write_text(content)
+    with pytest.raises(ConvbenchError, match="results.json"):
+        load_results(tmp_path)  # `convbench report` only reads: one line, the file untouched
+    assert path.read_text() == content
+    lines: list[str] = []
+    assert read_previous_results(path, lines.append) == {}
+    assert not path.exists()
+    (aside,) = tmp_path.glob("results.json.damaged-*")
+    assert aside.read_text() == content
+    assert len(lines) == 1 and "is damaged" in lines[0] and aside.name in lines[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "no_state"])
+def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage):
+    """Issue 19 case 3: a checkpoint cut short, emptied, overwritten or missing its state restarts the model."""
+    from convbench.fit import _resume_state
+    from convbench.train import save_checkpoint
+
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(model.trainable_variables)
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, optimizer, {"fingerprint": "f", "history": []}, None)
+    lines: list[str] = []
+    assert _resume_state(path, "f", lines.append) is not None and not lines  # intact: resumed
+    blob = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint" * 10)
+    else:
+        with open(path, "wb") as fh:
+            np.savez(fh, other=np.zeros(2))
+    damaged = path.read_bytes()
+    assert _resume_state(path, "f", lines.append) is None
+    assert not path.exists()
+    (aside,) = tmp_path.glob("checkpoint.npz.damaged-*")
+    assert aside.read_bytes() == damaged
+    assert len(lines) == 1 and "checkpoint.npz is damaged" in lines[0]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,7 @@ from convbench.augment import make_eval_dataset, make_train_dataset
 from convbench.config import AugmentConfig, BudgetConfig, Recipe
 from convbench.data import Dataset
 from convbench.errors import ConvbenchError
+from convbench.io import quarantine
 from convbench.train import (
     EpochRecord,
     TrainResult,
@@ -243,10 +245,17 @@ def _steps(n: int, recipe: Recipe) -> int:
     return steps
 
 
-def _resume_state(path: Path | None, fingerprint: str) -> dict | None:
+def _resume_state(path: Path | None, fingerprint: str, log: Callable[[str], None] = print) -> dict | None:
     if path is None or not path.exists():
         return None
-    state, weights, opt_values, best = load_checkpoint(path)
+    try:
+        state, weights, opt_values, best = load_checkpoint(path)
+        if not isinstance(state, dict) or not isinstance(state.get("history"), list) or weights is None:
+            raise ValueError("it lacks the state or the weights")
+    except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        # A kill during a copy, a full disk outside convbench, a hand edit: restart the model, keep the file.
+        quarantine(path, f"{type(exc).__name__}: {exc}", log)
+        return None
     if state.get("fingerprint") != fingerprint:
         return None  # a checkpoint of another config: start over rather than mix runs
     return {"state": state, "weights": weights, "opt": opt_values, "best": best}
@@ -277,7 +286,7 @@ def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log,
     trainer = Trainer(model, cfg, recipe.regularization, strategy, steps, cfg.epochs, precision)
     path = checkpoint_dir / "checkpoint.npz" if checkpoint_dir else None
     fp = _fingerprint(recipe, data, model.name)
-    resume = _apply_resume(_resume_state(path, fp), model, trainer, log, label, path)
+    resume = _apply_resume(_resume_state(path, fp, log), model, trainer, log, label, path)
     val = make_eval_dataset(data.x_val, data.y_val, data.num_classes, cfg.eval_batch_size)
     result = run_epochs(
         trainer,
@@ -369,7 +378,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     best, best_epoch, best_acc, stopped = None, 0, -1.0, False
     head_path = checkpoint_dir / "checkpoint-head.npz" if checkpoint_dir else None
     tune_path = checkpoint_dir / "checkpoint-finetune.npz" if checkpoint_dir else None
-    tune_resume = _resume_state(tune_path, fp)
+    tune_resume = _resume_state(tune_path, fp, log)
 
     if t.frozen_epochs and tune_resume is None:
         features.trainable = False
@@ -379,7 +388,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
         f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label)
         notes.append(f"feature caching: {time.perf_counter() - started:.1f} s for {len(f_train) + len(f_val)} images")
         trainer = Trainer(head, head_cfg, recipe.regularization, strategy, steps, t.frozen_epochs, precision)
-        resume = _apply_resume(_resume_state(head_path, fp), head, trainer, log, label, head_path)
+        resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path)
         val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
         history, best_head, best_epoch, best_acc, stopped = run_epochs(
             trainer,

@@ -105,6 +105,27 @@ def _user_error(exc: OSError, path: Path) -> ConvbenchError | None:
     return None
 
 
+def quarantine(path: Path, why: str, log: Callable[[str], None] = print) -> Path:
+    """Set a damaged file aside (renamed beside itself, never deleted) and say so in one line.
+
+    Args:
+        path: the damaged file.
+        why: what is wrong with it, for the warning.
+        log: where the warning goes.
+
+    Returns:
+        The file's new path, `<name>.damaged-<UTC time>`.
+    """
+    import datetime as dt
+
+    path = Path(path)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, target)
+    log(f"warning: {path} is damaged ({why}); set aside as {target.name}, and what it held is computed again")
+    return target
+
+
 def check_writable(folder: str | Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
     """Fail fast, before any training, when `folder` cannot take a run's files.
 

@@ -29,11 +29,25 @@ def load_results(run_dir: Path) -> dict:
     """results.json of a run directory, with a clear error when it is missing or broken."""
     path = Path(run_dir) / "results.json"
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConvbenchError(f"{path} does not exist; pass the --out folder of a finished `convbench run`") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConvbenchError(f"cannot read {path} ({exc}); re-run `convbench run` into that folder to rebuild it") from None
+    problem = results_problem(results)
+    if problem:
+        raise ConvbenchError(f"{path} is not a convbench results file ({problem}); re-run `convbench run` into that "
+                             "folder to rebuild it")
+    return results
+
+
+def results_problem(results) -> str:
+    """What makes a parsed results.json unusable ("" when nothing does)."""
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        return 'not an object with a "runs" list'
+    if not all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("seed"), int) for r in results["runs"]):
+        return "a run without a name or seed"
+    return ""
 
 
 def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:

@@ -166,9 +166,35 @@ def aggregate(runs: list[dict]) -> list[dict]:
 
 
 def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
-    """What must match for an existing run directory's results to be reused."""
+    """What must match for an existing run directory's results to be reused.
+
+    Per-model overrides are left out: they depend on which models a command names (a preset adds
+    them only for those), and each run's own recipe is compared instead (`_matching_recipes`).
+    """
     d = cfgmod.to_dict(config)
-    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation")}, "data": data_summary}
+    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation", "overrides")},
+            "data": data_summary}
+
+
+def _comparable(fingerprint) -> dict:
+    # Run folders written before overrides left the fingerprint still compare equal.
+    if not isinstance(fingerprint, dict):
+        return {}
+    config = {k: v for k, v in (fingerprint.get("config") or {}).items() if k != "overrides"}
+    return {**fingerprint, "config": config}
+
+
+def _mismatched_recipes(config: RunConfig, runs: list[dict]) -> list[str]:
+    """Models named now whose finished runs were trained with another recipe."""
+    out = []
+    for r in runs:
+        if r["name"] not in config.models or "recipe" not in r:
+            continue
+        recipe = config.recipe(r["name"])
+        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=r["seed"]))
+        if json.loads(json.dumps(dataclasses.asdict(recipe))) != r["recipe"] and r["name"] not in out:
+            out.append(r["name"])
+    return out
 
 
 def results_document(config: RunConfig, data_summary: dict, runs: list[dict], environment: dict, **extra) -> dict:
@@ -245,20 +271,26 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
     results_path = out_dir / "results.json"
     fingerprint = config_fingerprint(config, data.summary())
+    previous = read_previous_results(results_path, log)
     runs: list[dict] = []
-    if results_path.exists():
-        try:
-            previous = json.loads(results_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            previous = {}
-        if previous.get("fingerprint") == json.loads(json.dumps(fingerprint)):
-            runs = [r for r in previous.get("runs", []) if r["name"] in config.models]
-            if runs:
-                log(f"reusing {len(runs)} finished runs from {results_path}")
-        elif previous:
+    if previous and _comparable(previous.get("fingerprint")) == _comparable(json.loads(json.dumps(fingerprint))):
+        # Every finished run is kept, named this time or not: a narrower rerun never deletes results.
+        runs = list(previous["runs"])
+        changed = _mismatched_recipes(config, runs)
+        if changed:
             raise ConvbenchError(
-                f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
+                f"{out_dir} holds runs of {', '.join(changed)} trained with another recipe; pass a new --out folder "
+                "(or undo the change)"
             )
+        if runs:
+            log(f"reusing {len(runs)} finished runs from {results_path}")
+        others = sorted({r["name"] for r in runs} - set(config.models))
+        if others:
+            log(f"keeping the finished runs of {', '.join(others)} (not named this time); the report covers them too")
+    elif previous:
+        raise ConvbenchError(
+            f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
+        )
     cfgmod.save_yaml(config, out_dir / "config.yaml")
     results = results_document(config, data.summary(), runs, describe_environment())
     done = {run_key(r["name"], r["seed"]) for r in runs}
@@ -277,6 +309,28 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     atomic_write_json(results_path, results)
     render_report(out_dir, log=log)
     return results
+
+
+def read_previous_results(path: Path, log: Callable[[str], None] = print) -> dict:
+    """A run directory's results.json, or {} when there is none; a damaged one is set aside with a warning.
+
+    Damaged means unreadable JSON or the wrong shape (not an object whose "runs" is a list of runs
+    with a name and a seed); its models are then trained again, never silently.
+    """
+    if not path.exists():
+        return {}
+    try:
+        from convbench.report import results_problem
+
+        previous = json.loads(path.read_text())
+        if results_problem(previous):
+            raise ValueError(results_problem(previous))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        from convbench.io import quarantine
+
+        quarantine(path, f"{type(exc).__name__}: {exc}", log)
+        return {}
+    return previous
 
 
 def _version() -> str:

@@ -83,9 +83,10 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
     "auto": on a GPU, mixed_bfloat16 from compute capability 8.0 (Ampere) and mixed_float16 below;
     on a CPU, mixed_bfloat16 where its flags show AMX bf16 or AVX512-BF16 and TensorFlow runs
     oneDNN (whose bf16 kernels use them), float32 elsewhere. A depthwise-convolution model
-    (MobileNet, EfficientNet) on a CPU with AVX512-BF16 but no AMX stays float32: there its bf16
-    depthwise kernels made fine-tuning efficientnet_lite0 0.78x as fast as float32 and feature
-    caching 0.93x (`convbench bench`, README). Decided from the CPU's flags, never its model name.
+    (MobileNet, EfficientNet) stays float32 on every CPU: oneDNN runs bf16 depthwise convolutions
+    on AVX512 kernels, not AMX, and `convbench bench` measured fine-tuning efficientnet_lite0 in
+    bf16 at 0.78x float32's speed on an AVX512-BF16 CPU and 0.63x on an AMX CPU (README).
+    Decided from the CPU's flags, never its model name.
     "off" is float32; a policy name is used as given.
 
     Args:
@@ -121,8 +122,8 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
         return "float32", "CPU without AMX or AVX512-BF16"
     if not (onednn_enabled() if onednn is None else onednn):
         return "float32", f"{isa} present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"
-    if depthwise and isa != "AMX bf16":
-        return "float32", "AVX512-BF16 without AMX: depthwise convolutions run slower in bf16 than in float32 there"
+    if depthwise:
+        return "float32", f"{isa} present, but depthwise convolutions run slower in bf16 than in float32 on CPUs"
     return "mixed_bfloat16", f"{isa} present"
 
 

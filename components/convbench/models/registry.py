@@ -17,7 +17,7 @@ class ModelInfo:
     builder: Callable
     description: str  # one line for `convbench models`
     # Built mostly of depthwise convolutions (MobileNet, EfficientNet): oneDNN runs those in bf16 on
-    # AVX512 kernels without AMX, slower than float32 there, so `mixed_precision: auto` keeps them float32.
+    # AVX512 kernels, not AMX, slower than float32, so `mixed_precision: auto` keeps them float32 on CPUs.
     depthwise: bool = False
 
 
