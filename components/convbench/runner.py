@@ -169,7 +169,7 @@ def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
     """What must match for an existing run directory's results to be reused.
 
     Per-model overrides are left out: they depend on which models a command names (a preset adds
-    them only for those), and each run's own recipe is compared instead (`_matching_recipes`).
+    them only for those), and each run's own recipe is compared instead (`_mismatched_recipes`).
     """
     d = cfgmod.to_dict(config)
     return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation", "overrides")},
