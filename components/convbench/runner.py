@@ -27,7 +27,7 @@ import numpy as np
 from convbench import config as cfgmod
 from convbench.config import RunConfig
 from convbench.errors import ConvbenchError
-from convbench.io import atomic_write, atomic_write_json, atomic_write_text
+from convbench.io import atomic_write, atomic_write_json, atomic_write_text, quarantine
 
 RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy")
 
@@ -177,7 +177,7 @@ def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
 
 
 def _comparable(fingerprint) -> dict:
-    # Run folders written before overrides left the fingerprint still compare equal.
+    # A saved fingerprint without its overrides, so run folders written before they left it still match.
     if not isinstance(fingerprint, dict):
         return {}
     config = {k: v for k, v in (fingerprint.get("config") or {}).items() if k != "overrides"}
@@ -273,7 +273,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     fingerprint = config_fingerprint(config, data.summary())
     previous = read_previous_results(results_path, log)
     runs: list[dict] = []
-    if previous and _comparable(previous.get("fingerprint")) == _comparable(json.loads(json.dumps(fingerprint))):
+    if previous and _comparable(previous.get("fingerprint")) == json.loads(json.dumps(fingerprint)):
         # Every finished run is kept, named this time or not: a narrower rerun never deletes results.
         runs = list(previous["runs"])
         changed = _mismatched_recipes(config, runs)
@@ -319,15 +319,14 @@ def read_previous_results(path: Path, log: Callable[[str], None] = print) -> dic
     """
     if not path.exists():
         return {}
+    from convbench.report import results_problem
+
     try:
-        from convbench.report import results_problem
-
         previous = json.loads(path.read_text())
-        if results_problem(previous):
-            raise ValueError(results_problem(previous))
+        problem = results_problem(previous)
+        if problem:
+            raise ValueError(problem)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        from convbench.io import quarantine
-
         quarantine(path, f"{type(exc).__name__}: {exc}", log)
         return {}
     return previous
