@@ -12,6 +12,7 @@ second run on the same folder is refused (the lock); after the kill, its stale l
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -35,6 +36,7 @@ from convbench import cli  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, check_writable  # noqa: E402
 from convbench.lock import LOCK_NAME, RunLock, pid_alive, read_lock  # noqa: E402
+from convbench.models import list_models  # noqa: E402
 
 EPOCHS = {"cnn_vgg": 2, "cnn_resnet": 4}
 
@@ -427,3 +429,127 @@ def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage
     (aside,) = tmp_path.glob("checkpoint.npz.damaged-*")
     assert aside.read_bytes() == damaged
     assert len(lines) == 1 and "checkpoint.npz is damaged" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence is a result, not a crash
+
+
+def _two_classes(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int32)
+    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
+    """Issue 19 case 2: at an absurd learning rate every model stops in its first epoch with a
+    TrainingDiverged that names the loss, the epoch and the peak learning rate, and carries the history."""
+    from convbench.config import TrainConfig, preset
+    from convbench.data import Dataset
+    from convbench.fit import train_model
+    from convbench.train import TrainingDiverged
+
+    x, y = _two_classes(64)
+    data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
+    base = preset("quick").recipe(name)
+    recipe = dataclasses.replace(
+        base, train=TrainConfig(epochs=3, global_batch_size=32, eval_batch_size=32, lr_per_1024=1e35),
+        transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=2, finetune_epochs=1, head_lr_per_1024=1e35))
+    lines: list[str] = []
+    with pytest.raises(TrainingDiverged) as info:
+        train_model(name, data, recipe, log=lines.append, weights=None)
+    exc = info.value
+    assert exc.epoch == 1 and exc.quantity in ("training loss", "validation loss")
+    assert exc.lr == pytest.approx(1e35 * 32 / 1024)
+    assert len(exc.history) == 1 and not np.isfinite(getattr(exc.history[0], exc.quantity.replace("training", "train")
+                                                                  .replace("validation", "val").replace(" ", "_")))
+    assert exc.train_seconds > 0
+    assert any("diverged:" in line and "stopping this model" in line for line in lines)
+
+
+def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_path, capsys):
+    """Issue 19 case 2 end to end: one model diverges, the other's report is written and names the
+    diverged one with advice; the same command again trains nothing; with a lower learning rate in
+    the config only the diverged model trains again."""
+    out = tmp_path / "run"
+    data = tmp_path / "data"
+    write_dataset(data, classes=2, train=12, test=4)
+
+    def run(lr: float) -> tuple[int, str]:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({
+            "measure_latency": False,
+            "train": {"epochs": 2, "global_batch_size": 8, "eval_batch_size": 16},
+            "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
+            "overrides": {"cnn_vgg": {"train": {"lr_per_1024": lr}}},
+        }))
+        rc = cli.main(["run", "--data", str(data), "--models", "cnn_vgg,cnn_resnet", "--config", str(config), "--out", str(out)])
+        captured = capsys.readouterr()
+        return rc, captured.out + captured.err
+
+    rc, log = run(1e35)
+    assert rc == 0, log
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]] == ["cnn_resnet"]
+    (diverged,) = results["diverged"]
+    assert diverged["name"] == "cnn_vgg" and diverged["diverged"]["epoch"] == 1
+    assert diverged["diverged"]["lr_setting"] == "train.lr_per_1024" and diverged["diverged"]["lr_setting_value"] == 1e35
+    assert (out / diverged["history_csv"]).exists() and not list((out / "models" / "cnn_vgg").rglob("checkpoint*.npz"))
+    report = (out / "REPORT.md").read_text()
+    assert "## Diverged models" in report and "**cnn_vgg** (seed 0)" in report
+    assert "lr_per_1024: 1e+34" in report and "Retrain cnn_vgg at a lower learning rate" in report
+    assert "higher learning rate" not in report.split("## Diverged models")[1].split("##")[0]
+    assert "| cnn_resnet |" in report and "| cnn_vgg | custom |" not in report.split("## Training recipes")[0]
+
+    rc, log = run(1e35)
+    assert rc == 0 and "epoch 1" not in log, log  # a diverged run is a finished result
+    rc, log = run(2.0)
+    assert rc == 0, log
+    assert "retraining cnn_vgg with its changed recipe (it had diverged)" in log
+    assert "[cnn_resnet seed 0] epoch" not in log and "[cnn_vgg seed 0] epoch 2" in log
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(r["name"] for r in results["runs"]) == ["cnn_resnet", "cnn_vgg"] and results["diverged"] == []
+
+
+def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
+    """Every model diverged: `convbench report` writes a report that says so, not an error."""
+    from convbench.report import render_report
+
+    entry = {"name": "cnn_vgg", "kind": "custom", "seed": 0, "status": "diverged", "history_csv": "history/x.csv",
+             "diverged": {"epoch": 3, "phase": "train", "quantity": "training loss", "value": "inf", "lr": 9.5,
+                          "lr_setting": "train.lr_per_1024", "lr_setting_value": 38.0}}
+    atomic_write_json(tmp_path / "results.json", {"runs": [], "diverged": [entry], "models": []})
+    lines: list[str] = []
+    text = render_report(tmp_path, lines.append).read_text()
+    assert "every one diverged" in text and "training loss became inf at epoch 3" in text and "lr_per_1024: 3.8" in text
+    assert "every model diverged" in lines[-1]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_path):
+    """Issue 19 case 6: a model whose epochs all finished before a kill (say in its robustness step)
+    reports, after the resume, the training time its checkpoint recorded plus this process's own,
+    not only the few seconds of the process that found nothing left to train."""
+    from convbench.config import TrainConfig, preset
+    from convbench.data import Dataset
+    from convbench.fit import train_model
+    from convbench.train import load_checkpoint
+
+    x, y = _two_classes(64)
+    data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
+    base = preset("quick").recipe(name)
+    recipe = dataclasses.replace(
+        base, train=TrainConfig(epochs=1, global_batch_size=32, eval_batch_size=32),
+        transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=1, finetune_epochs=1))
+    _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None)
+    (path,) = sorted(tmp_path.glob("checkpoint*.npz"))[-1:]
+    state, *_ = load_checkpoint(path)
+    assert 0 < state["call_seconds"] <= first.train_seconds
+    assert state["call_seconds"] >= sum(r["seconds"] for r in state["history"])
+    lines: list[str] = []
+    _, resumed = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
+    assert any("epochs already done" in line for line in lines)
+    assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
+    assert resumed.train_seconds > state["call_seconds"]

@@ -13,11 +13,13 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable
 
-from convbench.errors import ConvbenchError
+from convbench.errors import INTERRUPTED, ConvbenchError, Terminated, raise_terminated
 
 
 def setup_environment() -> None:
@@ -209,14 +211,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
         return args.func(args)
     except ConvbenchError as exc:
         print(f"convbench: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("convbench: interrupted; finished models are saved, run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(INTERRUPTED, file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

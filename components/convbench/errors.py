@@ -8,3 +8,16 @@ and exits with status 2 instead of showing a traceback.
 
 class ConvbenchError(Exception):
     """A problem the user can fix; its message says what is wrong and how to fix it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, Kubernetes, a CI timeout), raised where Ctrl-C raises KeyboardInterrupt so that
+    both unwind the same way: locks released, temporary files removed, one line printed."""
+
+
+INTERRUPTED = "convbench: interrupted; finished models are saved; run the same command again to resume"
+
+
+def raise_terminated(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    """SIGTERM handler: raise `Terminated` in the main thread."""
+    raise Terminated

@@ -32,6 +32,8 @@ from convbench.errors import ConvbenchError
 from convbench.io import quarantine
 from convbench.train import (
     EpochRecord,
+    Stopwatch,
+    TrainingDiverged,
     TrainResult,
     Trainer,
     choose_precision,
@@ -119,17 +121,22 @@ def train_model(
     kind = model_info(name).kind
     initialize_from_first_batch(model, data.x_train, data.y_train, data.num_classes, recipe)
     runner = _train_transfer if kind == "transfer" else _train_custom
-    started = time.perf_counter()
+    stopwatch = Stopwatch()
     recipe, max_seconds, budget_note = apply_budget(recipe, budget, model, data, kind, strategy, precision, shard)
-    history, best, best_epoch, best_acc, stopped, notes = runner(
-        model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds
-    )
+    try:
+        history, best, best_epoch, best_acc, stopped, notes = runner(
+            model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds, stopwatch
+        )
+    except TrainingDiverged as exc:
+        exc.train_seconds, exc.precision = stopwatch(), precision
+        raise
     notes = ([budget_note] if budget_note else []) + notes
     if best is not None:
         model.set_weights(best)
     extra = ", feature caching" if kind == "transfer" else ""
-    # The whole training call: input pipeline, validation and, for transfer, feature caching.
-    train_seconds = time.perf_counter() - started
+    # The whole training call: input pipeline, validation and, for transfer, feature caching; summed
+    # over the processes of an interrupted and resumed model, up to its last checkpoint.
+    train_seconds = stopwatch()
     result = TrainResult(
         history=history,
         best_epoch=best_epoch,
@@ -261,12 +268,15 @@ def _resume_state(path: Path | None, fingerprint: str, log: Callable[[str], None
     return {"state": state, "weights": weights, "opt": opt_values, "best": best}
 
 
-def _apply_resume(resume, model, trainer, log, label, path) -> dict | None:
+def _apply_resume(resume, model, trainer, log, label, path, stopwatch: Stopwatch | None = None) -> dict | None:
     if resume is None:
         return None
     restore_variables(model, resume["weights"])
     restore_optimizer(trainer.optimizer, resume["opt"])
     state = resume["state"]
+    if stopwatch is not None:
+        # Checkpoints written before call_seconds existed: their epochs' own time is the best known.
+        stopwatch.prior = float(state.get("call_seconds", sum(r["seconds"] for r in state["history"])))
     log(f"[{label}] resuming from {path.name}: {len(state['history'])} epochs already done")
     return {**{k: state[k] for k in ("history", "best_epoch", "best_val_accuracy", "best_val_loss", "stale")}, "best": resume["best"]}
 
@@ -279,14 +289,15 @@ def _fingerprint(recipe: Recipe, data: Dataset, name: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None):
+def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None,
+                  stopwatch=None):
     cfg = recipe.train
     batch = _per_worker_batch(recipe, shard)
     steps = _steps(len(data.y_train), recipe)
     trainer = Trainer(model, cfg, recipe.regularization, strategy, steps, cfg.epochs, precision)
     path = checkpoint_dir / "checkpoint.npz" if checkpoint_dir else None
     fp = _fingerprint(recipe, data, model.name)
-    resume = _apply_resume(_resume_state(path, fp, log), model, trainer, log, label, path)
+    resume = _apply_resume(_resume_state(path, fp, log), model, trainer, log, label, path, stopwatch)
     val = make_eval_dataset(data.x_val, data.y_val, data.num_classes, cfg.eval_batch_size)
     result = run_epochs(
         trainer,
@@ -302,6 +313,7 @@ def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log,
         on_epoch_end=on_epoch_end,
         resume=resume,
         max_seconds=max_seconds,
+        stopwatch=stopwatch,
     )
     return (*result, [])
 
@@ -364,7 +376,8 @@ def compute_features(features, images: np.ndarray, batch_size: int, log=print, l
     return np.concatenate(chunks)
 
 
-def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None):
+def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None,
+                    stopwatch=None):
     t = recipe.transfer
     features = model.get_layer("features")
     head = model.get_layer("head")
@@ -388,7 +401,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
         f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label)
         notes.append(f"feature caching: {time.perf_counter() - started:.1f} s for {len(f_train) + len(f_val)} images")
         trainer = Trainer(head, head_cfg, recipe.regularization, strategy, steps, t.frozen_epochs, precision)
-        resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path)
+        resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path, stopwatch)
         val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
         history, best_head, best_epoch, best_acc, stopped = run_epochs(
             trainer,
@@ -405,6 +418,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             on_epoch_end=on_epoch_end,
             resume=resume,
             max_seconds=max_seconds,
+            stopwatch=stopwatch,
         )
         if best_head is not None:
             head.set_weights(best_head)
@@ -417,7 +431,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
         notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen")
         tune_cfg = dataclasses.replace(head_cfg, lr_per_1024=t.head_lr_per_1024 * t.finetune_lr_factor)
         trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision)
-        resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path)
+        resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path, stopwatch)
         if resume is None:
             resume = {"history": [dataclasses.asdict(r) for r in history], "best": best, "best_epoch": best_epoch,
                       "best_val_accuracy": best_acc, "best_val_loss": min((r.val_loss for r in history), default=float("inf")), "stale": 0}
@@ -438,6 +452,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             on_epoch_end=on_epoch_end,
             resume=resume,
             max_seconds=max_seconds,
+            stopwatch=stopwatch,
         )
     return history, best, best_epoch, best_acc, stopped, notes
 

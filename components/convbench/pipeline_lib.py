@@ -204,7 +204,7 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     from convbench.data import read_saved_dataset
     from convbench.env import describe_environment
     from convbench.io import atomic_write_json
-    from convbench.runner import train_and_evaluate
+    from convbench.runner import split_diverged, train_and_evaluate
 
     config = dataset_config(dataset_dir)
     data = read_saved_dataset(dataset_dir)
@@ -219,7 +219,9 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     else:
         for seed in seeds:
             entries.append(train_and_evaluate(model_name, seed, config, data, out, log))
-    atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": entries, "environment": describe_environment()})
+    finished, diverged = split_diverged(entries)
+    atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": finished, "diverged": diverged,
+                                        "environment": describe_environment()})
     return entries
 
 
@@ -279,7 +281,7 @@ def history_metrics(model_dir: str, log_metric: Callable[[str, float], None], hi
     Returns:
         The scalars logged.
     """
-    runs = read_runs(model_dir)
+    runs = read_runs(model_dir) + read_runs(model_dir, diverged=True)
     scalars: dict[str, float] = {}
     frames = []
     for run in runs:
@@ -288,8 +290,9 @@ def history_metrics(model_dir: str, log_metric: Callable[[str, float], None], hi
         for row in rows:
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
                 scalars[f"seed{run['seed']}_epoch{int(row['epoch']):03d}_{key}"] = float(row[key])
-        scalars[f"seed{run['seed']}_best_val_accuracy"] = float(run["best_val_accuracy"])
-        scalars[f"seed{run['seed']}_train_seconds"] = float(run["train_seconds"])
+        for key in ("best_val_accuracy", "train_seconds"):
+            if key in run:  # a diverged run has no best accuracy
+                scalars[f"seed{run['seed']}_{key}"] = float(run[key])
     Path(history_path).parent.mkdir(parents=True, exist_ok=True)
     Path(history_path).write_text("\n".join(frames), encoding="utf-8")
     for key, value in scalars.items():
@@ -342,9 +345,11 @@ def evaluate_models(dataset_dir: str, model_dir: str, log_metric: Callable[[str,
             if isinstance(run.get(key), (int, float)):
                 scalars[f"seed{run['seed']}_{key}"] = float(run[key])
     accs = [v for k, v in scalars.items() if k.endswith("_test_accuracy")]
-    scalars["test_accuracy"] = float(np.mean(accs))
+    if accs:  # none when every seed diverged: nothing to score, the report says why
+        scalars["test_accuracy"] = float(np.mean(accs))
     for key, value in scalars.items():
         log_metric(key, value)
+    total = np.zeros((len(names), len(names)), dtype=int) if total is None else total
     log_confusion_matrix(names, total.tolist())
     # The artifacts' own files: downloadable from the UI, and kfp's local cache needs them to exist.
     if metrics_path:
@@ -354,16 +359,17 @@ def evaluate_models(dataset_dir: str, model_dir: str, log_metric: Callable[[str,
     return scalars
 
 
-def read_runs(model_dir: str | Path) -> list[dict]:
-    """The result entries a train step wrote into a Model artifact."""
+def read_runs(model_dir: str | Path, diverged: bool = False) -> list[dict]:
+    """The result entries a train step wrote into a Model artifact: finished runs, or the diverged ones."""
     path = Path(model_dir) / RUNS_FILE
     try:
-        runs = json.loads(path.read_text())["runs"]
-    except (OSError, KeyError, json.JSONDecodeError) as exc:
+        data = json.loads(path.read_text())
+        runs, failed = data["runs"], data.get("diverged", [])
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ConvbenchError(f"{path} is missing or broken ({exc}); the train_model step did not finish") from None
-    if not runs:
+    if not runs and not failed:
         raise ConvbenchError(f"{path} lists no runs; the train_model step did not finish")
-    return runs
+    return failed if diverged else runs
 
 
 def _history_rows(path: Path) -> list[dict]:
@@ -394,7 +400,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     from convbench import config as cfgmod
     from convbench.io import atomic_write_json
     from convbench.report import render_report
-    from convbench.runner import results_document, run_key
+    from convbench.runner import results_document, run_key, split_diverged
 
     config = dataset_config(dataset_dir)
     manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
@@ -412,7 +418,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
                 fh.write((src / "run.log").read_text(encoding="utf-8", errors="replace"))
         data = json.loads((src / RUNS_FILE).read_text())
         environment = environment or data.get("environment", {})
-        for run in data["runs"]:
+        for run in data["runs"] + data.get("diverged", []):
             by_key[run_key(run["name"], run["seed"])] = run
     # The same order as `convbench run`: models as configured, then seeds.
     runs = [by_key[run_key(name, config.train.seed + k)] for name in config.models for k in range(config.seeds)
@@ -422,8 +428,9 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     if missing:
         raise ConvbenchError(f"no trained results for {', '.join(missing)}; their train_model steps did not finish")
     cfgmod.save_yaml(config, out / "config.yaml")
-    results = results_document(config, manifest, runs, environment,
-                               wall_seconds=sum(r.get("train_seconds", 0.0) for r in runs), pipeline=True)
+    runs, diverged = split_diverged(runs)
+    results = results_document(config, manifest, runs, environment, diverged=diverged,
+                               wall_seconds=sum(r.get("train_seconds", 0.0) for r in runs + diverged), pipeline=True)
     atomic_write_json(out / "results.json", results)
     return render_report(out, log=log)
 

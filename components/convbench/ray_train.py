@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from convbench.config import RunConfig, TrainConfig
-from convbench.errors import ConvbenchError
+from convbench.errors import ConvbenchError, raise_terminated
 
 CHECKPOINT_GLOB = "checkpoint*.npz"  # what convbench.fit writes per epoch (checkpoint-head/finetune for transfer)
 # Environment of every process of a convbench Ray job. Train's controller collects reports when it
@@ -256,7 +256,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         The run's result entry, as `runner.train_and_evaluate` returns it, plus a "distributed" record.
     """
     import ray
-    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     from convbench import config as cfgmod
@@ -276,8 +276,10 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
     # Ray pick up its old state instead, so every fit starts a fresh Ray run.
     shutil.rmtree(storage / job, ignore_errors=True)
 
-    # A checkpoint left by an interrupted run (plain or Ray) seeds every worker, so all start at the same epoch.
-    resume = None
+    # A checkpoint left by an interrupted run (plain or Ray) seeds every worker, so all start at the
+    # same epoch. It is handed over as a folder in the loop config: Ray's own resume_from_checkpoint
+    # is deprecated (and raises) in Train V2; within this fit, Ray's restarts use its own checkpoints.
+    resume_dir = ""
     leftovers = sorted(model_dir.glob(CHECKPOINT_GLOB))
     if leftovers:
         seed_dir = storage / f"{job}.resume"
@@ -285,7 +287,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         seed_dir.mkdir(parents=True)
         for f in leftovers:
             shutil.copy2(f, seed_dir / f.name)
-        resume = Checkpoint.from_directory(str(seed_dir))
+        resume_dir = str(seed_dir)
 
     log(f"[{name} seed {seed}] Ray Train run {job}: {plan.describe()}; storage {storage}")
     loop_config = {
@@ -297,6 +299,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         "epoch_log": str(epoch_log),
         "result_file": str(result_file),
         "plan": dataclasses.asdict(plan),
+        "resume_dir": resume_dir,
     }
     scaling = ScalingConfig(
         num_workers=options.workers,
@@ -311,18 +314,24 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         logging_config=LoggingConfig(log_level="WARNING"),  # not a line per report and checkpoint
     )
-    trainer = TensorflowTrainer(train_worker, train_loop_config=loop_config, scaling_config=scaling,
-                                run_config=run_config, resume_from_checkpoint=resume)
+    trainer = TensorflowTrainer(train_worker, train_loop_config=loop_config, scaling_config=scaling, run_config=run_config)
     earlier_starts = _count_starts(epoch_log)  # the log keeps attempts of earlier invocations too
     started = time.perf_counter()
+    sigint = signal.getsignal(signal.SIGINT) if _main_thread() else None
     try:
         trainer.fit()
+    except SystemExit:
+        # Ray Train's own Ctrl-C handler aborts the run, then leaves by sys.exit(0) from inside fit().
+        raise KeyboardInterrupt from None
     except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types; report them as one line
         cause = _root_cause(exc)
         raise ConvbenchError(
             f"Ray training of {name} seed {seed} (run {job}) failed after {options.max_failures + 1} attempt(s) at most: "
             f"{cause}; its log is {epoch_log} and the Ray output above"
         ) from None
+    finally:
+        if sigint is not None:
+            signal.signal(signal.SIGINT, sigint)  # fit() leaves Ray's handler installed
     if not result_file.exists():
         raise ConvbenchError(f"Ray run {job} finished without writing {result_file}; see the Ray output above")
     entry = json.loads(result_file.read_text())
@@ -408,7 +417,11 @@ def train_worker(loop_config: dict) -> None:
 
     log = make_logger(out_dir if rank == 0 else None)
 
-    restored = _restore(ray.train.get_checkpoint(), model_dir)
+    # Ray's latest checkpoint after a worker failure in this fit, else what an interrupted invocation left.
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and loop_config.get("resume_dir"):
+        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_dir"])
+    restored = _restore(checkpoint, model_dir)
     if rank == 0:
         _append_jsonl(epoch_log, {"event": "start", "pid": os.getpid(), "workers": size, "restored_epochs": restored,
                                   "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
@@ -551,7 +564,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
     client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=env,
                       metadata={"job_name": name, "submitted_by": "convbench"})
     log(f"ray: submitted job {submission_id} to {address}; dashboard {address.rstrip('/')}/#/jobs/{submission_id}")
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if _main_thread() else None
     shown = 0
     try:
         while True:
@@ -566,7 +579,8 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
         client.stop_job(submission_id)
-        raise ConvbenchError(f"interrupted; stopped Ray job {submission_id}") from None
+        log(f"ray: stopped job {submission_id}")
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -581,10 +595,6 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
 
 
 def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Callable[[str], None] = print) -> str:

@@ -45,9 +45,38 @@ def results_problem(results) -> str:
     """What makes a parsed results.json unusable ("" when nothing does)."""
     if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
         return 'not an object with a "runs" list'
-    if not all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("seed"), int) for r in results["runs"]):
+    diverged = results.get("diverged", [])
+    if not isinstance(diverged, list):
+        return '"diverged" is not a list'
+    if not all(isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("seed"), int)
+               for r in results["runs"] + diverged):
         return "a run without a name or seed"
+    if not all(isinstance(r.get("diverged"), dict) for r in diverged):
+        return "a diverged run without its record"
     return ""
+
+
+def diverged_markdown(results: dict) -> str:
+    """The "Diverged models" section: where each NaN/inf loss appeared and what to change ("" when none)."""
+    diverged = results.get("diverged") or []
+    if not diverged:
+        return ""
+    lines = ["## Diverged models", "",
+             "These trainings stopped when a loss became NaN or infinite; they are not ranked. The usual cause is a "
+             "learning rate too high for the model, batch size and precision.", ""]
+    for r in diverged:
+        d = r["diverged"]
+        setting, value = d.get("lr_setting", "train.lr_per_1024"), d.get("lr_setting_value")
+        section, key = setting.split(".", 1)
+        lower = f"{value / 10:.3g}" if isinstance(value, (int, float)) else "a tenth of it"
+        lines.append(
+            f"- **{_md_cell(r['name'])}** (seed {r['seed']}): {d.get('quantity', 'loss')} became {d.get('value', 'nan')} at epoch "
+            f"{d.get('epoch')} ({d.get('phase', 'train')} phase) at a peak learning rate of {float(d.get('lr', float('nan'))):.4g}"
+            + (f" (`{setting}` {value:g})" if isinstance(value, (int, float)) else "")
+            + f". Lower the learning rate, e.g. `overrides: {{{r['name']}: {{{section}: {{{key}: {lower}}}}}}}` in the config, "
+            "and run the same command again: this model is retrained with its new recipe and the finished ones are kept."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:
@@ -303,6 +332,9 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
             )
     lines += ["", "### What would improve it, and how?", ""]
     advice = _advice(best, diag[best["name"]], results)
+    for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
+        advice.append(f"Retrain {_md_cell(name)} at a lower learning rate: it diverged (see Diverged models), so this comparison "
+                      "does not yet say how it ranks.")
     lines += [f"{i}. {a}" for i, a in enumerate(advice, 1)]
     return "\n".join(lines) + "\n"
 
@@ -384,6 +416,9 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     else:
         out += [stats_summary.rstrip(), "", f"Data: {data['train_images']} training images of `{data['source']}`, "
                 f"{cfg['preset']} preset. Details below; conclusions at the end."]
+    if results.get("diverged"):
+        out += ["", "**Diverged** (not ranked, see Diverged models below): "
+                + ", ".join(dict.fromkeys(_md_cell(r["name"]) for r in results["diverged"])) + "."]
     out += ["", "## Setup", ""]
     issues = data.get("issues", {})
     out += [
@@ -411,6 +446,9 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     out += ["", "Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers (2 x MACs). "
             "Train time is the wall time of the whole training call (for transfer models it includes computing the frozen features once); "
             "train img/s is the end-to-end training throughput (for transfer models, of the fine-tuning epochs)."]
+    diverged = diverged_markdown(results)
+    if diverged:
+        out += ["", diverged.rstrip()]
     out += ["", "## Training recipes (augmentation and regularization)", ""]
     out.append("| model | epochs | batch | optimizer | peak lr | schedule | augmentation | label smoothing | weight decay | dropout | early stop | transfer |")
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -494,7 +532,7 @@ def coverage_notice(results: dict, owner: dict | None) -> str:
     cfg = results.get("config") or {}
     first = int((cfg.get("train") or {}).get("seed", 0))
     expected = [(m, first + k) for m in cfg.get("models") or [] for k in range(int(cfg.get("seeds") or 1))]
-    done = {(r["name"], int(r["seed"])) for r in results.get("runs", [])}
+    done = {(r["name"], int(r["seed"])) for r in results.get("runs", []) + results.get("diverged", [])}
     missing = [f"{m} seed {s}" for m, s in expected if (m, s) not in done]
     if not missing:
         return ""
@@ -518,6 +556,13 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
     """
     run_dir = Path(run_dir)
     results = load_results(run_dir)
+    if not results.get("runs") and results.get("diverged"):
+        names = ", ".join(dict.fromkeys(r["name"] for r in results["diverged"]))
+        path = run_dir / "REPORT.md"
+        atomic_write_text(path, f"# convbench report: {names}\n\nNo model finished training: every one diverged.\n\n"
+                          + diverged_markdown(results))
+        log(f"report written: {path} (every model diverged)")
+        return path
     if not results.get("runs"):
         raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
     histories = load_histories(run_dir, results)

@@ -28,7 +28,9 @@ from convbench import config as cfgmod
 from convbench.config import RunConfig
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, quarantine
+from convbench.train import TrainingDiverged
 
+DIVERGED = "diverged"  # the "status" of a run whose loss became NaN/inf
 RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy")
 
 
@@ -79,14 +81,25 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     key = run_key(name, seed)
     model_dir = out_dir / "models" / name / f"seed{seed}"
     label = f"{name} seed {seed}"
-    model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
-                                shard=shard, on_epoch_end=on_epoch_end, budget=config.budget)
+    try:
+        model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
+                                    shard=shard, on_epoch_end=on_epoch_end, budget=config.budget)
+    except TrainingDiverged as exc:
+        return {} if shard[0] != 0 else _diverged_entry(name, seed, recipe, out_dir, exc)
     if shard[0] != 0:
         return {}
     log(f"[{label}] evaluating on {len(data.y_test)} test images")
     metrics, test_logits = evaluate_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
                                           config.measure_latency)
     val_logits = predict_logits(model, data.x_val, recipe.train.eval_batch_size)
+    if not (np.isfinite(test_logits).all() and np.isfinite(val_logits).all()):
+        last = result.history[-1]
+        peak = recipe.transfer.head_lr_per_1024 * recipe.train.global_batch_size / 1024 if model_info(name).kind == "transfer" \
+            else recipe.train.learning_rate()
+        exc = TrainingDiverged(label, last.epoch, last.phase, "test or validation logits", float("nan"), peak, result.history)
+        exc.train_seconds, exc.precision = result.train_seconds, result.mixed_precision
+        log(f"[{label}] diverged: its best weights give NaN or infinite logits")
+        return _diverged_entry(name, seed, recipe, out_dir, exc)
     log(f"[{label}] robustness, test-time augmentation and saliency")
     extras, extra_arrays = measure_extras(model, data, config.analysis, test_logits, recipe.train.eval_batch_size)
     best_path = model_dir / "best.weights.h5"
@@ -130,6 +143,41 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     log(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
         f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
     return entry
+
+
+def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
+    """The result of a model whose loss became NaN/inf: its history and where and at which LR it happened.
+
+    Such a run is finished (the same recipe would diverge again): the ledger keeps it, the report
+    covers the other models and names this one with advice.
+    """
+    from convbench.models import model_info
+
+    key = run_key(name, seed)
+    atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(exc.history))
+    for stale in (out_dir / "models" / name / f"seed{seed}").glob("checkpoint*.npz"):
+        stale.unlink()  # the state of a diverged model is no use to resume from
+    return {
+        "name": name,
+        "kind": model_info(name).kind,
+        "seed": seed,
+        "status": DIVERGED,
+        # The setting to lower: a transfer model's phases both scale from the head's learning rate.
+        "diverged": {"epoch": exc.epoch, "phase": exc.phase, "quantity": exc.quantity, "value": str(exc.value), "lr": exc.lr,
+                     "lr_setting": "transfer.head_lr_per_1024" if model_info(name).kind == "transfer" else "train.lr_per_1024",
+                     "lr_setting_value": (recipe.transfer.head_lr_per_1024 if model_info(name).kind == "transfer"
+                                          else recipe.train.lr_per_1024)},
+        "train_seconds": getattr(exc, "train_seconds", 0.0),
+        "epochs_run": len(exc.history),
+        "mixed_precision": getattr(exc, "precision", ""),
+        "recipe": dataclasses.asdict(recipe),
+        "history_csv": f"history/{key}.csv",
+    }
+
+
+def split_diverged(entries: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(finished runs with test metrics, diverged runs) of a list of result entries."""
+    return ([e for e in entries if e.get("status") != DIVERGED], [e for e in entries if e.get("status") == DIVERGED])
 
 
 def _save_weights(model, tmp: Path) -> None:
@@ -273,9 +321,15 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     fingerprint = config_fingerprint(config, data.summary())
     previous = read_previous_results(results_path, log)
     runs: list[dict] = []
+    diverged: list[dict] = []
     if previous and _comparable(previous.get("fingerprint")) == json.loads(json.dumps(fingerprint)):
         # Every finished run is kept, named this time or not: a narrower rerun never deletes results.
         runs = list(previous["runs"])
+        # A diverged run whose recipe changed (the advice is to lower its learning rate) trains again.
+        retrain = set(_mismatched_recipes(config, previous.get("diverged", [])))
+        diverged = [r for r in previous.get("diverged", []) if r["name"] not in retrain]
+        if retrain:
+            log(f"retraining {', '.join(sorted(retrain))} with its changed recipe (it had diverged)")
         changed = _mismatched_recipes(config, runs)
         if changed:
             raise ConvbenchError(
@@ -292,8 +346,8 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
             f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
         )
     cfgmod.save_yaml(config, out_dir / "config.yaml")
-    results = results_document(config, data.summary(), runs, describe_environment())
-    done = {run_key(r["name"], r["seed"]) for r in runs}
+    results = results_document(config, data.summary(), runs, describe_environment(), diverged=diverged)
+    done = {run_key(r["name"], r["seed"]) for r in runs + diverged}
     started = time.perf_counter()
     for name in config.models:
         for k in range(config.seeds):
@@ -301,9 +355,8 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
             if run_key(name, seed) in done:
                 continue
             entry = train_fn(name, seed, config, data, out_dir, log)
-            runs.append(entry)
-            results["runs"] = runs
-            results["models"] = aggregate(runs)
+            (diverged if entry.get("status") == DIVERGED else runs).append(entry)
+            results.update(runs=runs, diverged=diverged, models=aggregate(runs))
             atomic_write_json(results_path, results)
     results["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(results_path, results)

@@ -48,6 +48,24 @@ class EpochRecord:
     images_per_s: float  # training images per second (all workers together)
 
 
+class TrainingDiverged(ConvbenchError):
+    """A loss became NaN or infinite: the model's result is "diverged", not an error of the run.
+
+    Attributes:
+        epoch: the global epoch number where it happened.
+        phase: the phase ("train", "head", "finetune").
+        quantity: "training loss" or "validation loss".
+        value: the loss value (nan, inf or -inf).
+        lr: the peak learning rate of the phase's schedule (what the config sets).
+        history: every epoch record so far, the one that diverged last.
+    """
+
+    def __init__(self, label: str, epoch: int, phase: str, quantity: str, value: float, lr: float, history: list):
+        super().__init__(f"{label}: {quantity} became {value} at epoch {epoch} (peak learning rate {lr:.4g}); "
+                         "lower lr_per_1024 or check the data")
+        self.epoch, self.phase, self.quantity, self.value, self.lr, self.history = epoch, phase, quantity, value, lr, history
+
+
 @dataclass
 class TrainResult:
     """What a training produced."""
@@ -227,6 +245,7 @@ class Trainer:
         self.strategy = strategy
         self.cfg = train_config
         self.global_batch_size = train_config.global_batch_size
+        self.peak_lr = train_config.learning_rate() if peak_lr is None else peak_lr
         with strategy.scope():
             self.schedule = make_schedule(train_config, steps_per_epoch, epochs, peak_lr)
             self.optimizer = make_optimizer(train_config, regularization, self.schedule, precision)
@@ -470,6 +489,18 @@ def restore_optimizer(optimizer, values: list[np.ndarray]) -> None:
 # Driver for one model
 
 
+class Stopwatch:
+    """Wall seconds of one model's training across processes: a resumed run adds what the
+    checkpoint recorded (`prior`) to its own time, so an interrupted model's time is not lost."""
+
+    def __init__(self):
+        self.prior = 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.prior + time.perf_counter() - self.started
+
+
 def run_epochs(
     trainer: Trainer,
     make_dataset: Callable[[int], object],
@@ -486,6 +517,7 @@ def run_epochs(
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     resume: dict | None = None,
     max_seconds: float | None = None,
+    stopwatch: Stopwatch | None = None,
 ) -> tuple[list[EpochRecord], list[np.ndarray] | None, int, float, bool]:
     """Run `epochs` epochs with validation, early stopping and per-epoch checkpoints.
 
@@ -506,9 +538,13 @@ def run_epochs(
         resume: {"history": [...], "best": [...], "best_epoch": n, "best_val_accuracy": a,
             "best_val_loss": l, "stale": k} from a checkpoint; epochs already in history are skipped.
         max_seconds: stop once the history's training seconds reach this (a wall-clock budget).
+        stopwatch: the model's training time so far, saved in each checkpoint as "call_seconds".
 
     Returns:
         (history, best weights, best epoch, best val accuracy, stopped early)
+
+    Raises:
+        TrainingDiverged: the training or validation loss became NaN or infinite.
     """
     resume = resume or {}
     history = [EpochRecord(**r) for r in resume.get("history", [])]
@@ -523,11 +559,16 @@ def run_epochs(
     for e in range(done_in_phase, epochs):
         number = first_epoch_number + e
         loss, acc, seconds, images = trainer.train_epoch(make_dataset(e), number, first_epoch_number + epochs - 1, steps_per_epoch, progress)
-        if not math.isfinite(loss):
-            raise ConvbenchError(f"{label}: training loss became {loss} at epoch {number}; lower lr_per_1024 or check the data")
-        val_loss, val_acc = trainer.evaluate(val_dataset)
+        # A NaN training loss makes validation meaningless; a NaN validation loss with a finite
+        # training loss means the weights blew up at the end of the epoch. Either way: stop.
+        val_loss, val_acc = trainer.evaluate(val_dataset) if math.isfinite(loss) else (math.nan, 0.0)
         record = EpochRecord(number, phase, loss, acc, val_loss, val_acc, trainer.current_lr(), seconds, images / seconds)
         history.append(record)
+        for quantity, value in (("training loss", loss), ("validation loss", val_loss)):
+            if not math.isfinite(value):
+                log(f"[{label}] diverged: {quantity} became {value} at epoch {number} (peak learning rate "
+                    f"{trainer.peak_lr:.4g}); stopping this model")
+                raise TrainingDiverged(label, number, phase, quantity, value, trainer.peak_lr, history)
         if val_acc > best_acc:
             best_acc, best_epoch, best = val_acc, number, [w.copy() for w in trainer.model.get_weights()]
         if val_loss < best_loss - 1e-6:
@@ -542,6 +583,8 @@ def run_epochs(
             state = dict(checkpoint_state or {})
             state.update(history=[dataclasses.asdict(r) for r in history], best_epoch=best_epoch, best_val_accuracy=best_acc,
                          best_val_loss=best_loss, stale=stale, phase=phase)
+            if stopwatch is not None:
+                state["call_seconds"] = stopwatch()
             save_checkpoint(checkpoint, trainer.model, trainer.optimizer, state, best)
         if on_epoch_end:
             on_epoch_end(record)
