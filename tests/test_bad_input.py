@@ -418,3 +418,50 @@ def test_errors_are_convbench_errors_not_crashes(data, tmp_path):
     """The library API raises ConvbenchError too (what the pipeline components rely on)."""
     with pytest.raises(ConvbenchError, match="is more than the 60 images"):
         load_dataset(str(data), tmp_path / "cache", max_train_images=61, log=lambda m: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray addresses: one line within seconds, never a hang or a ConnectionError traceback
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"])
+def test_ray_address_where_nothing_listens(data, tmp_path, capsys, scheme):
+    """Issue 19 case 10: HOST:PORT and ray://HOST:PORT with no Ray there (ray.init alone retries for minutes)."""
+    address = f"{scheme}127.0.0.1:{_closed_port()}"
+    expect_one_line(capsys, run_args(tmp_path, data, "--ray-address", address),
+                    f"nothing answers at --ray-address {address}", "Connection refused", "ray start --head")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_ray_address_http_names_the_real_cause(data, tmp_path, capsys):
+    """Issue 19 case 10: an http:// (job submission) address; without ray[default] the line says so
+    rather than blaming the address."""
+    import importlib.util
+
+    address = f"http://127.0.0.1:{_closed_port()}"
+    if any(importlib.util.find_spec(m) is None for m in ("aiohttp", "requests")):
+        expect_one_line(capsys, run_args(tmp_path, data, "--ray-address", address), "pip install 'ray[default]'")
+    else:
+        expect_one_line(capsys, run_args(tmp_path, data, "--ray-address", address), f"cannot reach the Ray Job API at {address}")
+
+
+def test_ray_address_auto_without_a_cluster(data, tmp_path):
+    """Issue 19 case 10: `--ray-address auto` where no Ray runs. A subprocess: it must find no Ray
+    that another test started in this process."""
+    env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
+           "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_TMPDIR": str(tmp_path / "ray")}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", "convbench.cli", *run_args(tmp_path, data, "--ray-address", "auto")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("convbench:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(ours) == 1 and "cannot attach to a Ray cluster at --ray-address auto" in ours[0], proc.stderr
+    print("USER SEES:", ours[0])

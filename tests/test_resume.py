@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -553,3 +554,67 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     assert any("epochs already done" in line for line in lines)
     assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
     assert resumed.train_seconds > state["call_seconds"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ctrl-C and SIGTERM: one line, the lock released, and the same command resumes (plain and Ray)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm-plain", "ctrl-c-ray"])
+def test_interrupted_run_says_one_line_and_the_same_command_resumes(tmp_path, how):
+    """Issue 19 cases 1 and 11. `ctrl-c-ray` sends SIGINT to the whole process group, as a terminal's
+    Ctrl-C does, during a two-worker Ray Train run; `sigterm-plain` sends SIGTERM (kill, Kubernetes)
+    to a plain run. Both print the one line and leave no lock; the same command then resumes after
+    the epochs already checkpointed (under Ray without the deprecated resume_from_checkpoint) and finishes."""
+    from convbench.errors import INTERRUPTED
+
+    ray = how.endswith("ray")
+    data = write_dataset(tmp_path / "data", classes=2, train=32, test=4)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "measure_latency": False, "train": {"epochs": 4, "global_batch_size": 16, "eval_batch_size": 64},
+        "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
+    }))
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "convbench.cli", "run", "--data", str(data), "--models", "cnn_vgg", "--config", str(config),
+               "--out", str(out), *(["--workers", "2"] if ray else [])]
+    # Ray's socket paths must stay under 108 bytes: a short folder beside pytest's own.
+    env = {**_env(tmp_path), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir=tmp_path.parents[1])}
+    checkpoint = out / "models" / "cnn_vgg" / "seed0" / "checkpoint.npz"
+    with open(tmp_path / "first.log", "w") as first_log:
+        proc = subprocess.Popen(command, stdout=first_log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if checkpoint.exists() and _checkpoint_epochs(checkpoint) >= 1:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the first run never checkpointed an epoch:\n{(tmp_path / 'first.log').read_text()[-3000:]}")
+        if ray:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = (tmp_path / "first.log").read_text()
+    assert proc.returncode == (130 if ray else 143), first[-3000:]
+    assert first.rstrip().splitlines()[-1] == INTERRUPTED and "Traceback" not in first, first[-3000:]
+    assert not (out / LOCK_NAME).exists()
+    done = _checkpoint_epochs(checkpoint)
+    assert 1 <= done < 4, "interrupted too late to test resuming"
+
+    second = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=400)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert "DeprecationWarning" not in log and "Traceback" not in log
+    if ray:
+        assert f"resuming after {done} finished epoch(s)" in log
+    assert f"resuming from checkpoint.npz: {done} epochs already done" in log
+    assert f"[cnn_vgg seed 0] epoch {done} train" not in log
+    (entry,) = json.loads((out / "results.json").read_text())["runs"]
+    assert entry["epochs_run"] == 4

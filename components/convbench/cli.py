@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from convbench.errors import INTERRUPTED, ConvbenchError, Terminated, raise_terminated
+from convbench.errors import INTERRUPTED, ConvbenchError, interrupt_status, raise_terminated
 
 
 def setup_environment() -> None:
@@ -34,6 +34,9 @@ def setup_environment() -> None:
     os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray's C++ crash handler catches SIGTERM too, prints a stack and aborts, where convbench's own
+    # handler releases the lock, prints one line and exits with 143. Read when ray is imported.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
 
 
 def make_logger(run_dir: Path | None) -> Callable[[str], None]:
@@ -220,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print(INTERRUPTED, file=sys.stderr)
-        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
+        return interrupt_status(exc)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -18,6 +18,15 @@ class Terminated(KeyboardInterrupt):
 INTERRUPTED = "convbench: interrupted; finished models are saved; run the same command again to resume"
 
 
+_TERMINATED: list[int] = []  # SIGTERMs received: a library may catch Terminated and exit its own way
+
+
 def raise_terminated(signum, frame):  # noqa: ARG001 - a signal handler's signature
     """SIGTERM handler: raise `Terminated` in the main thread."""
+    _TERMINATED.append(signum)
     raise Terminated
+
+
+def interrupt_status(exc: KeyboardInterrupt) -> int:
+    """The exit status of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C (128 + signal)."""
+    return 143 if isinstance(exc, Terminated) or _TERMINATED else 130

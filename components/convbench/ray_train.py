@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -192,10 +193,13 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
 
     if options.mode() == "submit":
         raise ConvbenchError("ray_session cannot attach to an http:// address; that address is for job submission")
+    if options.mode() == "attach":
+        check_reachable(options.address)
     if ray.is_initialized():
         yield None
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    sigterm = signal.getsignal(signal.SIGTERM) if _main_thread() else None
     kwargs: dict = {"log_to_driver": True, "logging_level": "WARNING", "runtime_env": {"env_vars": JOB_ENV}}
     if options.mode() == "local":
         # A throwaway single-user Ray: no token file in ~/.ray, no dashboard (it needs ray[default]).
@@ -210,7 +214,16 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         context = ray.init(**kwargs)
         log(f"ray: started a local Ray ({os.cpu_count()} CPUs) in {time.perf_counter() - started:.1f} s; it stops when the run ends")
     else:
-        context = ray.init(address=options.address, **kwargs)
+        try:
+            context = ray.init(address=options.address, **kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError) as exc:
+            raise ConvbenchError(
+                f"cannot attach to a Ray cluster at --ray-address {options.address} ({_root_cause(exc)}); start one "
+                "(`ray start --head`, or the KubeRay cluster in k8s/) or leave --ray-address out for a local Ray"
+            ) from None
+    if _main_thread():
+        # ray.init makes SIGTERM a bare sys.exit; convbench's handler unwinds as Ctrl-C does (cli.main).
+        signal.signal(signal.SIGTERM, raise_terminated)
     url = getattr(context, "dashboard_url", None) or None
     if url and not url.startswith("http"):
         url = f"http://{url}"
@@ -220,6 +233,32 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         yield url
     finally:
         ray.shutdown()
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line, within seconds, when nothing listens at a HOST:PORT or ray://HOST:PORT address.
+
+    ray.init itself retries an unreachable GCS for minutes. "auto" has no port to probe; ray.init
+    answers it quickly.
+    """
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([A-Za-z0-9.\-:]+?)\]?:(\d+)", address)
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+    raise ConvbenchError(
+        f"nothing answers at --ray-address {address} ({reason} on {host}:{port}); start the Ray head there "
+        "(`ray start --head`, or the KubeRay cluster in k8s/), check the host and port, or leave --ray-address out "
+        "for a local Ray"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -526,6 +565,9 @@ def job_client(address: str):
     """A JobSubmissionClient for `address`, with the Ray token as a bearer header when RAY_AUTH_TOKEN is set."""
     from ray.job_submission import JobSubmissionClient
 
+    if any(importlib.util.find_spec(m) is None for m in ("aiohttp", "requests")):  # what Ray's job SDK imports
+        raise ConvbenchError(f"submitting to --ray-address {address} needs Ray's job client: pip install 'ray[default]' "
+                             "(or use ray://HEAD:10001, which this installation supports)")
     headers = {}
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
