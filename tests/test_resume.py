@@ -618,3 +618,77 @@ def test_interrupted_run_says_one_line_and_the_same_command_resumes(tmp_path, ho
     assert f"[cnn_vgg seed 0] epoch {done} train" not in log
     (entry,) = json.loads((out / "results.json").read_text())["runs"]
     assert entry["epochs_run"] == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged predictions and histories in a finished run folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished two-model run folder on tiny data, and the command that made it (copy before damaging)."""
+    base = tmp_path_factory.mktemp("finished")
+    data = write_dataset(base / "data", classes=2, train=12, test=4)
+    config = base / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "measure_latency": False, "train": {"epochs": 1, "global_batch_size": 8, "eval_batch_size": 16},
+        "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
+    }))
+    argv = ["run", "--data", str(data), "--models", "cnn_vgg,cnn_resnet", "--config", str(config), "--out", str(base / "run")]
+    assert cli.main(argv) == 0
+    return base / "run", argv
+
+
+def _copy_run(finished_run, tmp_path: Path) -> tuple[Path, list[str]]:
+    import shutil
+
+    src, argv = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    return out, argv[:-1] + [str(out)]
+
+
+@pytest.mark.parametrize("damage", ["empty", "binary", "other columns"])
+def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_path, damage):
+    """Issue 19 case 3: `convbench report` with a garbage history CSV renders, with one warning."""
+    from convbench.report import render_report
+
+    out, _ = _copy_run(finished_run, tmp_path)
+    path = out / "history" / "cnn_resnet_seed0.csv"
+    path.write_bytes({"empty": b"", "binary": bytes(range(256)) * 4, "other columns": b"a,b\n1,2\n"}[damage])
+    lines: list[str] = []
+    text = render_report(out, lines.append).read_text()
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and "cnn_resnet_seed0.csv is damaged" in warnings[0] and "left out of the report" in warnings[0]
+    assert "| cnn_resnet |" in text and "| cnn_vgg |" in text
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "other arrays", "missing"])
+def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_that_model(finished_run, tmp_path, capsys, damage):
+    """Issue 19 case 3: a predictions .npz cut short, emptied, of other content or deleted: `convbench
+    report` says in one line what to do; the same `convbench run` sets the file aside and retrains
+    only that model."""
+    out, argv = _copy_run(finished_run, tmp_path)
+    path = out / "predictions" / "cnn_vgg_seed0.npz"
+    blob = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "other arrays":
+        with open(path, "wb") as fh:
+            np.savez(fh, test_logits=np.zeros((3, 2)), test_labels=np.zeros(2), val_logits=np.zeros((1, 2)), val_labels=np.zeros(1))
+    else:
+        path.unlink()
+    before = json.loads((out / "results.json").read_text())["runs"]
+    assert cli.main(["report", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "cnn_vgg_seed0.npz is damaged" in line and "retrains cnn_vgg seed 0" in line
+    assert cli.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "retraining cnn_vgg seed 0: its saved predictions are unusable" in log
+    assert "[cnn_vgg seed 0] epoch 1" in log and "[cnn_resnet seed 0] epoch" not in log
+    assert len(list(path.parent.glob("cnn_vgg_seed0.npz.damaged-*"))) == (0 if damage == "missing" else 1)
+    after = json.loads((out / "results.json").read_text())["runs"]
+    assert [r for r in after if r["name"] == "cnn_resnet"] == [r for r in before if r["name"] == "cnn_resnet"]
+    assert sorted(r["name"] for r in after) == ["cnn_resnet", "cnn_vgg"]

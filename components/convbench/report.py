@@ -79,15 +79,65 @@ def diverged_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:
-    """Per-run history rows keyed by "<model>_seed<k>"."""
+HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+PREDICTION_KEYS = ("test_logits", "test_labels", "val_logits", "val_labels")
+
+
+def load_histories(run_dir: Path, results: dict, log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+    """Per-run history rows keyed by "<model>_seed<k>" (finished and diverged runs).
+
+    A missing or damaged history CSV only costs its learning curve: it is left out with a warning
+    (the metrics live in results.json and the predictions).
+    """
     import pandas as pd
 
     out = {}
-    for r in results.get("runs", []):
-        path = Path(run_dir) / r["history_csv"]
-        if path.exists():
-            out[f"{r['name']}_seed{r['seed']}"] = pd.read_csv(path).to_dict("records")
+    for r in results.get("runs", []) + results.get("diverged", []):
+        path = Path(run_dir) / r.get("history_csv", f"history/{r['name']}_seed{r['seed']}.csv")
+        if not path.exists():
+            continue
+        try:
+            frame = pd.read_csv(path)
+            missing = [c for c in HISTORY_COLUMNS if c not in frame.columns]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} column")
+            frame["epoch"] = frame["epoch"].astype(int)
+        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+            log(f"warning: {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"the learning curve of {r['name']} seed {r['seed']} is left out of the report")
+            continue
+        out[f"{r['name']}_seed{r['seed']}"] = frame.to_dict("records")
+    return out
+
+
+def predictions_problem(path: Path) -> str:
+    """Why a run's predictions .npz cannot be used ("" when it can): missing, cut short, wrong content."""
+    import zipfile
+
+    if not path.exists():
+        return "it is missing"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in PREDICTION_KEYS if k not in z.files]
+            if missing:
+                return f"it lacks {', '.join(missing)}"
+            for split in ("test", "val"):
+                logits, labels = z[f"{split}_logits"], z[f"{split}_labels"]
+                if logits.ndim != 2 or labels.shape != (len(logits),):
+                    return f"its {split} logits {logits.shape} do not match its labels {labels.shape}"
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
+def damaged_predictions(run_dir: Path, runs: list[dict]) -> list[tuple[dict, Path, str]]:
+    """(run, predictions path, problem) for every finished run whose saved predictions are unusable."""
+    out = []
+    for r in runs:
+        path = Path(run_dir) / r.get("predictions", f"predictions/{r['name']}_seed{r['seed']}.npz")
+        problem = predictions_problem(path)
+        if problem:
+            out.append((r, path, problem))
     return out
 
 
@@ -565,7 +615,12 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
         return path
     if not results.get("runs"):
         raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
-    histories = load_histories(run_dir, results)
+    damaged = damaged_predictions(run_dir, results["runs"])
+    if damaged:
+        run, path, problem = damaged[0]
+        raise ConvbenchError(f"{path} is damaged ({problem}); run the same `convbench run` command again: it sets the file "
+                             f"aside and retrains {run['name']} seed {run['seed']} (the other models are kept)")
+    histories = load_histories(run_dir, results, log)
     fig_dir = run_dir / "figures"
     figures = {}
     plot_learning_curves(histories, fig_dir / "learning_curves.png")

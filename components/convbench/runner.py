@@ -325,6 +325,14 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     if previous and _comparable(previous.get("fingerprint")) == json.loads(json.dumps(fingerprint)):
         # Every finished run is kept, named this time or not: a narrower rerun never deletes results.
         runs = list(previous["runs"])
+        from convbench.report import damaged_predictions
+
+        for run, path, problem in damaged_predictions(out_dir, runs):
+            # Its test logits feed every statistic of the report: train the model again.
+            if path.exists():
+                quarantine(path, problem, log)
+            log(f"retraining {run['name']} seed {run['seed']}: its saved predictions are unusable ({problem})")
+            runs.remove(run)
         # A diverged run whose recipe changed (the advice is to lower its learning rate) trains again.
         retrain = set(_mismatched_recipes(config, previous.get("diverged", [])))
         diverged = [r for r in previous.get("diverged", []) if r["name"] not in retrain]
