@@ -3,9 +3,11 @@
     prepare-data ──> ParallelFor(models): train-model ──> evaluate-model ──> render-report
 
 Parameters: the data source and split, the models, preset, epochs and seeds, Ray (workers, GPUs
-per worker, address, shared folder) and the resources of each step (CPU, memory, GPUs with their
-resource name, e.g. nvidia.com/gpu). Training steps retry; every step is cached, keyed on its
-inputs: the Dataset artifact, which holds the data and the resolved config.
+per worker, address, shared folder), a resume folder and the resources of each step (CPU, memory,
+GPUs with their resource name, e.g. nvidia.com/gpu). Training steps retry; every step is cached,
+keyed on its inputs: the Dataset artifact, which holds the data and the resolved config. With
+`resume_dir` (a folder on a PVC, or `<out>/.kfp/resume` under `pipeline local`) an interrupted
+train-model step resumes from its epoch checkpoints when the run is started again.
 
     convbench pipeline compile --out convbench-comparison.yaml
     convbench pipeline local --data ../shared/datasets/cifar10-jpeg --models cnn_vgg,cnn_resnet \\
@@ -67,6 +69,7 @@ def build_pipeline(image: "str | None" = None, shared_pvc: str = "", shared_moun
         gpus_per_worker: int = 0,
         ray_address: str = "",
         shared_dir: str = "/data/pipeline",
+        resume_dir: str = "",
         train_cpu: str = "4",
         train_memory: str = "8Gi",
         train_gpus: int = 0,
@@ -81,7 +84,7 @@ def build_pipeline(image: "str | None" = None, shared_pvc: str = "", shared_moun
         with dsl.ParallelFor(models, name="models") as model_name:
             trained = train(dataset=data.outputs["dataset"], model_name=model_name,
                             workers=workers, gpus_per_worker=gpus_per_worker, ray_address=ray_address,
-                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, shared_dir=shared_dir)
+                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER, shared_dir=shared_dir, resume_dir=resume_dir)
             _resources(trained, train_cpu, train_memory).set_display_name("train-model")
             if not local:
                 trained.set_accelerator_type(accelerator_type).set_accelerator_limit(train_gpus)

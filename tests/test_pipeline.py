@@ -212,3 +212,62 @@ def test_pipeline_arguments_follow_the_run_options(tmp_path):
     assert values["models"] == ["cnn_vgg", "cnn_resnet"] and values["epochs"] == 3 and values["workers"] == 2
     assert values["ray_address"] == "http://head:8265" and values["train_gpus"] == 1 and values["gpus_per_worker"] == 0
     assert "seeds" not in values and "config_yaml" not in values  # not given: the pipeline's defaults apply
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_step_and_the_same_command_resumes(tiny_data, tmp_path):
+    """Issue 19 case 5: SIGTERM to `pipeline local` in mid-training stops its step processes too (no
+    orphans), prints the one line and exits 143; the same command then resumes the model at its next
+    epoch from `<out>/.kfp/resume` instead of epoch 1."""
+    import signal
+    import time
+
+    from convbench.errors import INTERRUPTED
+
+    EPOCHS = 40  # a tiny epoch takes a fraction of a second: enough of them to interrupt one
+    from convbench.lock import pid_alive
+    from convbench.pipeline_cli import descendants
+    from convbench.train import load_checkpoint
+
+    (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "convbench.cli", "pipeline", "local", "--data", str(tiny_data), "--models", "cnn_vgg",
+            "--epochs", str(EPOCHS), "--config", str(tmp_path / "fast.yaml"), "--out", str(out)]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+
+    def epochs_done() -> int:
+        for path in (out / ".kfp" / "resume").glob("cnn_vgg-*/models/cnn_vgg/seed0/checkpoint.npz"):
+            try:
+                return len(load_checkpoint(path)[0]["history"])
+            except (OSError, ValueError, KeyError):
+                return 0  # being replaced right now
+        return 0
+
+    with open(tmp_path / "first.log", "w") as first_log:
+        proc = subprocess.Popen(args, stdout=first_log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and epochs_done() < 1:
+            time.sleep(0.2)
+        steps = descendants(proc.pid)
+        assert steps and epochs_done() >= 1, (tmp_path / "first.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = _plain((tmp_path / "first.log").read_text())
+    assert proc.returncode == 143, first[-3000:]
+    assert first.rstrip().splitlines()[-1] == INTERRUPTED, first[-3000:]
+    assert not [p for p in steps if pid_alive(p)], "step processes left running"
+    done = epochs_done()
+    assert 1 <= done < EPOCHS
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+    log = _plain(second.stdout + second.stderr)
+    assert second.returncode == 0, log[-3000:]
+    assert f"resuming from checkpoint.npz: {done} epochs already done" in log
+    assert f"[cnn_vgg seed 0] epoch 1 train" not in log
+    (entry,) = json.loads((out / "results.json").read_text())["runs"]
+    assert entry["epochs_run"] == EPOCHS

@@ -18,11 +18,13 @@ names the step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -206,6 +208,9 @@ def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
     for key in ("epochs", "seeds", "max_train_images", "max_test_images", "global_batch_size"):
         arguments.pop(key, None)  # already inside config_yaml, resolved as `convbench run` resolves them
     root = out.resolve() / ".kfp"
+    # Each kfp run gets fresh output folders: the train steps keep their resume state here instead,
+    # so the same command after an interruption resumes every model at its next epoch.
+    arguments["resume_dir"] = str(root / "resume")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=True, enable_caching=True,
                    cache_root=str(root / "cache"))
@@ -218,6 +223,7 @@ def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
     messages = _LogCapture()
     logging.getLogger().addHandler(messages)
     stdout, sys.stdout = sys.stdout, _Tee(sys.stdout, messages.records)  # kfp prints the steps' output
+    handlers = _stop_steps_on_signals(log)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
@@ -229,6 +235,8 @@ def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
     finally:
         sys.stdout = stdout
         logging.getLogger().removeHandler(messages)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     step, reason = failed_step(messages.records)
     if step != "unknown step":
         # kubeflow/pipelines#13332: a failed task inside the run, yet the run reported success.
@@ -246,6 +254,71 @@ def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
         else:
             shutil.copy2(item, target)
     return out / "REPORT.md"
+
+
+def _stop_steps_on_signals(log: Callable[[str], None]) -> dict:
+    """Make SIGTERM and SIGINT stop kfp's step processes before unwinding; returns the previous handlers.
+
+    kfp's SubprocessRunner waits for a step's process to exit while an exception unwinds
+    (`with subprocess.Popen(...)`), so an interrupted `pipeline local` would sit through the rest of
+    the step, or leave it running as an orphan. The handler stops every descendant first.
+    """
+    import threading
+
+    from convbench.errors import raise_terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handler(signum, frame):
+        stopped = stop_descendants()
+        if stopped:
+            log(f"pipeline local: stopped {len(stopped)} step process(es) (pid {', '.join(map(str, stopped))})")
+        if signum == signal.SIGTERM:
+            raise_terminated(signum, frame)
+        raise KeyboardInterrupt
+
+    return {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living descendant of a process (children first), from /proc; [] where there is no /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], list(parents.get(pid, []))
+    while todo:
+        child = todo.pop(0)
+        out.append(child)
+        todo.extend(parents.get(child, []))
+    return out
+
+
+def stop_descendants(grace_s: float = 10.0) -> list[int]:
+    """SIGTERM every descendant of this process, SIGKILL those still alive after `grace_s`; returns the pids."""
+    import time
+
+    from convbench.lock import pid_alive
+
+    pids = descendants(os.getpid())
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        for pid in pids:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)  # reap our own children so they stop counting as alive
+        time.sleep(0.1)
+    for pid in pids:
+        if pid_alive(pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    return pids
 
 
 def _output_path(task) -> str:

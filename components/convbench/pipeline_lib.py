@@ -146,7 +146,7 @@ def dataset_config(dataset_dir: str | Path) -> RunConfig:
 
 def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int = 1,
                  gpus_per_worker: int = 0, ray_address: str = "", run_name: str = "", shared_dir: str = "",
-                 log: Callable[[str], None] = print) -> list[dict]:
+                 resume_dir: str = "", log: Callable[[str], None] = print) -> list[dict]:
     """Train and evaluate every seed of one model into `model_dir` (the Model artifact).
 
     Plain single-process training unless `ray_train.wants_ray(workers, ray_address)`. With an
@@ -163,6 +163,10 @@ def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int
         ray_address: "", "auto", ray://HOST:10001 or http://HOST:8265.
         run_name: names the Ray jobs and runs (with the model).
         shared_dir: storage shared with the Ray cluster (needed with an address).
+        resume_dir: a folder that outlives the run ("" = none): the training works in
+            `resume_dir/<model>-<dataset digest>`, so a rerun after an interruption resumes each seed
+            from its last epoch checkpoint and reuses the seeds already finished, then copies the
+            result into model_dir. `convbench pipeline local` passes `<out>/.kfp/resume`.
         log: progress output.
 
     Returns:
@@ -178,11 +182,28 @@ def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int
     # kfp's job-name placeholder reads "<run>/<loop iteration>" inside a ParallelFor; the run is enough.
     options = ray_train.RayOptions(workers=workers, gpus_per_worker=gpus_per_worker, address=ray_address,
                                    run_name=(run_name or "convbench").split("/")[0])
-    if not ray_train.wants_ray(workers, ray_address):
-        return train_here(dataset_dir, model_name, out, None, log)
-    if options.mode() == "local":
+    here = not ray_train.wants_ray(workers, ray_address) or options.mode() == "local"
+    if not here:
+        return _train_on_cluster(dataset_dir, config, model_name, out, options, shared_dir, log)
+    options = options if ray_train.wants_ray(workers, ray_address) else None
+    if not resume_dir:
         return train_here(dataset_dir, model_name, out, options, log)
-    return _train_on_cluster(dataset_dir, config, model_name, out, options, shared_dir, log)
+    work = Path(resume_dir) / f"{model_name}-{dataset_digest(dataset_dir)}"
+    entries = train_here(dataset_dir, model_name, work, options, log)
+    shutil.copytree(work, out, dirs_exist_ok=True)
+    return entries
+
+
+def dataset_digest(dataset_dir: str | Path) -> str:
+    """12 hex digits naming a Dataset artifact's content (its config and manifest): resume folders
+    of different data or configs never mix."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, "manifest.json"):
+        path = Path(dataset_dir) / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    return digest.hexdigest()[:12]
 
 
 def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, options=None,
@@ -211,18 +232,53 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seeds = [config.train.seed + k for k in range(config.seeds)]
-    entries = []
-    if options is not None:
+    done = _finished_seeds(out, model_name, config, log)
+    entries = [done[seed] for seed in seeds if seed in done]
+
+    def record(entry: dict | None = None) -> None:
+        # After every seed, so an interrupted step keeps its finished seeds (`_finished_seeds`).
+        entries.extend([entry] if entry else [])
+        finished, diverged = split_diverged(sorted(entries, key=lambda e: e["seed"]))
+        atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": finished, "diverged": diverged,
+                                            "environment": describe_environment()})
+
+    todo = [seed for seed in seeds if seed not in done]
+    record()
+    if options is not None and todo:
         with ray_train.ray_session(options, log):
-            for seed in seeds:
-                entries.append(ray_train.train_and_evaluate_ray(model_name, seed, config, data, out, options, log))
+            for seed in todo:
+                record(ray_train.train_and_evaluate_ray(model_name, seed, config, data, out, options, log))
     else:
-        for seed in seeds:
-            entries.append(train_and_evaluate(model_name, seed, config, data, out, log))
-    finished, diverged = split_diverged(entries)
-    atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": finished, "diverged": diverged,
-                                        "environment": describe_environment()})
-    return entries
+        for seed in todo:
+            record(train_and_evaluate(model_name, seed, config, data, out, log))
+    return sorted(entries, key=lambda e: e["seed"])
+
+
+def _finished_seeds(out: Path, model_name: str, config: RunConfig, log: Callable[[str], None]) -> dict[int, dict]:
+    """Seeds of `model_name` an earlier, interrupted train step already finished in `out`, with the same recipe."""
+    from convbench.report import predictions_problem
+    from convbench.runner import DIVERGED, saved_recipe
+
+    path = out / RUNS_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        entries = list(data["runs"]) + list(data.get("diverged", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    done = {}
+    for e in entries:
+        if not isinstance(e, dict) or e.get("name") != model_name or not isinstance(e.get("seed"), int):
+            continue
+        if e.get("recipe") != saved_recipe(config, model_name, e["seed"]):
+            continue
+        if e.get("status") != DIVERGED and predictions_problem(out / e.get("predictions", "")):
+            continue
+        done[e["seed"]] = e
+    if done:
+        log(f"[{model_name}] reusing finished seed(s) {', '.join(map(str, sorted(done)))} from {path}")
+    return done
 
 
 def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out: Path, options, shared_dir: str,
@@ -260,7 +316,7 @@ def train_and_export(dataset_dir: str, model_name: str, model_dir: str, history_
         dataset_dir, model_name, model_dir: see `train_models`.
         history_path: the Metrics artifact's file (`history_metrics`).
         log_metric: `Metrics.log_metric`.
-        **train_options: workers, gpus_per_worker, ray_address, run_name, shared_dir (see `train_models`).
+        **train_options: workers, gpus_per_worker, ray_address, run_name, shared_dir, resume_dir (see `train_models`).
 
     Returns:
         The result entries, one per seed.

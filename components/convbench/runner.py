@@ -232,15 +232,20 @@ def _comparable(fingerprint) -> dict:
     return {**fingerprint, "config": config}
 
 
+def saved_recipe(config: RunConfig, name: str, seed: int) -> dict:
+    """The recipe, as a result entry saves it (JSON form), that `config` gives (name, seed)."""
+    recipe = config.recipe(name)
+    recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=seed))
+    return json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
 def _mismatched_recipes(config: RunConfig, runs: list[dict]) -> list[str]:
     """Models named now whose finished runs were trained with another recipe."""
     out = []
     for r in runs:
         if r["name"] not in config.models or "recipe" not in r:
             continue
-        recipe = config.recipe(r["name"])
-        recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=r["seed"]))
-        if json.loads(json.dumps(dataclasses.asdict(recipe))) != r["recipe"] and r["name"] not in out:
+        if saved_recipe(config, r["name"], r["seed"]) != r["recipe"] and r["name"] not in out:
             out.append(r["name"])
     return out
 
