@@ -271,3 +271,32 @@ def test_sigterm_stops_every_step_and_the_same_command_resumes(tiny_data, tmp_pa
     assert f"[cnn_vgg seed 0] epoch 1 train" not in log
     (entry,) = json.loads((out / "results.json").read_text())["runs"]
     assert entry["epochs_run"] == EPOCHS
+
+
+def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_path):
+    """Issue 19 case 2 in the pipeline: a Model artifact whose only seed diverged is scored as nothing
+    (no error), and the report step renders a report naming it, which the local runner's check accepts."""
+    from convbench.io import atomic_write_json, atomic_write_text
+    from convbench.pipeline_cli import verify_run_dir
+    from convbench.pipeline_lib import assemble_run, dataset_config, evaluate_models, history_metrics, prepare_data
+    from convbench.runner import DIVERGED
+
+    dataset = tmp_path / "dataset"
+    prepare_data(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
+    model_dir = tmp_path / "model"
+    atomic_write_text(model_dir / "history" / "cnn_vgg_seed0.csv",
+                      "epoch,phase,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,images_per_s\n"
+                      "1,train,nan,0.1,nan,0.0,0.5,1.0,100\n")
+    entry = {"name": "cnn_vgg", "kind": "custom", "seed": 0, "status": DIVERGED, "history_csv": "history/cnn_vgg_seed0.csv",
+             "train_seconds": 1.0, "epochs_run": 1,
+             "diverged": {"epoch": 1, "phase": "train", "quantity": "training loss", "value": "nan", "lr": 0.5,
+                          "lr_setting": "train.lr_per_1024", "lr_setting_value": 2.0}}
+    atomic_write_json(model_dir / "runs.json", {"model": "cnn_vgg", "runs": [], "diverged": [entry], "environment": {}})
+    logged: dict = {}
+    scalars = evaluate_models(str(dataset), str(model_dir), logged.__setitem__, lambda names, cm: None)
+    assert "test_accuracy" not in scalars
+    assert "seed0_train_seconds" in history_metrics(str(model_dir), logged.__setitem__, str(tmp_path / "history.csv"))
+    run_dir = tmp_path / "run"
+    report = assemble_run(str(dataset), [str(model_dir)], str(run_dir), log=lambda m: None).read_text()
+    assert "every one diverged" in report and "**cnn_vgg** (seed 0): training loss became nan at epoch 1" in report
+    verify_run_dir(run_dir, dataset_config(dataset))

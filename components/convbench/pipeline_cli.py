@@ -423,7 +423,7 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
             raise ConvbenchError(f"pipeline step render-report left no {name} in {run_dir}, although kfp reported success "
                                  "(kubeflow/pipelines#13332); see the step logs above")
     results = json.loads((run_dir / "results.json").read_text())
-    have = {(r["name"], r["seed"]) for r in results.get("runs", [])}
+    have = {(r["name"], r["seed"]) for r in results.get("runs", []) + results.get("diverged", [])}
     want = {(m, config.train.seed + k) for m in config.models for k in range(config.seeds)}
     if want - have:
         missing = ", ".join(f"{m} seed {s}" for m, s in sorted(want - have))

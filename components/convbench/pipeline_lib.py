@@ -605,7 +605,7 @@ def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_
         log: progress output.
 
     Returns:
-        The best model's name.
+        The best model's name ("" when every model diverged).
     """
     started = time.perf_counter()
     report = assemble_run(dataset_dir, model_dirs, run_dir, evaluation_dirs, log)
@@ -615,6 +615,9 @@ def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_
         Path(path).write_text(content, encoding="utf-8")
     (Path(run_dir) / "REPORT.html").write_text(markdown_to_html(text), encoding="utf-8")
     results = json.loads((Path(run_dir) / "results.json").read_text())
+    if not results["models"]:
+        log(f"report: {report} ({time.perf_counter() - started:.1f} s); every model diverged")
+        return ""
     best = max(results["models"], key=lambda m: m["test_accuracy"])
     log(f"report: {report} ({time.perf_counter() - started:.1f} s); best model {best['name']}")
     return best["name"]
