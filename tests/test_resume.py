@@ -681,9 +681,13 @@ def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_th
     else:
         path.unlink()
     before = json.loads((out / "results.json").read_text())["runs"]
-    assert cli.main(["report", str(out)]) == 2
-    line = _one_error_line(capsys.readouterr().err)
-    assert "cnn_vgg_seed0.npz is damaged" in line and "retrains cnn_vgg seed 0" in line
+    if damage == "missing":  # the report renders without its statistics and says why
+        assert cli.main(["report", str(out)]) == 0
+        assert "cnn_vgg_seed0.npz is missing; the statistics leave out cnn_vgg seed 0" in capsys.readouterr().out
+    else:
+        assert cli.main(["report", str(out)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert "cnn_vgg_seed0.npz is damaged" in line and "retrains cnn_vgg seed 0" in line
     assert cli.main(argv) == 0
     log = capsys.readouterr().out
     assert "retraining cnn_vgg seed 0: its saved predictions are unusable" in log

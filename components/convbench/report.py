@@ -616,6 +616,10 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Pa
     if not results.get("runs"):
         raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
     damaged = damaged_predictions(run_dir, results["runs"])
+    for run, path, _ in [d for d in damaged if not d[1].exists()]:
+        log(f"warning: {path} is missing; the statistics leave out {run['name']} seed {run['seed']} (the same "
+            "`convbench run` command retrains it)")
+    damaged = [d for d in damaged if d[1].exists()]
     if damaged:
         run, path, problem = damaged[0]
         raise ConvbenchError(f"{path} is damaged ({problem}); run the same `convbench run` command again: it sets the file "
