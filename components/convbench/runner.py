@@ -154,19 +154,20 @@ def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
     from convbench.models import model_info
 
     key = run_key(name, seed)
+    kind = model_info(name).kind
     atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(exc.history))
     for stale in (out_dir / "models" / name / f"seed{seed}").glob("checkpoint*.npz"):
         stale.unlink()  # the state of a diverged model is no use to resume from
+    # The setting to lower: a transfer model's phases both scale from the head's learning rate.
+    setting, value = (("transfer.head_lr_per_1024", recipe.transfer.head_lr_per_1024) if kind == "transfer"
+                      else ("train.lr_per_1024", recipe.train.lr_per_1024))
     return {
         "name": name,
-        "kind": model_info(name).kind,
+        "kind": kind,
         "seed": seed,
         "status": DIVERGED,
-        # The setting to lower: a transfer model's phases both scale from the head's learning rate.
         "diverged": {"epoch": exc.epoch, "phase": exc.phase, "quantity": exc.quantity, "value": str(exc.value), "lr": exc.lr,
-                     "lr_setting": "transfer.head_lr_per_1024" if model_info(name).kind == "transfer" else "train.lr_per_1024",
-                     "lr_setting_value": (recipe.transfer.head_lr_per_1024 if model_info(name).kind == "transfer"
-                                          else recipe.train.lr_per_1024)},
+                     "lr_setting": setting, "lr_setting_value": value},
         "train_seconds": getattr(exc, "train_seconds", 0.0),
         "epochs_run": len(exc.history),
         "mixed_precision": getattr(exc, "precision", ""),
