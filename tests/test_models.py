@@ -76,3 +76,34 @@ def test_dropout_override_reaches_every_dropout_layer():
 
 def test_custom_width_changes_size():
     assert create_model("cnn_resnet", width=16).count_params() < PINNED_PARAMS["cnn_resnet"]
+
+
+def test_a_cpu_machine_sees_no_tensorflow_startup_noise(tmp_path):
+    """Issue 17: `convbench models` in a fresh process shows its table, without TensorFlow's oneDNN,
+    cudart and cuInit start-up lines (written by C++ before TF_CPP_MIN_LOG_LEVEL applies)."""
+    import os
+    import subprocess
+    import sys
+
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is visible: CUDA lines are real information there")
+    env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    proc = subprocess.run([sys.executable, "-m", "convbench.cli", "models", "--names"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == list_models()
+    for noise in ("cuInit", "CUDA error", "oneDNN custom operations", "absl::InitializeLog", "cuda drivers"):
+        assert noise not in proc.stderr + proc.stdout, proc.stderr
+
+
+def test_startup_filter_keeps_real_errors():
+    from convbench.env import without_startup_noise
+
+    text = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+            "E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n"
+            "E0000 00:00:1.0 1 some_op.cc:9] Out of memory while allocating 4 GiB\n\n")
+    assert without_startup_noise(text) == "E0000 00:00:1.0 1 some_op.cc:9] Out of memory while allocating 4 GiB\n"

@@ -136,6 +136,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else default_out()
     log = make_logger(out)
     log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
+    log(device_line(cfg))
     from convbench import ray_train
 
     if ray_train.wants_ray(args.workers, args.ray_address):
@@ -148,6 +149,22 @@ def cmd_run(args) -> int:
         run_comparison(cfg, out, log=log)
     log(f"done: {out / 'REPORT.md'}")
     return 0
+
+
+def device_line(cfg) -> str:
+    """One line on what this machine trains on and in which precision each model runs."""
+    from convbench.env import cpu_model
+    from convbench.fit import model_precision
+
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    device = f"{len(gpus)} GPU(s)" if gpus else f"CPU ({cpu_model()}, {os.cpu_count()} logical cores)"
+    by_policy: dict[str, list[str]] = {}
+    for name in cfg.models:
+        policy, reason = model_precision(name, cfg.recipe(name))
+        by_policy.setdefault(f"{policy} ({reason})", []).append(name)
+    return f"device: {device}; precision: " + "; ".join(f"{', '.join(names)} in {policy}" for policy, names in by_policy.items())
 
 
 def cmd_report(args) -> int:
@@ -209,11 +226,19 @@ def _extensions():
         yield mod.add_commands
 
 
+# Commands that train or build models: TensorFlow is imported up front, with its start-up lines filtered.
+TENSORFLOW_COMMANDS = ("run", "models", "bench", "pipeline", "ablate", "gpu-check")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `convbench` console script."""
     setup_environment()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in TENSORFLOW_COMMANDS:
+        from convbench.env import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:

@@ -77,3 +77,55 @@ def describe_environment() -> dict:
         "gpus": gpus,
         "versions": {d: _version(d) for d in ("convbench", "tensorflow", "keras", "numpy", "kfp", "ray", "pandas", "matplotlib")},
     }
+
+
+# TensorFlow's C++ start-up lines, written before its logging honours TF_CPP_MIN_LOG_LEVEL: on a
+# CPU-only machine they read as failures ("failed call to cuInit: ... CUDA error") though nothing failed.
+STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers on your machine",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory", "Unable to register cuFFT factory", "Unable to register cuBLAS factory",
+    "computation placer already registered",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and look for GPUs with its start-up lines filtered out of stderr.
+
+    File descriptor 2 goes to a temporary file meanwhile; afterwards every line that is not known
+    start-up noise (`STARTUP_NOISE`) is written to stderr, so real errors still show. A no-op once
+    TensorFlow is imported.
+
+    Returns:
+        The tensorflow module.
+    """
+    import tempfile
+
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the cuInit attempt happens here
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            sys.stderr.write(without_startup_noise(capture.read().decode("utf-8", "replace")))
+            sys.stderr.flush()
+    return tf
+
+
+def without_startup_noise(text: str) -> str:
+    """`text` without TensorFlow's start-up lines (`STARTUP_NOISE`) and blank lines; the rest kept in order."""
+    return "".join(line for line in text.splitlines(keepends=True)
+                   if line.strip() and not any(noise in line for noise in STARTUP_NOISE))

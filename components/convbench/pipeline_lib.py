@@ -223,10 +223,11 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     """
     from convbench import ray_train
     from convbench.data import read_saved_dataset
-    from convbench.env import describe_environment
+    from convbench.env import describe_environment, import_tensorflow_quietly
     from convbench.io import atomic_write_json
     from convbench.runner import split_diverged, train_and_evaluate
 
+    import_tensorflow_quietly()
     config = dataset_config(dataset_dir)
     data = read_saved_dataset(dataset_dir)
     out = Path(out_dir)

@@ -443,7 +443,9 @@ def train_worker(loop_config: dict) -> None:
     name, seed = loop_config["name"], loop_config["seed"]
     config = from_dict(loop_config["config"], base=RunConfig(), where="ray config")
     data = ray.get(loop_config["data"])
-    import tensorflow as tf
+    from convbench.env import import_tensorflow_quietly
+
+    tf = import_tensorflow_quietly()
 
     tf.get_logger().setLevel("WARNING")  # MultiWorkerMirroredStrategy logs every collective at INFO
     strategy = worker_strategy(size)
