@@ -663,13 +663,7 @@ def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_p
     assert "| cnn_resnet |" in text and "| cnn_vgg |" in text
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "other arrays", "missing"])
-def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_that_model(finished_run, tmp_path, capsys, damage):
-    """Issue 19 case 3: a predictions .npz cut short, emptied, of other content or deleted: `convbench
-    report` says in one line what to do; the same `convbench run` sets the file aside and retrains
-    only that model."""
-    out, argv = _copy_run(finished_run, tmp_path)
-    path = out / "predictions" / "cnn_vgg_seed0.npz"
+def _damage_predictions(path: Path, damage: str) -> None:
     blob = path.read_bytes()
     if damage == "truncated":
         path.write_bytes(blob[: len(blob) // 2])
@@ -678,8 +672,37 @@ def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_th
     elif damage == "other arrays":
         with open(path, "wb") as fh:
             np.savez(fh, test_logits=np.zeros((3, 2)), test_labels=np.zeros(2), val_logits=np.zeros((1, 2)), val_labels=np.zeros(1))
+    elif damage == "no val logits":
+        with open(path, "wb") as fh:
+            np.savez(fh, test_logits=np.zeros((2, 2)), test_labels=np.zeros(2))
     else:
         path.unlink()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "other arrays", "no val logits", "missing"])
+def test_every_kind_of_damaged_predictions_is_recognised(finished_run, tmp_path, damage):
+    """Issue 19 case 3: what the report and the rerun check (`damaged_predictions`) finds in each case."""
+    from convbench.report import damaged_predictions
+
+    out, _ = _copy_run(finished_run, tmp_path)
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert damaged_predictions(out, runs) == []
+    _damage_predictions(out / "predictions" / "cnn_vgg_seed0.npz", damage)
+    ((run, path, problem),) = damaged_predictions(out, runs)
+    assert run["name"] == "cnn_vgg" and path.name == "cnn_vgg_seed0.npz"
+    expected = {"truncated": "BadZipFile", "empty": "EOFError", "other arrays": "do not match", "no val logits": "lacks val_logits",
+                "missing": "it is missing"}[damage]
+    assert expected in problem, problem
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_that_model(finished_run, tmp_path, capsys, damage):
+    """Issue 19 case 3: a predictions .npz cut short or deleted (the other damages are recognised the
+    same way, above): `convbench report` says in one line what to do, or warns; the same `convbench
+    run` sets the file aside and retrains only that model."""
+    out, argv = _copy_run(finished_run, tmp_path)
+    path = out / "predictions" / "cnn_vgg_seed0.npz"
+    _damage_predictions(path, damage)
     before = json.loads((out / "results.json").read_text())["runs"]
     if damage == "missing":  # the report renders without its statistics and says why
         assert cli.main(["report", str(out)]) == 0
