@@ -255,3 +255,20 @@ def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path):
     reused = next(r for r in result["runs"] if r["variant"] == ab.BASELINE)
     assert reused["source"] == "results.json" and reused["predictions"] == "predictions/cnn_vgg_seed0.npz"
     assert [e["diff"] for e in result["effects"]] == [pytest.approx(base["test_accuracy"] - none["test_accuracy"])]
+
+
+def test_a_diverged_variant_is_reported_not_a_crash(tmp_path, capsys):
+    """Issue 19 case 2 in the ablation: at an absurd learning rate every variant diverges; the ablation
+    finishes (exit 0), computes no effect from them and its section says why each is missing."""
+    data = _synthetic(tmp_path / "data")
+    (tmp_path / "lr.yaml").write_text("overrides: {cnn_vgg: {train: {lr_per_1024: 1.0e+35}}}\n")
+    out = tmp_path / "run"
+    assert main(["ablate", "--data", str(data), *ARGS, "--config", str(tmp_path / "lr.yaml"), "--variants", "aug=none",
+                 "--out", str(out)]) == 0
+    log = capsys.readouterr().out
+    assert log.count("diverged (") == 2, log
+    doc = json.loads((out / "ablation.json").read_text())
+    assert doc["runs"] == [] and doc["effects"] == []
+    assert set(doc["skipped"]["cnn_vgg"]) == {"aug=none", "aug=crop+flip"}
+    text = ab.render_ablation_markdown(out)
+    assert "aug=none not run: seed 0 diverged (" in text and "lower `train.lr_per_1024`" in text

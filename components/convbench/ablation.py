@@ -395,7 +395,7 @@ def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str]
 def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], log: Callable[[str], None]) -> dict:
     from convbench import config as cfgmod
     from convbench.io import atomic_write_json
-    from convbench.runner import load_data, train_and_evaluate
+    from convbench.runner import DIVERGED, load_data, train_and_evaluate
 
     data = load_data(config, log)
     summary = _plain(data.summary())
@@ -475,9 +475,18 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
             prefix = variant_dir(model, variant)
             log(f"[ablation] training {label}: {variants_info[model][variant]['description']}")
             result = train_and_evaluate(model, seed, vcfg, data, run_dir / prefix, log)
-            runs.append(ledger_entry(model, variant, seed, result, prefix, "ablation"))
             trained += 1
             _free_memory()
+            if result.get("status") == DIVERGED:
+                # A result, not a crash: the effects leave it out and the ablation report says why.
+                d = result["diverged"]
+                reason = (f"seed {seed} diverged ({d['quantity']} became {d['value']} at epoch {d['epoch']}, peak learning "
+                          f"rate {d['lr']:.4g}); lower `{d['lr_setting']}`")
+                log(f"[ablation] {label}: {reason}")
+                skipped.setdefault(model, {})[variant] = reason
+                save()
+                continue
+            runs.append(ledger_entry(model, variant, seed, result, prefix, "ablation"))
         save()
     log(f"[ablation] {trained} trained, {reused} reused from results.json, {kept} already finished")
     effects, used_seeds = compute_effects(run_dir, runs, config.analysis.alpha, log)
@@ -684,9 +693,10 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
     if ledger is None:
         return None
     effects = ledger.get("effects") or []
+    notes = [f"- {model}: {variant} not run: {reason}." for model, d in ledger.get("skipped", {}).items() for variant, reason in d.items()]
     if not effects:
         return ("## Ablations\n\nNo ablation contrast has finished runs on both sides yet; run the same "
-                "`convbench ablate` command again to finish it.\n")
+                "`convbench ablate` command again to finish it.\n" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
     text = render_ablation_section(effects).rstrip("\n")
     lines = [text, "", "Per variant (mean ± std over seeds; train accuracy is measured on augmented batches, "
              "so mixing augmentations such as cutmix lower it and the gap by construction):", "",
@@ -702,7 +712,6 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
             desc = ledger.get("variants", {}).get(model, {}).get(variant, {}).get("description") or describe_recipe(rs[0]["recipe"])
             lines.append(f"| {model} | {variant} | {desc} | {', '.join(str(e['seed']) for e in rs)} | "
                          f"{100 * acc.mean():.2f}{spread} | {100 * gap.mean():+.2f} |")
-    notes = [f"- {model}: {variant} not run: {reason}." for model, d in ledger.get("skipped", {}).items() for variant, reason in d.items()]
     if notes:
         lines += ["", *notes]
     curves = ledger.get("curves") or {}
