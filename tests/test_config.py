@@ -92,3 +92,18 @@ def test_describe_augment_names_what_is_on():
     assert c.describe_augment({**base, "alternate_flip": True}) == ["crop±2px", "alternating flip", "cutmix α=0.5"]
     assert c.describe_augment(base) == ["crop±2px", "flip", "cutmix α=0.5"]  # results saved before alternate_flip existed
     assert c.describe_augment({**base, "flip": False, "crop_padding": 0, "cutmix_alpha": 0.0}) == []
+
+
+def test_run_help_names_the_quick_presets_defaults(capsys):
+    """Issue 17: `convbench run --help` says what runs when an option is left out."""
+    from convbench.cli import main
+    from convbench.config import preset
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    quick = preset("quick")
+    assert "quick (the default; CPU)" in text
+    assert f"default {quick.data.source}" in text and f"default {','.join(quick.models)}" in text
+    assert f"default {quick.seeds})" in text and f"default {quick.train.global_batch_size})" in text
+    assert f"{quick.models[0]} {quick.recipe(quick.models[0]).train.epochs}" in text

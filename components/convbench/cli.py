@@ -59,22 +59,40 @@ def make_logger(run_dir: Path | None) -> Callable[[str], None]:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by `run`, `pipeline local` and `bench`."""
+    """Options shared by `run`, `pipeline local` and `bench`; the defaults named are the quick preset's."""
+    from convbench.config import preset
+
+    quick = preset("quick")
     p.add_argument("--config", help="YAML config file (see README); flags override it")
-    p.add_argument("--preset", choices=["quick", "full"], help="starting values: quick (CPU, ~20 min) or full (GPU)")
-    p.add_argument("--data", help="cifar10, cifar100 or a folder with train/<class>/ and test/<class>/ images")
-    p.add_argument("--models", help="comma-separated model names (see `convbench models --names`)")
+    p.add_argument("--preset", choices=["quick", "full"], help="starting values: quick (the default; CPU) or full (GPU)")
+    p.add_argument("--data", help="cifar10, cifar100 or a folder with train/<class>/ and test/<class>/ images "
+                   f"(default {quick.data.source}, downloaded once)")
+    p.add_argument("--models", help="comma-separated model names (see `convbench models --names`; default "
+                   f"{','.join(quick.models)})")
     p.add_argument("--out", help="run directory (default runs/run-<timestamp>)")
-    p.add_argument("--epochs", type=int, help="epochs for every model (transfer: head + fine-tune epochs together)")
-    p.add_argument("--seeds", type=int, help="trainings per model with different seeds")
-    p.add_argument("--global-batch-size", type=int, help="examples per optimizer step over all workers")
-    p.add_argument("--max-train-images", type=int, help="stratified subset of train (0 = all)")
-    p.add_argument("--max-test-images", type=int, help="stratified subset of test (0 = all)")
+    p.add_argument("--epochs", type=int, help="epochs for every model (transfer: head + fine-tune epochs together; "
+                   f"default {_quick_epochs(quick)})")
+    p.add_argument("--seeds", type=int, help=f"trainings per model with different seeds (default {quick.seeds})")
+    p.add_argument("--global-batch-size", type=int, help="examples per optimizer step over all workers "
+                   f"(default {quick.train.global_batch_size})")
+    p.add_argument("--max-train-images", type=int, help="stratified subset of train (default 0 = all)")
+    p.add_argument("--max-test-images", type=int, help="stratified subset of test (default 0 = all)")
     p.add_argument("--strict", action="store_true", default=None, help="stop on unreadable images instead of skipping them")
     p.add_argument("--workers", type=int, help="Ray Train workers per model (above 1 trains under Ray; 1 without --ray-address is the plain loop)")
     p.add_argument("--gpus-per-worker", type=int, default=0, help="GPUs per Ray worker (default 0: CPU)")
     p.add_argument("--ray-address", help="Ray cluster: http://HEAD:8265 submits a job, ray://HEAD:10001 or auto attaches; "
                    "without it a local Ray starts when --workers > 1")
+
+
+def _quick_epochs(quick) -> str:
+    """The quick preset's epochs per model, as --help states them ("cnn_vgg 5, cnn_resnet 4, ...")."""
+    from convbench.models import model_info
+
+    def total(name: str) -> int:
+        r = quick.recipe(name)
+        return r.transfer.frozen_epochs + r.transfer.finetune_epochs if model_info(name).kind == "transfer" else r.train.epochs
+
+    return ", ".join(f"{name} {total(name)}" for name in quick.models)
 
 
 def resolve_config(args: argparse.Namespace):
