@@ -107,3 +107,12 @@ def test_startup_filter_keeps_real_errors():
             "E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: UNKNOWN ERROR (303)\n"
             "E0000 00:00:1.0 1 some_op.cc:9] Out of memory while allocating 4 GiB\n\n")
     assert without_startup_noise(text) == "E0000 00:00:1.0 1 some_op.cc:9] Out of memory while allocating 4 GiB\n"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_descriptions_state_no_second_parameter_count(name):
+    """Issue 17: `convbench models` shows one parameter count, measured on the built model; a
+    description quoting another (the ImageNet head's) contradicted it."""
+    import re
+
+    assert not re.search(r"\d+(\.\d+)?\s?M\b", model_info(name).description), model_info(name).description

@@ -199,17 +199,22 @@ def cmd_models(args) -> int:
     if args.names:
         print("\n".join(names))
         return 0
+    from convbench.config import preset
     from convbench.flops import count_flops
     from convbench.models import create_model
 
+    quick = preset("quick")
     print(f"{'name':<20} {'kind':<9} {'params':>10} {'MFLOPs':>9}  input  description")
     for name in names:
         info = model_info(name)
-        kwargs = {"weights": None} if info.kind == "transfer" else {}
+        recipe = quick.recipe(name)
+        kwargs = {"weights": None, "resolution": recipe.transfer.resolution, "head": recipe.transfer.head} \
+            if info.kind == "transfer" else {}
         model = create_model(name, num_classes=10, **kwargs)
-        res = "96px" if info.kind == "transfer" else "32px"
+        res = f"{recipe.transfer.resolution}px" if info.kind == "transfer" else "32px"
         print(f"{name:<20} {info.kind:<9} {model.count_params():>10,} {count_flops(model) / 1e6:>9.1f}  {res:<6} {info.description}")
-    print("\nParameters and FLOPs for 10 classes; transfer models at their default 96 px (set transfer.resolution).")
+    print("\nParameters and FLOPs for 10 classes, as the quick preset builds each model (transfer models at its "
+          "transfer.resolution, upsampled from 32 px).")
     return 0
 
 
