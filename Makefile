@@ -21,10 +21,11 @@ $(BIN)/convbench: pyproject.toml
 
 setup: $(BIN)/convbench
 
-# The main job: train and compare the default models, write runs/latest/REPORT.md.
-# Example: make run ARGS="--data ../shared/datasets/cifar10-jpeg --preset quick"
+# The main job: train and compare the default models into runs/<timestamp>-<config hash>/
+# (runs/latest links to it) and write its REPORT.md. The same ARGS again continue that folder;
+# other ARGS start a new one. Example: make run ARGS="--data ../shared/datasets/cifar10-jpeg --epochs 8"
 run: setup
-	$(BIN)/convbench run --out runs/latest $(ARGS)
+	$(BIN)/convbench run $(ARGS)
 
 test: setup
 	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q $(ARGS)

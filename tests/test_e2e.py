@@ -2,10 +2,16 @@
 then `convbench report` re-renders it and `convbench models` lists the registry."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 
-from convbench.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
+
+from convbench.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,26 @@ def test_results_json_has_the_promised_fields(finished_run):
         expected = model_precision(run["name"], preset("quick").recipe(run["name"]))
         assert (run["mixed_precision"], run["precision_reason"]) == expected
         assert f"{run['mixed_precision']} ({run['precision_reason']})" in text
+
+
+def test_tensorboard_compares_the_models(finished_run):
+    """Issue 17: `tensorboard --logdir <run>/tensorboard` finds, for every (model, seed), per-epoch
+    train/validation loss and accuracy, the learning rate and images/s, the recipe as HParams, and
+    the test accuracy results.json holds."""
+    res = json.loads((finished_run / "results.json").read_text())
+    sessions = sorted(p.name for p in (finished_run / "tensorboard").iterdir())
+    assert sessions == sorted(f"{r['name']}_seed{r['seed']}" for r in res["runs"])
+    for run in res["runs"]:
+        session = finished_run / "tensorboard" / f"{run['name']}_seed{run['seed']}"
+        scalars = read_scalars(session)
+        history = [r for r in scalars["validation"]["epoch_accuracy"]]
+        assert [step for step, _ in history] == list(range(1, run["epochs_run"] + 1))
+        assert max(v for _, v in history) == pytest.approx(run["best_val_accuracy"], abs=1e-6)
+        assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_second"} <= set(scalars["train"])
+        assert scalars[""]["test_accuracy"] == [(run["epochs_run"], pytest.approx(run["test_accuracy"], abs=1e-6))]
+        hparams = read_hparams(session)
+        assert (hparams["model"], hparams["kind"], hparams["precision"]) == (run["name"], run["kind"], run["mixed_precision"])
+        assert hparams["train.lr_per_1024"] == pytest.approx(run["recipe"]["train"]["lr_per_1024"])
 
 
 def test_report_names_the_measured_winner(finished_run):

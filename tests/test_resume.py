@@ -32,6 +32,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_data import write_dataset  # noqa: E402
+from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
 
 from convbench import cli  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
@@ -503,6 +504,11 @@ def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_p
     assert "lr_per_1024: 1e+34" in report and "Retrain cnn_vgg at a lower learning rate" in report
     assert "higher learning rate" not in report.split("## Diverged models")[1].split("##")[0]
     assert "| cnn_resnet |" in report and "| cnn_vgg | custom |" not in report.split("## Training recipes")[0]
+    # TensorBoard: the diverged model's session has its epoch and HParams but no test accuracy.
+    scalars = read_scalars(out / "tensorboard" / "cnn_vgg_seed0")
+    assert [step for step, _ in scalars["train"]["epoch_loss"]] == [1] and "test_accuracy" not in scalars[""]
+    assert read_hparams(out / "tensorboard" / "cnn_vgg_seed0")["status"] == "diverged"
+    assert "test_accuracy" in read_scalars(out / "tensorboard" / "cnn_resnet_seed0")[""]
 
     rc, log = run(1e35)
     assert rc == 0 and "epoch 1" not in log, log  # a diverged run is a finished result
@@ -512,6 +518,10 @@ def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_p
     assert "[cnn_resnet seed 0] epoch" not in log and "[cnn_vgg seed 0] epoch 2" in log
     results = json.loads((out / "results.json").read_text())
     assert sorted(r["name"] for r in results["runs"]) == ["cnn_resnet", "cnn_vgg"] and results["diverged"] == []
+    # The retrained model's session replaced the diverged one's: two epochs, a test accuracy.
+    scalars = read_scalars(out / "tensorboard" / "cnn_vgg_seed0")
+    assert [step for step, _ in scalars["validation"]["epoch_accuracy"]] == [1, 2]
+    assert read_hparams(out / "tensorboard" / "cnn_vgg_seed0")["status"] == "finished"
 
 
 def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
@@ -532,10 +542,14 @@ def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
 def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_path):
     """Issue 19 case 6: a model whose epochs all finished before a kill (say in its robustness step)
     reports, after the resume, the training time its checkpoint recorded plus this process's own,
-    not only the few seconds of the process that found nothing left to train."""
+    not only the few seconds of the process that found nothing left to train.
+
+    Its TensorBoard session (issue 17), written live by the first process and completed by the
+    resumed one, shows every epoch once in train/ and validation/, with the HParams."""
     from convbench.config import TrainConfig, preset
     from convbench.data import Dataset
     from convbench.fit import train_model
+    from convbench.tensorboard_events import EpochWriter, flat_hparams
     from convbench.train import load_checkpoint
 
     x, y = _two_classes(64)
@@ -544,7 +558,13 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     recipe = dataclasses.replace(
         base, train=TrainConfig(epochs=1, global_batch_size=32, eval_batch_size=32),
         transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=1, finetune_epochs=1))
-    _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None)
+    session = tmp_path / "tensorboard" / f"{name}_seed0"
+    live = EpochWriter(session, fresh=True)
+    _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
+                           on_epoch_end=live.write_epoch)
+    live.close()
+    epochs = [r.epoch for r in first.history]
+    assert [step for step, _ in read_scalars(session)["validation"]["epoch_accuracy"]] == epochs
     (path,) = sorted(tmp_path.glob("checkpoint*.npz"))[-1:]
     state, *_ = load_checkpoint(path)
     assert 0 < state["call_seconds"] <= first.train_seconds
@@ -554,6 +574,16 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     assert any("epochs already done" in line for line in lines)
     assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
     assert resumed.train_seconds > state["call_seconds"]
+    EpochWriter(session, fresh=False).finish(resumed.history, {"model": name, **flat_hparams(dataclasses.asdict(recipe))}, 0.5)
+    scalars = read_scalars(session)
+    for split, tags in (("train", ("epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_second")),
+                        ("validation", ("epoch_loss", "epoch_accuracy"))):
+        assert sorted(scalars[split]) == sorted(tags)
+        assert all([step for step, _ in scalars[split][tag]] == epochs for tag in tags), scalars[split]
+    assert scalars["validation"]["epoch_accuracy"] == [(r.epoch, pytest.approx(r.val_accuracy)) for r in resumed.history]
+    assert scalars[""]["test_accuracy"] == [(epochs[-1], 0.5)]
+    hparams = read_hparams(session)
+    assert hparams["model"] == name and hparams["train.global_batch_size"] == 32
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,7 +69,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    f"(default {quick.data.source}, downloaded once)")
     p.add_argument("--models", help="comma-separated model names (see `convbench models --names`; default "
                    f"{','.join(quick.models)})")
-    p.add_argument("--out", help="run directory (default runs/run-<timestamp>)")
+    p.add_argument("--out", help="run directory (default runs/<timestamp>-<config hash>: the same command continues "
+                   "its folder, a changed option starts a new one; runs/latest links to it)")
     p.add_argument("--epochs", type=int, help="epochs for every model (transfer: head + fine-tune epochs together; "
                    f"default {_quick_epochs(quick)})")
     p.add_argument("--seeds", type=int, help=f"trainings per model with different seeds (default {quick.seeds})")
@@ -143,17 +144,17 @@ def with_epochs(cfg, epochs: int):
     )
 
 
-def default_out() -> Path:
-    return Path("runs") / dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-
-
 def cmd_run(args) -> int:
+    from convbench.run_folders import run_folder
     from convbench.runner import run_comparison
 
     cfg = resolve_config(args)
-    out = Path(args.out) if args.out else default_out()
+    notes: list[str] = []
+    out = run_folder(args.out, cfg, log=notes.append)
     log = make_logger(out)
     log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
+    for note in notes:
+        log(note)
     log(device_line(cfg))
     from convbench import ray_train
 
@@ -218,6 +219,14 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from convbench.run_folders import describe_runs, format_runs
+
+    root = Path(args.root)
+    print(format_runs(describe_runs(root), root))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convbench", description="Train and compare CNN architectures on CIFAR; write one Markdown report.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--names", action="store_true", help="print only the names, one per line")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("runs", help="list the run folders: status, data, models and epochs, seeds, best model")
+    p.add_argument("--root", default="runs", help="the folder holding the runs (default runs)")
+    p.set_defaults(func=cmd_runs)
     for extend in _extensions():
         extend(sub)
     return parser

@@ -431,10 +431,14 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 
 
 def cmd_local(args) -> int:
-    from convbench.cli import default_out, make_logger
+    from convbench.cli import make_logger, resolve_config
+    from convbench.run_folders import run_folder
 
-    out = Path(args.out) if args.out else default_out()
+    notes: list[str] = []
+    out = run_folder(args.out, resolve_config(args), kind="pipeline", log=notes.append)
     log = make_logger(out)
+    for note in notes:
+        log(note)
     report = run_local(args, out, log)
     log(f"done: {report}")
     return 0

@@ -467,7 +467,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     environment = {}
     for model_dir in model_dirs:
         src = Path(model_dir)
-        for sub in ("history", "predictions", "models"):
+        for sub in ("history", "predictions", "models", "tensorboard"):
             if (src / sub).is_dir():
                 shutil.copytree(src / sub, out / sub, dirs_exist_ok=True)
         if (src / "run.log").exists():

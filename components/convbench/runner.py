@@ -7,7 +7,8 @@ progress, which then resumes from its last epoch checkpoint when the same comman
 Layout of a run directory:
     REPORT.md, results.json, config.yaml, figures/*.png,
     history/<model>_seed<k>.csv, predictions/<model>_seed<k>.npz (test/val logits and labels),
-    models/<model>/seed<k>/best.weights.h5 (+ checkpoint*.npz while training)
+    models/<model>/seed<k>/best.weights.h5 (+ checkpoint*.npz while training),
+    tensorboard/<model>_seed<k>/ (see tensorboard_events)
 
     convbench run --data ../shared/datasets/cifar10-jpeg --preset quick --out runs/quick
 """
@@ -28,6 +29,7 @@ from convbench import config as cfgmod
 from convbench.config import RunConfig
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, quarantine
+from convbench.tensorboard_events import EpochWriter, flat_hparams, session_dir
 from convbench.train import TrainingDiverged
 
 DIVERGED = "diverged"  # the "status" of a run whose loss became NaN/inf
@@ -81,11 +83,20 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     key = run_key(name, seed)
     model_dir = out_dir / "models" / name / f"seed{seed}"
     label = f"{name} seed {seed}"
+    events = None
+    if shard[0] == 0:
+        # No checkpoint left means this model starts from scratch: an earlier attempt's events go.
+        events = EpochWriter(session_dir(out_dir, key), fresh=not any(model_dir.glob("checkpoint*.npz")))
+    callback = _chain(events.write_epoch if events else None, on_epoch_end)
     try:
         model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
-                                    shard=shard, on_epoch_end=on_epoch_end, budget=config.budget)
+                                    shard=shard, on_epoch_end=callback, budget=config.budget)
     except TrainingDiverged as exc:
-        return {} if shard[0] != 0 else _diverged_entry(name, seed, recipe, out_dir, exc)
+        if shard[0] != 0:
+            return {}
+        entry = _diverged_entry(name, seed, recipe, out_dir, exc)
+        events.finish(exc.history, _hparams(entry, recipe), None)
+        return entry
     if shard[0] != 0:
         return {}
     log(f"[{label}] evaluating on {len(data.y_test)} test images")
@@ -99,7 +110,9 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         exc = TrainingDiverged(label, last.epoch, last.phase, "test or validation logits", float("nan"), peak, result.history)
         exc.train_seconds, exc.precision = result.train_seconds, result.mixed_precision
         log(f"[{label}] diverged: its best weights give NaN or infinite logits")
-        return _diverged_entry(name, seed, recipe, out_dir, exc)
+        entry = _diverged_entry(name, seed, recipe, out_dir, exc)
+        events.finish(exc.history, _hparams(entry, recipe), None)
+        return entry
     log(f"[{label}] robustness, test-time augmentation and saliency")
     extras, extra_arrays = measure_extras(model, data, config.analysis, test_logits, recipe.train.eval_batch_size)
     best_path = model_dir / "best.weights.h5"
@@ -140,9 +153,30 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         **{k: v for k, v in metrics.items() if k not in ("params", "flops_per_image", "test_accuracy", "trainable_params")},
         **extras,
     }
+    events.finish(result.history, _hparams(entry, recipe), entry["test_accuracy"])
     log(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
         f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
     return entry
+
+
+def _chain(*callbacks):
+    """One per-epoch callback that calls each given one (None entries skipped)."""
+    present = [c for c in callbacks if c is not None]
+    if not present:
+        return None
+
+    def each(record) -> None:
+        for callback in present:
+            callback(record)
+
+    return each
+
+
+def _hparams(entry: dict, recipe) -> dict:
+    """The HParams a (model, seed) shows in TensorBoard: its recipe and what identifies the run."""
+    return {"model": entry["name"], "seed": entry["seed"], "kind": entry["kind"],
+            "precision": entry.get("mixed_precision") or "", "status": entry.get("status", "finished"),
+            **flat_hparams(dataclasses.asdict(recipe))}
 
 
 def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
