@@ -17,6 +17,7 @@ as given, with the ledger's checks.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -117,7 +118,7 @@ def describe_runs(root: Path = DEFAULT_ROOT) -> list[dict]:
     """One summary per run folder under root (newest first), read from results.json and config.yaml.
 
     Returns:
-        Dicts with folder, created, status, data, models ("name:epochs"), seeds and best (name and accuracy).
+        Dicts with folder, updated (UTC), status, data, models ("name:epochs"), seeds and best (name and accuracy).
     """
     rows = []
     if not root.is_dir():
@@ -156,22 +157,44 @@ def _summary(folder: Path) -> dict:
     created = results.get("created") or dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc).isoformat(timespec="seconds")
     return {
         "folder": folder.name,
-        "created": str(created)[:16].replace("T", " "),
+        "updated": str(created)[:16].replace("T", " "),
         "status": status,
         "data": _data_label(config) if config else "?",
-        "models": ", ".join(f"{name}:{_epochs(config, name)}" for name in config.models) if config else "?",
+        "models": _models_column(config, finished + diverged),
         "seeds": config.seeds if config else "?",
         "best": f"{best['name']} {best['test_accuracy']:.1%}" if best else "-",
     }
 
 
-def _epochs(config: cfgmod.RunConfig, name: str) -> int:
+def _models_column(config: cfgmod.RunConfig | None, entries: list[dict]) -> str:
+    """ "name:epochs" of every model the folder holds or its config names (a narrower rerun keeps the others)."""
+    epochs: dict[str, object] = {}
+    for entry in entries:
+        recipe = entry.get("recipe")
+        if isinstance(recipe, dict):
+            epochs.setdefault(entry["name"], _recipe_epochs(entry.get("kind"), recipe))
+    for name in config.models if config else ():
+        if name not in epochs:
+            epochs[name] = _recipe_epochs(_kind(name), dataclasses.asdict(config.recipe(name)))
+    return ", ".join(f"{name}:{n}" for name, n in epochs.items()) or "?"
+
+
+def _kind(name: str) -> str:
     from convbench.models import model_info
 
-    recipe = config.recipe(name)
-    if model_info(name).kind == "transfer":
-        return recipe.transfer.frozen_epochs + recipe.transfer.finetune_epochs
-    return recipe.train.epochs
+    try:
+        return model_info(name).kind
+    except ConvbenchError:
+        return ""
+
+
+def _recipe_epochs(kind, recipe: dict):
+    try:
+        if kind == "transfer":
+            return recipe["transfer"]["frozen_epochs"] + recipe["transfer"]["finetune_epochs"]
+        return recipe["train"]["epochs"]
+    except (KeyError, TypeError):
+        return "?"
 
 
 def _data_label(config: cfgmod.RunConfig) -> str:
@@ -184,7 +207,7 @@ def format_runs(rows: list[dict], root: Path = DEFAULT_ROOT) -> str:
     """`convbench runs`' table (plain text, one run per line)."""
     if not rows:
         return f"no runs under {root}/ yet: convbench run --data ../shared/datasets/cifar10-jpeg"
-    columns = ("folder", "created", "status", "data", "seeds", "best", "models")
+    columns = ("folder", "updated", "status", "data", "seeds", "best", "models")
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     lines = ["  " + "  ".join(c.ljust(widths[c]) for c in columns)]
     for r in rows:
