@@ -59,6 +59,16 @@ def test_best_model_follows_the_numbers():
     assert text != text2
 
 
+def test_a_tie_names_the_same_model_in_the_conclusions_as_in_the_statistics():
+    """Equal mean accuracy: the conclusions pick the model the verdict picks (the alphabetically
+    first name), whatever order results.json lists them in."""
+    tied = copy.deepcopy(BASE)
+    tied[1]["test_accuracy"] = tied[0]["test_accuracy"]
+    hist = {"cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
+    for runs in (tied, tied[::-1]):
+        assert "**cnn_resnet** (custom) has the highest test accuracy" in conclusions(_results(copy.deepcopy(runs)), hist)
+
+
 def test_overfitting_gap_leads_to_more_regularization():
     runs = copy.deepcopy(BASE)
     runs[0]["train_accuracy_at_best"] = 0.99  # 20 points above validation

@@ -314,7 +314,7 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
     Returns:
         Markdown text.
     """
-    models = sorted(results["models"], key=lambda m: -m["test_accuracy"])
+    models = sorted(results["models"], key=lambda m: (-m["test_accuracy"], m["name"]))  # ties as stats.verdict breaks them
     if not models:
         return "## Conclusions\n\nNo model finished training, so nothing can be concluded yet.\n"
     first_rows = {}
@@ -447,7 +447,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         figures: figure key -> relative path (keys: curves, confusion, per_class, accuracy_flops).
         notice: a paragraph shown first (e.g. `coverage_notice`: a run still in progress).
     """
-    models = sorted(results["models"], key=lambda m: -m["test_accuracy"])
+    models = sorted(results["models"], key=lambda m: (-m["test_accuracy"], m["name"]))  # ties as stats.verdict breaks them
     data = results["data"]
     env = results["environment"]
     cfg = results["config"]
