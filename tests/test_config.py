@@ -107,3 +107,18 @@ def test_run_help_names_the_quick_presets_defaults(capsys):
     assert f"default {quick.data.source}" in text and f"default {','.join(quick.models)}" in text
     assert f"default {quick.seeds})" in text and f"default {quick.train.global_batch_size})" in text
     assert f"{quick.models[0]} {quick.recipe(quick.models[0]).train.epochs}" in text
+
+
+def test_the_readme_config_example_loads(tmp_path):
+    """The YAML example in README.md is a valid config (unknown keys or wrong types would fail here)."""
+    import re
+    from pathlib import Path
+
+    from convbench.config import load_yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    [example] = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    (tmp_path / "example.yaml").write_text(example)
+    cfg = load_yaml(tmp_path / "example.yaml")
+    assert cfg.seeds == 3 and cfg.recipe("cnn_resnet").train.epochs == 6 and cfg.recipe("cnn_vgg").train.epochs == 10
+    assert cfg.budget.value == 2.0e15  # PyYAML reads "2.0e15" as text: config accepts it as the number meant

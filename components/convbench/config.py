@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -437,6 +438,9 @@ def _from_dict(cls, data: dict, where: str, base):
     return dataclasses.replace(base, **changes)
 
 
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def _coerce(hint, value, where: str, current):
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
@@ -450,6 +454,8 @@ def _coerce(hint, value, where: str, current):
             return value
         return _bad(where, "an integer", value)
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+            value = float(value)  # YAML 1.1 (PyYAML) reads 2.0e15 as text; YAML 1.2 and users mean a number
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         return _bad(where, "a number", value)
