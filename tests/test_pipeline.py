@@ -17,7 +17,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convbench.errors import ConvbenchError
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_tensorboard import read_scalars  # noqa: E402
+
+from convbench.errors import ConvbenchError  # noqa: E402
 
 STEPS = ("prepare-data", "train-model", "evaluate-model", "render-report")
 # Analysis extras off: they are the plain library's code and cost more than the tiny trainings here.
@@ -123,6 +127,10 @@ def test_pipeline_local_end_to_end(tiny_data, tmp_path):
     assert "cnn_vgg" in report and "cnn_resnet" in report and "](figures/" in report
     html = (out / "REPORT.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and "<table>" in html
+    # The train steps export TensorBoard events too (issue 17); TensorBoard's reader finds them.
+    for name in ("cnn_vgg", "cnn_resnet"):
+        scalars = read_scalars(out / "tensorboard" / f"{name}_seed0")
+        assert [step for step, _ in scalars["validation"]["epoch_accuracy"]] == [1] and "test_accuracy" in scalars[""]
 
 
 @pytest.mark.slow
