@@ -227,3 +227,19 @@ def test_setup_names_which_models_trained_in_which_precision():
     md = render_markdown(_results(runs), {}, {})
     assert "precision: cnn_vgg: mixed_bfloat16 (AVX512-BF16 present); cnn_resnet: float32 (mixed_precision: off)." in md
     assert "precision: float32." in render_markdown(_results(copy.deepcopy(BASE)), {}, {})  # older runs: no reason saved
+
+
+def test_glossary_explains_exactly_the_terms_the_report_uses():
+    """Issue 16: the report ends with a glossary of the technical terms it uses, and only those."""
+    import re
+
+    from convbench.glossary import TERMS, glossary_markdown
+
+    res = _results(copy.deepcopy(BASE))
+    md = render_markdown(res, {}, {})
+    body, glossary = md.split("## Glossary")
+    listed = re.findall(r"^- \*\*(.+?)\*\*:", glossary, re.M)
+    expected = [term for term, pattern, _ in TERMS if re.search(pattern, body)]
+    assert listed == expected and "FLOPs, MACs" in listed and "label smoothing" in listed
+    assert "saliency" not in listed  # this report has no saliency section
+    assert glossary_markdown("no technical words here") == ""

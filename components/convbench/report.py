@@ -17,6 +17,7 @@ import numpy as np
 
 from convbench.config import describe_augment
 from convbench.errors import ConvbenchError
+from convbench.glossary import glossary_markdown
 from convbench.io import atomic_write, atomic_write_text
 
 # Thresholds the conclusions use; named so the report can quote them.
@@ -542,7 +543,9 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     for section in results.get("statistics", {}).get("sections_markdown", []):
         out += ["", section]
     out += ["", conclusions(results, histories)]
-    return "\n".join(out).rstrip() + "\n"
+    body = "\n".join(out).rstrip() + "\n"
+    glossary = glossary_markdown(body)
+    return body + ("\n" + glossary if glossary else "")
 
 
 def _per_class_table(results: dict) -> str:
