@@ -167,7 +167,7 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     transfer model's head phase, the backbone's forward pass is paid once (feature caching) and the
     head's own cost is negligible next to it.
     """
-    from convbench.report import pyplot, save_figure
+    from convbench.report import model_colour, pyplot, save_figure
 
     plt = pyplot()
     n_train = results["data"]["train_images"]
@@ -188,8 +188,8 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
                 total += 3.0 * r["flops_per_image"] * n_train
             flops.append(total)
         val = np.array([h["val_accuracy"] for h in rows_h])
-        axes[0].plot(t / 60, val, "-o", ms=3, label=r["name"])
-        axes[1].plot(np.array(flops), val, "-o", ms=3, label=r["name"])
+        axes[0].plot(t / 60, val, "-o", ms=3, label=r["name"], color=model_colour(r["name"]))
+        axes[1].plot(np.array(flops), val, "-o", ms=3, label=r["name"], color=model_colour(r["name"]))
         hit = np.flatnonzero(val >= target)
         rows.append({"model": r["name"], "reached": bool(len(hit)),
                      "minutes": float(t[hit[0]] / 60) if len(hit) else None,
@@ -200,6 +200,11 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     axes[0].set(xlabel="cumulative training time (min)", ylabel="validation accuracy", title="Validation accuracy vs wall time")
     axes[1].set(xlabel="cumulative training FLOPs", ylabel="validation accuracy", title="Validation accuracy vs training FLOPs")
     axes[1].set_xscale("log")
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    # Training FLOPs of the models can span less than a decade: minor-tick labels then overlap.
+    axes[1].xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+    axes[1].xaxis.set_minor_formatter(NullFormatter())
     axes[0].legend(fontsize=8)
     path = fig_dir / "accuracy_vs_budget.png"
     save_figure(fig, path)
@@ -215,14 +220,15 @@ def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Pa
         return False
     plt = pyplot()
     cols = max(len(p["mistake_images"]) for _, p in rows)
-    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols, 1.6 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.45 * cols, 1.9 * len(rows)), squeeze=False)
     for i, (name, p) in enumerate(rows):
         for j in range(cols):
             ax = axes[i, j]
             ax.axis("off")
             if j < len(p["mistake_images"]):
                 ax.imshow(p["mistake_images"][j], interpolation="nearest")
-                ax.set_title(f"{class_names[p['mistake_true'][j]][:8]}→{class_names[p['mistake_pred'][j]][:8]}\n"
+                # One name per line: CIFAR's longest ("automobile") must not be cut.
+                ax.set_title(f"{class_names[p['mistake_true'][j]][:14]}\n→ {class_names[p['mistake_pred'][j]][:14]}\n"
                              f"{p['mistake_confidence'][j]:.2f}", fontsize=6)
         axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8, rotation=90)
     fig.suptitle("Most confident mistakes (true → predicted, confidence)", fontsize=9)
@@ -247,10 +253,13 @@ def plot_saliency(preds: dict[str, list[dict]], class_names: list[str], path: Pa
     for i, (name, p) in enumerate(rows, start=1):
         for j in range(n):
             axes[i, j].imshow(images[j], interpolation="nearest")
-            axes[i, j].imshow(p["saliency"][j].astype(np.float32), cmap="inferno", alpha=0.65, vmin=0, vmax=1)
+            heat = axes[i, j].imshow(p["saliency"][j].astype(np.float32), cmap="inferno", alpha=0.65, vmin=0, vmax=1)
         axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=7, rotation=90)
     for ax in axes.flat:
         ax.axis("off")
+    bar = fig.colorbar(heat, ax=axes[1:, :].ravel().tolist(), shrink=0.8, pad=0.02)
+    bar.set_label("saliency (1 = the pixel that moves the score most)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     fig.suptitle("Where each model looks: |d logit(true class) / d pixel| on the same test images", fontsize=9)
     save_figure(fig, path)
     return True

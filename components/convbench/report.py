@@ -166,14 +166,37 @@ def save_figure(fig, path: Path) -> None:
     plt.close(fig)
 
 
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def model_colour(name: str) -> str:
+    """The one colour a model has in every figure of every report (by its place in the registry)."""
+    from convbench.models import list_models
+
+    names = list_models()
+    index = names.index(name) if name in names else len(names) + sum(map(ord, name))
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def _model_of(key: str) -> str:
+    """"cnn_vgg_seed0" -> "cnn_vgg"."""
+    return key.rsplit("_seed", 1)[0]
+
+
 def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """Accuracy and loss per epoch: train dashed, validation solid, one colour per model."""
+    """Accuracy and loss per epoch: train dashed, validation solid, one colour per model; a transfer
+    model's switch from head training to fine-tuning is marked with a dotted line."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (key, rows) in enumerate(sorted(histories.items())):
-        c = colours[i % len(colours)]
+    for key, rows in sorted(histories.items()):
+        c = model_colour(_model_of(key))
         ep = [r["epoch"] for r in rows]
+        switch = next((r["epoch"] for r in rows if r.get("phase") == "finetune"), None)
+        if switch is not None and switch > ep[0]:
+            for ax in axes:
+                ax.axvline(switch - 0.5, color=c, ls=":", lw=1)
+            axes[0].annotate(f"{_model_of(key)}: fine-tuning starts", (switch - 0.5, 0.02), xycoords=("data", "axes fraction"),
+                             rotation=90, fontsize=7, color=c, ha="right", va="bottom")
         axes[0].plot(ep, [r["train_accuracy"] for r in rows], "--", color=c, alpha=0.7)
         axes[0].plot(ep, [r["val_accuracy"] for r in rows], "-o", color=c, ms=3, label=key)
         axes[1].plot(ep, [r["train_loss"] for r in rows], "--", color=c, alpha=0.7)
@@ -193,11 +216,12 @@ def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path
     for r in runs:
         first.setdefault(r["name"], r)
     n = len(first)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.2), squeeze=False)
+    # Room for the rotated class names between panels, and one colour bar for all of them.
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n + 0.8, 4.6), squeeze=False, constrained_layout=True)
     for ax, (name, r) in zip(axes[0], first.items()):
         cm = np.asarray(r["confusion_matrix"], dtype=float)
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+        image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
         ax.set_title(f"{name} (seed {r['seed']})")
         ticks = range(len(class_names))
         small = len(class_names) <= 20
@@ -214,6 +238,7 @@ def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.grid(False)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of the true class")
     save_figure(fig, path)
 
 
@@ -224,7 +249,7 @@ def plot_per_class(models: dict[str, list[float]], class_names: list[str], path:
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * k * max(1, len(models)) / 2), 4))
     width = 0.8 / max(1, len(models))
     for i, (name, recall) in enumerate(models.items()):
-        ax.bar(np.arange(k) + i * width - 0.4 + width / 2, recall, width, label=name)
+        ax.bar(np.arange(k) + i * width - 0.4 + width / 2, recall, width, label=name, color=model_colour(name))
     ax.set_xticks(np.arange(k))
     ax.set_xticklabels(class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=8 if k <= 20 else 5)
     ax.set(ylabel="test accuracy (recall)", ylim=(0, 1), title="Per-class test accuracy")
@@ -238,7 +263,7 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in models:
         g = m["flops_per_image"] / 1e9
-        ax.errorbar([g], [m["test_accuracy"]], yerr=[m.get("test_accuracy_std", 0.0)], fmt="o", capsize=3)
+        ax.errorbar([g], [m["test_accuracy"]], yerr=[m.get("test_accuracy_std", 0.0)], fmt="o", capsize=3, color=model_colour(m["name"]))
         ax.annotate(f"{m['name']}\n{m['params'] / 1e6:.2f}M params", (g, m["test_accuracy"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
