@@ -740,8 +740,7 @@ def add_commands(subparsers) -> None:
 
 def cmd_ablate(args) -> int:
     """`convbench ablate`: run the ablation into --out, then re-render its REPORT.md if it has one."""
-    from convbench.cli import make_logger, resolve_config
-    from convbench.run_folders import run_folder
+    from convbench.cli import open_run_folder, resolve_config
     from convbench.models import model_info
 
     variants = parse_variants(args.variants)
@@ -753,11 +752,7 @@ def cmd_ablate(args) -> int:
         if not custom:
             raise ConvbenchError("the config selects no custom CNN to ablate; pass --models with the models to ablate")
         cfg = dataclasses.replace(cfg, models=custom, overrides={k: v for k, v in cfg.overrides.items() if k in custom})
-    notes: list[str] = []
-    out = run_folder(args.out, cfg, kind="ablate", log=notes.append)
-    log = make_logger(out)
-    for note in notes:
-        log(note)
+    out, log = open_run_folder(args.out, cfg, kind="ablate")
     log(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
     run_ablation(cfg, out, variants, log=log)
     if (out / "results.json").exists():

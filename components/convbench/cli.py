@@ -58,6 +58,27 @@ def make_logger(run_dir: Path | None) -> Callable[[str], None]:
     return log
 
 
+def open_run_folder(out: str | None, config, kind: str = "") -> tuple[Path, Callable[[str], None]]:
+    """The run folder (--out, or `run_folders.run_folder`'s choice) and a logger writing to its run.log.
+
+    Args:
+        out: the --out value, or None.
+        config: the resolved RunConfig.
+        kind: "" for `convbench run`, "ablate" or "pipeline".
+
+    Returns:
+        (folder, log); what choosing the folder said (continuing, runs/latest) is the log's first lines.
+    """
+    from convbench.run_folders import run_folder
+
+    notes: list[str] = []
+    folder = run_folder(out, config, kind, log=notes.append)
+    log = make_logger(folder)
+    for note in notes:
+        log(note)
+    return folder, log
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `run`, `pipeline local` and `bench`; the defaults named are the quick preset's."""
     from convbench.config import preset
@@ -145,16 +166,11 @@ def with_epochs(cfg, epochs: int):
 
 
 def cmd_run(args) -> int:
-    from convbench.run_folders import run_folder
     from convbench.runner import run_comparison
 
     cfg = resolve_config(args)
-    notes: list[str] = []
-    out = run_folder(args.out, cfg, log=notes.append)
-    log = make_logger(out)
+    out, log = open_run_folder(args.out, cfg)
     log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
-    for note in notes:
-        log(note)
     log(device_line(cfg))
     from convbench import ray_train
 

@@ -431,14 +431,9 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 
 
 def cmd_local(args) -> int:
-    from convbench.cli import make_logger, resolve_config
-    from convbench.run_folders import run_folder
+    from convbench.cli import open_run_folder, resolve_config
 
-    notes: list[str] = []
-    out = run_folder(args.out, resolve_config(args), kind="pipeline", log=notes.append)
-    log = make_logger(out)
-    for note in notes:
-        log(note)
+    out, log = open_run_folder(args.out, resolve_config(args), kind="pipeline")
     report = run_local(args, out, log)
     log(f"done: {report}")
     return 0

@@ -29,7 +29,7 @@ from typing import Callable
 from convbench import config as cfgmod
 from convbench.errors import ConvbenchError
 from convbench.lock import live_owner
-from convbench.runner import _mismatched_recipes, config_fingerprint, read_previous_results
+from convbench.runner import _mismatched_recipes, config_fingerprint
 
 DEFAULT_ROOT = Path("runs")
 LATEST = "latest"
@@ -57,8 +57,9 @@ def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAUL
     """
     digest = config_hash(config)
     for folder in sorted(_folders(root, kind, digest), reverse=True):
-        previous = read_previous_results(folder / "results.json", log=lambda m: None) if (folder / "results.json").exists() else {}
-        if previous and _mismatched_recipes(config, previous.get("runs", [])):
+        # Read only: a damaged results.json is set aside by the ledger, with its warning, not here.
+        previous = _read_results(folder)
+        if previous and _mismatched_recipes(config, [r for r in previous.get("runs", []) if isinstance(r, dict) and "name" in r and "seed" in r]):
             continue
         if previous:
             log(f"continuing {folder}: same config, its finished models are kept")
@@ -131,13 +132,17 @@ def describe_runs(root: Path = DEFAULT_ROOT) -> list[dict]:
     return rows
 
 
-def _summary(folder: Path) -> dict:
+def _read_results(folder: Path) -> dict:
+    """A folder's results.json as a dict, {} when it is missing or unreadable (nothing is moved)."""
     try:
         results = json.loads((folder / "results.json").read_text())
-        if not isinstance(results, dict):
-            results = {}
     except (OSError, ValueError):
-        results = {}
+        return {}
+    return results if isinstance(results, dict) else {}
+
+
+def _summary(folder: Path) -> dict:
+    results = _read_results(folder)
     config = None
     try:
         config = cfgmod.from_dict(results["config"]) if isinstance(results.get("config"), dict) else cfgmod.load_yaml(folder / "config.yaml")
