@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # One epoch, small batches, no latency measurement: a run that gets past the checks stays short.
 FAST = {"train": {"epochs": 1, "global_batch_size": 16, "eval_batch_size": 64}, "measure_latency": False,
-        "transfer": {"resolution": 32, "frozen_epochs": 1, "finetune_epochs": 0},
+        "transfer": {"resolution": 32, "head_steps": 2, "finetune_epochs": 0},
         "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0}}
 
 

@@ -213,7 +213,7 @@ def test_every_model_trains_under_every_precision_policy(name, policy):
     data = Dataset(x, y, xv, yv, xv, yv, ["dark", "bright"], "synthetic")
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(base, train=TrainConfig(epochs=1, global_batch_size=32, mixed_precision=policy, eval_batch_size=32),
-                                 transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=1, finetune_epochs=1,
+                                 transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1,
                                                               finetune_blocks=1))
     model, result = train_model(name, data, recipe, log=lambda m: None, weights=None)
     expected = "float32" if policy == "off" else policy

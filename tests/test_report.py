@@ -18,7 +18,8 @@ def _run(name, kind, acc, val, train_at_best, flops, params, seed=0):
             "train": {"epochs": 4, "global_batch_size": 256, "optimizer": "sgd", "lr_per_1024": 0.8, "schedule": "onecycle", "seed": seed},
             "augment": {"crop_padding": 4, "flip": True, "cutout": 0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0},
             "regularization": {"label_smoothing": 0.1, "weight_decay": 5e-4, "dropout": -1.0, "early_stopping_patience": 0},
-            "transfer": {"resolution": 64, "head": "gap_dense128", "frozen_epochs": 3, "finetune_epochs": 1, "finetune_blocks": 1},
+            "transfer": {"resolution": 64, "head": "gap_dense128", "head_steps": 1500, "head_patience": 3, "finetune_epochs": 1,
+                         "finetune_blocks": 1, "head_lr_per_1024": 4e-3},
         },
         "history_csv": f"history/{name}_seed{seed}.csv", "confusion_matrix": [[5, 1], [2, 4]],
         "per_class": {"precision": [0.7, 0.8], "recall": [0.83, 0.67], "f1": [0.76, 0.73]},
@@ -101,6 +102,41 @@ def test_transfer_winner_is_explained_and_resolution_advice_given():
     assert "**efficientnet_lite0** (transfer)" in text
     assert "ImageNet features carry knowledge" in text
     assert "it ran at 64 px" in text
+
+
+def _transfer_curve(head_vals, tune_vals):
+    rows = [("head", v) for v in head_vals] + [("finetune", v) for v in tune_vals]
+    return [{"epoch": i + 1, "phase": p, "train_accuracy": v, "val_accuracy": v, "train_loss": 1.0, "val_loss": 1.0,
+             "seconds": 1.0} for i, (p, v) in enumerate(rows)]
+
+
+@pytest.mark.parametrize("tune_vals, expected", [
+    ([0.70, 0.74], "fine-tuning raised the best validation accuracy of the head alone from 68.00 % to 74.00 % (+6.00 points)"),
+    ([0.60, 0.62], "fine-tuning did not improve on the head alone (best validation 68.00 % with the head alone, 62.00 % "
+                   "after fine-tuning), so the head-only weights were kept"),
+])
+def test_the_report_says_whether_fine_tuning_improved_on_the_head_alone(tune_vals, expected):
+    runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.66, 0.68, 0.70, 1.4e8, 3.6e6)]
+    runs[-1]["head_steps_run"], runs[-1]["epochs_run"] = 150, 2
+    hist = {"efficientnet_lite0_seed0": _transfer_curve([0.65, 0.68, 0.66], tune_vals)}
+    text = conclusions(_results(runs), hist)
+    assert expected in text
+    assert "100 s of training over 150 head steps on cached features and 2 fine-tuning epochs" in text
+    assert "`overrides: {efficientnet_lite0: {transfer: {resolution: 128}}}`" in text  # it lost at 64 px
+
+
+@pytest.mark.parametrize("transfer, shown", [
+    ({"head_steps": 1500, "finetune_epochs": 1}, "64px, head gap_dense128, head up to 1500 steps on cached features + 1 fine-tune epochs"),
+    ({"frozen_epochs": 3, "finetune_epochs": 1}, "64px, head gap_dense128, 3 frozen head epochs + 1 fine-tune epochs"),  # saved before head_steps
+])
+def test_the_recipe_table_shows_the_transfer_phases_of_new_and_old_recipes(transfer, shown):
+    runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.66, 0.68, 0.70, 1.4e8, 3.6e6)]
+    runs[-1]["recipe"]["transfer"] = {"resolution": 64, "head": "gap_dense128", "finetune_blocks": 1, "head_lr_per_1024": 4e-3,
+                                      **transfer}
+    md = render_markdown(_results(runs), {}, {})
+    row = next(line for line in md.splitlines() if line.startswith("| efficientnet_lite0 | ") and "adamw" in line)
+    assert shown in row
+    assert row.split(" | ")[1] == str(transfer.get("frozen_epochs", 0) + transfer["finetune_epochs"])
 
 
 def test_markdown_has_every_section_and_relative_figures():

@@ -458,7 +458,7 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(
         base, train=TrainConfig(epochs=3, global_batch_size=32, eval_batch_size=32, lr_per_1024=1e35),
-        transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=2, finetune_epochs=1, head_lr_per_1024=1e35))
+        transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=4, finetune_epochs=1, head_lr_per_1024=1e35))
     lines: list[str] = []
     with pytest.raises(TrainingDiverged) as info:
         train_model(name, data, recipe, log=lines.append, weights=None)
@@ -557,7 +557,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(
         base, train=TrainConfig(epochs=1, global_batch_size=32, eval_batch_size=32),
-        transfer=dataclasses.replace(base.transfer, resolution=32, frozen_epochs=1, finetune_epochs=1))
+        transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1))
     session = tmp_path / "tensorboard" / f"{name}_seed0"
     live = EpochWriter(session, fresh=True)
     _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,

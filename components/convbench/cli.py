@@ -92,7 +92,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    f"{','.join(quick.models)})")
     p.add_argument("--out", help="run directory (default runs/<timestamp>-<config hash>: the same command continues "
                    "its folder, a changed option starts a new one; runs/latest links to it)")
-    p.add_argument("--epochs", type=int, help="epochs for every model (transfer: head + fine-tune epochs together; "
+    p.add_argument("--epochs", type=int, help="epochs of full training for every model (transfer: fine-tuning epochs, after the head's "
+                   "transfer.head_steps on cached features; "
                    f"default {_quick_epochs(quick)})")
     p.add_argument("--seeds", type=int, help=f"trainings per model with different seeds (default {quick.seeds})")
     p.add_argument("--global-batch-size", type=int, help="examples per optimizer step over all workers "
@@ -108,13 +109,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _quick_epochs(quick) -> str:
     """The quick preset's epochs per model, as --help states them ("cnn_vgg 5, cnn_resnet 4, ...")."""
+    from convbench.config import training_epochs
     from convbench.models import model_info
 
-    def total(name: str) -> int:
-        r = quick.recipe(name)
-        return r.transfer.frozen_epochs + r.transfer.finetune_epochs if model_info(name).kind == "transfer" else r.train.epochs
-
-    return ", ".join(f"{name} {total(name)}" for name in quick.models)
+    return ", ".join(f"{name} {training_epochs(model_info(name).kind, dataclasses.asdict(quick.recipe(name)))}"
+                     for name in quick.models)
 
 
 def resolve_config(args: argparse.Namespace):
@@ -146,21 +145,20 @@ def resolve_config(args: argparse.Namespace):
 
 
 def with_epochs(cfg, epochs: int):
-    """Every model trains `epochs` epochs; transfer models keep up to their fine-tune epochs inside that total."""
+    """Every model trains `epochs` epochs of full training (transfer models: fine-tuning epochs, after the head)."""
     from convbench.config import ModelOverride
 
     if epochs < 1:
         raise ConvbenchError(f"--epochs must be >= 1, got {epochs}")
-    finetune = min(cfg.transfer.finetune_epochs, epochs - 1)
     overrides = {}
     for name, over in cfg.overrides.items():
         train = {k: v for k, v in (over.train or {}).items() if k != "epochs"} or None
-        transfer = {k: v for k, v in (over.transfer or {}).items() if k not in ("frozen_epochs", "finetune_epochs")} or None
+        transfer = {k: v for k, v in (over.transfer or {}).items() if k != "finetune_epochs"} or None
         overrides[name] = dataclasses.replace(over, train=train, transfer=transfer)
     return dataclasses.replace(
         cfg,
         train=dataclasses.replace(cfg.train, epochs=epochs),
-        transfer=dataclasses.replace(cfg.transfer, frozen_epochs=epochs - finetune, finetune_epochs=finetune),
+        transfer=dataclasses.replace(cfg.transfer, finetune_epochs=epochs),
         overrides={k: v for k, v in overrides.items() if v != ModelOverride()},
     )
 

@@ -106,8 +106,12 @@ class TransferConfig:
 
     resolution: int = 96  # input side in pixels; CIFAR images are upsampled to it inside the model
     head: str = "gap_dense128"  # "gap_dense128", "flatten_mlp" or "gap_bn_dropout" (the notebook's three heads)
-    frozen_epochs: int = 10  # phase 1: head only, on backbone features computed once and cached
-    finetune_epochs: int = 2  # phase 2: the top blocks unfrozen, BatchNorm kept frozen
+    # Phase 1, the head alone on backbone features computed once and cached, is counted in optimizer
+    # steps, not epochs: a head on 2,000 images needs as many steps to converge as on 45,000, and
+    # steps on cached features cost almost nothing. It has its own cosine schedule and stops early.
+    head_steps: int = 1500  # phase-1 optimizer steps, rounded up to whole evaluation rounds; its cosine schedule spans them
+    head_patience: int = 3  # phase 1 stops after this many evaluations (twenty per phase) without a lower val loss; 0 = never
+    finetune_epochs: int = 2  # phase 2, epochs of full training: the top blocks unfrozen, BatchNorm kept frozen; what --epochs sets
     finetune_blocks: int = 2  # how many of the last blocks to unfreeze in phase 2
     finetune_lr_factor: float = 0.1  # phase-2 peak learning rate relative to phase 1
     head_lr_per_1024: float = 4e-3  # phase-1 AdamW learning rate for a global batch of 1024
@@ -162,6 +166,23 @@ class Recipe:
     augment: AugmentConfig
     regularization: RegularizationConfig
     transfer: TransferConfig
+
+
+def training_epochs(kind: str, recipe: Mapping) -> int:
+    """Epochs of full training a recipe asks for: `train.epochs`, or a transfer model's fine-tuning epochs.
+
+    Args:
+        kind: the model's kind, "custom" or "transfer".
+        recipe: a recipe in its saved form (`dataclasses.asdict(Recipe)` or a results.json entry).
+            Recipes saved before `head_steps` existed counted the head's epochs as well, as they ran.
+
+    Returns:
+        The epoch count the report, `convbench runs` and `--help` show.
+    """
+    if kind != "transfer":
+        return recipe["train"]["epochs"]
+    transfer = recipe["transfer"]
+    return transfer.get("frozen_epochs", 0) + transfer["finetune_epochs"]
 
 
 @dataclass(frozen=True)
@@ -279,10 +300,12 @@ def _validate_recipe(recipe: Recipe, name: str) -> None:
             recipe.transfer.head in ("gap_dense128", "flatten_mlp", "gap_bn_dropout"),
             f"transfer.head must be gap_dense128, flatten_mlp or gap_bn_dropout (got {recipe.transfer.head!r})",
         ),
-        (recipe.transfer.frozen_epochs >= 0 and recipe.transfer.finetune_epochs >= 0, "transfer epochs must be >= 0"),
+        (recipe.transfer.head_steps >= 0 and recipe.transfer.finetune_epochs >= 0,
+         "transfer.head_steps and transfer.finetune_epochs must be >= 0"),
+        (recipe.transfer.head_patience >= 0, f"transfer.head_patience must be >= 0 (got {recipe.transfer.head_patience})"),
         (
-            recipe.transfer.frozen_epochs + recipe.transfer.finetune_epochs >= 1,
-            "transfer.frozen_epochs + transfer.finetune_epochs must be >= 1",
+            recipe.transfer.head_steps + recipe.transfer.finetune_epochs >= 1,
+            "transfer.head_steps and transfer.finetune_epochs are both 0: nothing would train; set either above 0",
         ),
         (recipe.transfer.finetune_blocks >= 0, "transfer.finetune_blocks must be >= 0"),
         (recipe.transfer.head_lr_per_1024 > 0, f"transfer.head_lr_per_1024 must be > 0 (got {recipe.transfer.head_lr_per_1024})"),
@@ -315,7 +338,7 @@ def preset(name: str) -> RunConfig:
             preset="quick",
             train=TrainConfig(epochs=5, global_batch_size=256, lr_per_1024=0.8),
             regularization=RegularizationConfig(label_smoothing=0.1, weight_decay=5e-4),
-            transfer=TransferConfig(resolution=64, frozen_epochs=6, finetune_epochs=1, finetune_blocks=1),
+            transfer=TransferConfig(resolution=64, finetune_epochs=1, finetune_blocks=1),
             overrides={"cnn_resnet": ModelOverride(train={"epochs": 4})},
         )
     if name == "full":
@@ -324,7 +347,7 @@ def preset(name: str) -> RunConfig:
             train=TrainConfig(epochs=40, global_batch_size=512, lr_per_1024=0.8),
             augment=AugmentConfig(crop_padding=4, flip=True, cutout=8),
             regularization=RegularizationConfig(label_smoothing=0.1, weight_decay=5e-4, early_stopping_patience=10),
-            transfer=TransferConfig(resolution=224, frozen_epochs=5, finetune_epochs=10, finetune_blocks=3),
+            transfer=TransferConfig(resolution=224, finetune_epochs=10, finetune_blocks=3),
         )
     raise ConvbenchError(f"unknown preset {name!r}; use --preset quick or --preset full")
 
@@ -424,11 +447,20 @@ def save_yaml(config: RunConfig, path: str | Path) -> None:
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
+# Keys earlier versions accepted, with what replaced them, so an old config fails with the fix.
+RENAMED_KEYS = {
+    "frozen_epochs": "was replaced by head_steps (optimizer steps of the head phase, which now trains to convergence); "
+                     "remove it, or set head_steps",
+}
+
+
 def _from_dict(cls, data: dict, where: str, base):
     if not isinstance(data, dict):
         raise ConvbenchError(f"{where} must be a mapping, got {type(data).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names), key=str)  # YAML keys may be numbers, not only strings
+    if unknown and unknown[0] in RENAMED_KEYS:
+        raise ConvbenchError(f"{where}: {unknown[0]!r} {RENAMED_KEYS[unknown[0]]}")
     if unknown:
         raise ConvbenchError(f"{where}: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(names))}")
     hints = typing.get_type_hints(cls)

@@ -17,6 +17,7 @@ Transfer models train in two phases:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import time
 import zipfile
@@ -30,6 +31,7 @@ from convbench.config import AugmentConfig, BudgetConfig, Recipe
 from convbench.data import Dataset
 from convbench.errors import ConvbenchError
 from convbench.io import quarantine
+from convbench.models.transfer import POOLING_HEADS
 from convbench.train import (
     EpochRecord,
     Stopwatch,
@@ -142,7 +144,9 @@ def train_model(
         best_epoch=best_epoch,
         best_val_accuracy=best_acc,
         train_seconds=train_seconds,
-        epochs_run=len(history),
+        epochs_run=sum(1 for r in history if r.phase != "head"),  # epochs of full training; head rounds are not epochs
+        head_steps_run=sum(1 for r in history if r.phase == "head") * head_schedule(
+            recipe.transfer.head_steps, _steps(len(data.y_train), recipe))[0],
         stopped_early=stopped,
         mixed_precision=precision,
         precision_reason=model_precision(name, recipe)[1],
@@ -172,12 +176,10 @@ def initialize_from_first_batch(model, images: np.ndarray, labels: np.ndarray, n
 
 
 def with_total_epochs(recipe: Recipe, epochs: int, kind: str) -> Recipe:
-    """The recipe with `epochs` in total (transfer: fine-tune epochs kept inside that total)."""
+    """The recipe with `epochs` epochs of full training (transfer: fine-tuning epochs; the head keeps its steps)."""
     if kind != "transfer":
         return dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, epochs=epochs))
-    finetune = min(recipe.transfer.finetune_epochs, epochs - 1)
-    return dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, frozen_epochs=epochs - finetune,
-                                                                       finetune_epochs=finetune))
+    return dataclasses.replace(recipe, transfer=dataclasses.replace(recipe.transfer, finetune_epochs=epochs))
 
 
 def apply_budget(recipe: Recipe, budget: BudgetConfig | None, model, data: Dataset, kind: str, strategy, precision: str,
@@ -362,11 +364,22 @@ def leaf_layers(model) -> list:
     return out
 
 
-def compute_features(features, images: np.ndarray, batch_size: int, log=print, label="") -> np.ndarray:
-    """Backbone features of uint8 images, float16, computed in inference mode."""
+def compute_features(features, images: np.ndarray, batch_size: int, log=print, label="", pool: bool = False) -> np.ndarray:
+    """Backbone features of uint8 images, float16, computed in inference mode.
+
+    Args:
+        pool: average the feature map to 1x1 (keeping its rank), for a head that begins with
+            global average pooling: the head computes the same outputs from it.
+    """
     import tensorflow as tf
 
-    fn = tf.function(lambda x: tf.cast(features(tf.cast(x, tf.float32), training=False), tf.float16), autograph=False)
+    def extract(x):
+        maps = features(tf.cast(x, tf.float32), training=False)
+        if pool:
+            maps = tf.reduce_mean(tf.cast(maps, tf.float32), axis=(1, 2), keepdims=True)
+        return tf.cast(maps, tf.float16)
+
+    fn = tf.function(extract, autograph=False)
     chunks = []
     started = time.perf_counter()
     for i in range(0, len(images), batch_size):
@@ -376,6 +389,19 @@ def compute_features(features, images: np.ndarray, batch_size: int, log=print, l
     return np.concatenate(chunks)
 
 
+# The head phase is evaluated this many times over its steps: often enough for early stopping to
+# catch the best point, rarely enough that its log stays short whatever the data size.
+HEAD_EVALUATIONS = 20
+
+
+def head_schedule(head_steps: int, steps_per_epoch: int) -> tuple[int, int]:
+    """(steps per evaluation round, rounds) of the head phase: about HEAD_EVALUATIONS rounds, each at least one pass."""
+    if head_steps <= 0:
+        return steps_per_epoch, 0
+    per_round = max(steps_per_epoch, math.ceil(head_steps / HEAD_EVALUATIONS))
+    return per_round, math.ceil(head_steps / per_round)
+
+
 def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None,
                     stopwatch=None):
     t = recipe.transfer
@@ -383,35 +409,52 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     head = model.get_layer("head")
     batch = _per_worker_batch(recipe, shard)
     steps = _steps(len(data.y_train), recipe)
+    round_steps, rounds = head_schedule(t.head_steps, steps)
     fp = _fingerprint(recipe, data, model.name)
-    notes = [f"transfer at {t.resolution}px with head {t.head}: {t.frozen_epochs} head epochs on cached features, "
-             f"{t.finetune_epochs} fine-tuning epochs"]
-    head_cfg = dataclasses.replace(recipe.train, optimizer="adamw", lr_per_1024=t.head_lr_per_1024, schedule="cosine")
+    notes = [f"transfer at {t.resolution}px with head {t.head}: up to {rounds * round_steps} head steps on cached features "
+             f"(evaluated every {round_steps}), then {t.finetune_epochs} fine-tuning epochs"]
+    # Half a round of warmup (5 % of the head's steps), then cosine to 0 at the last head step.
+    head_cfg = dataclasses.replace(recipe.train, optimizer="adamw", lr_per_1024=t.head_lr_per_1024, schedule="cosine",
+                                   warmup_epochs=0.5)
     history: list[EpochRecord] = []
-    best, best_epoch, best_acc, stopped = None, 0, -1.0, False
+    best, best_epoch, best_acc, out_of_time = None, 0, -1.0, False
     head_path = checkpoint_dir / "checkpoint-head.npz" if checkpoint_dir else None
     tune_path = checkpoint_dir / "checkpoint-finetune.npz" if checkpoint_dir else None
     tune_resume = _resume_state(tune_path, fp, log)
 
-    if t.frozen_epochs and tune_resume is None:
+    if rounds and tune_resume is None:
         features.trainable = False
         started = time.perf_counter()
         log(f"[{label}] computing frozen {t.resolution}px features of {len(data.y_train) + len(data.y_val)} images (once)")
-        f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, log, label)
-        f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label)
+        pool = t.head in POOLING_HEADS
+        f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, log, label, pool)
+        f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label, pool)
         notes.append(f"feature caching: {time.perf_counter() - started:.1f} s for {len(f_train) + len(f_val)} images")
-        trainer = Trainer(head, head_cfg, recipe.regularization, strategy, steps, t.frozen_epochs, precision)
+        trainer = Trainer(head, head_cfg, recipe.regularization, strategy, round_steps, rounds, precision)
         resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path, stopwatch)
         val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
+        passes = math.ceil(round_steps / steps)
+
+        def head_round(e: int):
+            # Consecutive passes, each shuffled by its own index, cut to the round's steps.
+            ds = None
+            for j in range(passes):
+                one = make_train_dataset(f_train, data.y_train, data.num_classes, batch, _feature_augment(recipe.augment),
+                                         recipe.train.seed, e * passes + j, shard)
+                ds = one if ds is None else ds.concatenate(one)
+            return ds.take(round_steps)
+
         history, best_head, best_epoch, best_acc, stopped = run_epochs(
             trainer,
-            lambda e: make_train_dataset(f_train, data.y_train, data.num_classes, batch, _feature_augment(recipe.augment), recipe.train.seed, e, shard),
-            steps,
+            head_round,
+            round_steps,
             val,
-            t.frozen_epochs,
+            rounds,
             label,
             phase="head",
-            patience=recipe.regularization.early_stopping_patience,
+            unit="round",
+            progress_lines=0,
+            patience=t.head_patience,
             checkpoint=head_path,
             checkpoint_state={"fingerprint": fp},
             log=log,
@@ -420,16 +463,22 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             max_seconds=max_seconds,
             stopwatch=stopwatch,
         )
+        out_of_time = stopped and max_seconds is not None and sum(r.seconds for r in history) >= max_seconds
+        if stopped and not out_of_time:
+            notes.append(f"head phase stopped early after {len(history) * round_steps} of {rounds * round_steps} steps "
+                         f"(validation loss no lower for {t.head_patience} evaluations)")
         if best_head is not None:
             head.set_weights(best_head)
         best = [w.copy() for w in model.get_weights()]
         del f_train, f_val
 
-    if t.finetune_epochs and not stopped:
+    stopped = out_of_time
+    if t.finetune_epochs and not out_of_time:
         unfrozen = unfreeze_top_blocks(features, t.finetune_blocks)
         head.trainable = True
         notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen")
-        tune_cfg = dataclasses.replace(head_cfg, lr_per_1024=t.head_lr_per_1024 * t.finetune_lr_factor)
+        tune_cfg = dataclasses.replace(head_cfg, lr_per_1024=t.head_lr_per_1024 * t.finetune_lr_factor,
+                                       warmup_epochs=recipe.train.warmup_epochs)
         trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision)
         resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path, stopwatch)
         if resume is None:

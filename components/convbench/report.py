@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from convbench.config import describe_augment
+from convbench.config import describe_augment, training_epochs
 from convbench.errors import ConvbenchError
 from convbench.glossary import glossary_markdown
 from convbench.io import atomic_write, atomic_write_text
@@ -78,6 +78,20 @@ def diverged_markdown(results: dict) -> str:
             "and run the same command again: this model is retrained with its new recipe and the finished ones are kept."
         )
     return "\n".join(lines) + "\n"
+
+
+def _epochs_text(m: dict) -> str:
+    """"12 epochs", or for a transfer model "600 head steps on cached features and 3 fine-tuning epochs"."""
+    if m.get("head_steps_run"):
+        return f"{m['head_steps_run']:.0f} head steps on cached features and {m['epochs_run']} fine-tuning epochs"
+    return f"{m['epochs_run']} epochs"
+
+
+def _head_phase(transfer: dict) -> str:
+    """The head phase of a saved transfer recipe, in the units it ran in."""
+    if "head_steps" in transfer:
+        return f"head up to {transfer['head_steps']} steps on cached features"
+    return f"{transfer['frozen_epochs']} frozen head epochs"  # recipes saved before head_steps
 
 
 HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -201,8 +215,11 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
         axes[0].plot(ep, [r["val_accuracy"] for r in rows], "-o", color=c, ms=3, label=key)
         axes[1].plot(ep, [r["train_loss"] for r in rows], "--", color=c, alpha=0.7)
         axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
-    axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel="epoch", ylabel="accuracy")
-    axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel="epoch", ylabel="cross-entropy")
+    xlabel = "epoch"
+    if any(r.get("phase") == "head" for rows in histories.values() for r in rows):
+        xlabel = "epoch (transfer models: head evaluation rounds on cached features, then fine-tuning epochs)"
+    axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel=xlabel, ylabel="accuracy")
+    axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel=xlabel, ylabel="cross-entropy")
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     axes[0].legend(fontsize=8)
@@ -322,7 +339,12 @@ def model_diagnostics(model: dict, rows: list[dict]) -> dict:
     val = [r["val_accuracy"] for r in rows]
     tail = val[-3:] if len(val) >= 3 else val
     gain = (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
+    head = [r["val_accuracy"] for r in rows if r.get("phase") == "head"]
+    tune = [r["val_accuracy"] for r in rows if r.get("phase") == "finetune"]
     return {
+        # A transfer model's best validation accuracy with the head alone, and after fine-tuning (None: no such phase).
+        "head_best": max(head) if head else None,
+        "finetune_best": max(tune) if tune else None,
         "gap": model.get("train_accuracy_at_best", float("nan")) - model["best_val_accuracy"],
         "late_gain": gain,
         "still_improving": bool(len(val) >= 2 and model.get("best_epoch", len(val)) >= len(val) - 1 and gain > STILL_IMPROVING),
@@ -378,13 +400,21 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
         parts = [
             f"**{m['name']}**: {_pct(m['test_accuracy'])} test, best validation {_pct(m['best_val_accuracy'])}",
             f"{m['params'] / 1e6:.2f} M parameters, {m['flops_per_image'] / 1e6:.0f} MFLOPs per image",
-            f"{m['train_seconds']:.0f} s of training over {m['epochs_run']} epochs",
+            f"{m['train_seconds']:.0f} s of training over {_epochs_text(m)}",
         ]
         if np.isfinite(d["gap"]):
             kind = "a sign of overfitting" if d["gap"] > OVERFIT_GAP else ("no overfitting" if d["gap"] < 0.01 else "mild overfitting")
             parts.append(f"train-validation gap {_pts(d['gap'])} ({kind})")
         if d["still_improving"]:
             parts.append(f"validation accuracy was still rising at the end ({_pts(d['late_gain'])} over the last epochs)")
+        if d["head_best"] is not None and d["finetune_best"] is not None:
+            change = d["finetune_best"] - d["head_best"]
+            parts.append(
+                f"fine-tuning raised the best validation accuracy of the head alone from {_pct(d['head_best'])} to "
+                f"{_pct(d['finetune_best'])} ({_pts(change)})" if change > 0 else
+                f"fine-tuning did not improve on the head alone (best validation {_pct(d['head_best'])} with the head alone, "
+                f"{_pct(d['finetune_best'])} after fine-tuning), so the head-only weights were kept"
+            )
         lines.append("- " + "; ".join(parts) + ".")
     if len(models) > 1:
         cheapest = min(models, key=lambda m: m["flops_per_image"])
@@ -402,9 +432,12 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
             lines.append("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within the epoch budget.")
         elif any(m["kind"] == "transfer" for m in models):
             t = next(m for m in models if m["kind"] == "transfer")
+            res = next((r["recipe"]["transfer"]["resolution"] for r in results["runs"] if r["name"] == t["name"]), None)
             lines.append(
-                f"The pretrained {t['name']} did not win here: at this budget and input resolution its ImageNet features "
-                f"({_pct(t['test_accuracy'])}) transfer less well to 32x32 CIFAR images than a small net trained on them directly."
+                f"The pretrained {t['name']} did not win here ({_pct(t['test_accuracy'])}). A likely reason, not tested by this "
+                f"run: ImageNet features computed from CIFAR images upsampled to {res} px carry less than the network "
+                f"was trained to see at 224 px, and its fine-tuning had a budget of {t['epochs_run']} epochs. To test it, raise "
+                f"its resolution alone: `overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`."
             )
     lines += ["", "### What would improve it, and how?", ""]
     advice = _advice(best, diag[best["name"]], results)
@@ -537,7 +570,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         t, a, g = rc["train"], rc["augment"], rc["regularization"]
         augs = describe_augment(a)
         tr = rc["transfer"]
-        transfer = (f"{tr['resolution']}px, head {tr['head']}, {tr['frozen_epochs']} frozen + {tr['finetune_epochs']} fine-tune epochs "
+        transfer = (f"{tr['resolution']}px, head {tr['head']}, {_head_phase(tr)} + {tr['finetune_epochs']} fine-tune epochs "
                     f"(top {tr['finetune_blocks']} blocks)") if r["kind"] == "transfer" else "-"
         lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
         peak = lr_per_1024 * t["global_batch_size"] / 1024
@@ -547,7 +580,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         if r["kind"] == "transfer":
             augs = [f"{x} (fine-tuning only)" for x in augs]
         out.append(
-            f"| {r['name']} | {t['epochs'] if r['kind'] == 'custom' else tr['frozen_epochs'] + tr['finetune_epochs']} | {t['global_batch_size']} | "
+            f"| {r['name']} | {training_epochs(r['kind'], rc)} | {t['global_batch_size']} | "
             f"{optimizer} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
             f"{', '.join(augs) or 'none'} | {g['label_smoothing']} | {g['weight_decay']} | "
             f"{'model default' if g['dropout'] < 0 else g['dropout']} | {g['early_stopping_patience'] or 'off'} | {transfer} |"

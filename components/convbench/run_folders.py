@@ -195,10 +195,8 @@ def _kind(name: str) -> str:
 
 def _recipe_epochs(kind, recipe: dict):
     try:
-        if kind == "transfer":
-            return recipe["transfer"]["frozen_epochs"] + recipe["transfer"]["finetune_epochs"]
-        return recipe["train"]["epochs"]
-    except (KeyError, TypeError):
+        return cfgmod.training_epochs(kind, recipe)
+    except (KeyError, TypeError, AttributeError):
         return "?"
 
 

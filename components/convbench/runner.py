@@ -134,6 +134,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         "flops_per_image": metrics["flops_per_image"],
         "train_seconds": result.train_seconds,
         "epochs_run": result.epochs_run,
+        "head_steps_run": result.head_steps_run,
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
         "train_accuracy_at_best": best.train_accuracy,
@@ -203,7 +204,7 @@ def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
         "diverged": {"epoch": exc.epoch, "phase": exc.phase, "quantity": exc.quantity, "value": str(exc.value), "lr": exc.lr,
                      "lr_setting": setting, "lr_setting_value": value},
         "train_seconds": getattr(exc, "train_seconds", 0.0),
-        "epochs_run": len(exc.history),
+        "epochs_run": sum(1 for r in exc.history if r.phase != "head"),
         "mixed_precision": getattr(exc, "precision", ""),
         "recipe": dataclasses.asdict(recipe),
         "history_csv": f"history/{key}.csv",
@@ -234,7 +235,7 @@ def aggregate(runs: list[dict]) -> list[dict]:
         rs = [r for r in runs if r["name"] == name]
         acc = [r["test_accuracy"] for r in rs]
         entry = {"name": name, "kind": rs[0]["kind"], "seeds": [r["seed"] for r in rs]}
-        for k in ("test_accuracy", "best_val_accuracy", "train_seconds", "epochs_run", "train_accuracy_at_best",
+        for k in ("test_accuracy", "best_val_accuracy", "train_seconds", "epochs_run", "head_steps_run", "train_accuracy_at_best",
                   "final_train_accuracy", "final_val_accuracy", "train_images_per_s", "latency_ms_batch1",
                   "throughput_images_per_s_batch256", "tta_accuracy"):
             vals = [r[k] for r in rs if r.get(k) is not None]

@@ -79,6 +79,7 @@ class TrainResult:
     mixed_precision: str
     notes: list[str] = field(default_factory=list)
     precision_reason: str = ""  # why `mixed_precision` was chosen (choose_precision)
+    head_steps_run: int = 0  # a transfer model's optimizer steps on cached features (its head phase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +519,8 @@ def run_epochs(
     resume: dict | None = None,
     max_seconds: float | None = None,
     stopwatch: Stopwatch | None = None,
+    unit: str = "epoch",
+    progress_lines: int = 4,
 ) -> tuple[list[EpochRecord], list[np.ndarray] | None, int, float, bool]:
     """Run `epochs` epochs with validation, early stopping and per-epoch checkpoints.
 
@@ -539,6 +542,8 @@ def run_epochs(
             "best_val_loss": l, "stale": k} from a checkpoint; epochs already in history are skipped.
         max_seconds: stop once the history's training seconds reach this (a wall-clock budget).
         stopwatch: the model's training time so far, saved in each checkpoint as "call_seconds".
+        unit: what one pass of the loop is called in the log ("epoch"; "round" for the head's step rounds).
+        progress_lines: progress lines within each pass (0 = only the line at its end).
 
     Returns:
         (history, best weights, best epoch, best val accuracy, stopped early)
@@ -554,7 +559,7 @@ def run_epochs(
     best_acc = resume.get("best_val_accuracy", -1.0)
     best_loss = resume.get("best_val_loss", math.inf)
     stale = resume.get("stale", 0)
-    progress = Progress(label, log)
+    progress = Progress(label, log, progress_lines) if progress_lines else None
     stopped = False
     for e in range(done_in_phase, epochs):
         number = first_epoch_number + e
@@ -576,7 +581,7 @@ def run_epochs(
         else:
             stale += 1
         log(
-            f"[{label}] epoch {number} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
+            f"[{label}] {unit} {number} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
             f"acc {val_acc:.4f} | lr {record.lr:.4g} | {seconds:.1f}s {record.images_per_s:,.0f} img/s"
         )
         if checkpoint is not None:
@@ -593,7 +598,7 @@ def run_epochs(
             stopped = True
             break
         if patience and stale >= patience:
-            log(f"[{label}] early stop: validation loss has not improved for {patience} epochs")
+            log(f"[{label}] early stop: validation loss has not improved for {patience} {unit}s")
             stopped = True
             break
     return history, best, best_epoch, best_acc, stopped
