@@ -130,3 +130,44 @@ def test_the_head_stops_early_on_validation_loss_and_fine_tuning_still_runs(name
     assert any("early stop: validation loss has not improved for 2 rounds" in line for line in lines)
     assert any("head phase stopped early after" in n for n in result.notes)
     assert [r.phase for r in result.history].count("finetune") == 1
+
+
+@pytest.mark.parametrize("name", TRANSFER_MODELS)
+def test_fine_tuning_gives_lower_blocks_lower_learning_rates(name):
+    """Discriminative groups cover exactly the trainable variables once each: the head at 1, the top
+    unfrozen block (with the layers after it) at the decay, the block below at its square."""
+    from convbench.fit import discriminative_groups, unfreeze_top_blocks
+
+    model = create_model(name, num_classes=10, resolution=32, weights=None)
+    unfrozen = unfreeze_top_blocks(model.get_layer("features"), 2)
+    groups = discriminative_groups(model, unfrozen, 0.5)
+    assert [f for f, _ in groups] == [1.0, 0.5, 0.25]
+    grouped = [v.path for _, vs in groups for v in vs]
+    assert sorted(grouped) == sorted(v.path for v in model.trainable_variables)
+    assert {v.path for v in groups[0][1]} == {v.path for v in model.get_layer("head").trainable_variables}
+    assert all(v.path.startswith(unfrozen[0]) for v in groups[2][1])
+    assert any(v.path.startswith(unfrozen[1]) for v in groups[1][1])
+
+
+def test_each_learning_rate_group_moves_its_weights_by_its_own_rate():
+    """Adam's first step moves every weight by about the learning rate, whatever its gradient, so
+    the step of each group, divided by the head's, is its factor."""
+    import keras
+    import tensorflow as tf
+
+    from convbench.train import Trainer
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="top")(keras.layers.Dense(8, name="low")(inputs)))
+    low, top = model.get_layer("low").trainable_variables, model.get_layer("top").trainable_variables
+    cfg = c.TrainConfig(optimizer="adamw", lr_per_1024=1e-2, global_batch_size=8, warmup_epochs=0, schedule="constant")
+    trainer = Trainer(model, cfg, c.RegularizationConfig(label_smoothing=0.0, weight_decay=0.0), tf.distribute.get_strategy(),
+                      1, 1, lr_groups=[(1.0, top), (0.25, low)])
+    before = [v.numpy().copy() for v in low + top]
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+    trainer._train(tf.constant(x), tf.constant(y))
+    moved = [np.abs(v.numpy() - b).max() for v, b in zip(low + top, before)]
+    low_step, top_step = max(moved[: len(low)]), max(moved[len(low):])
+    assert top_step == pytest.approx(cfg.learning_rate(), rel=0.05)
+    assert low_step / top_step == pytest.approx(0.25, rel=0.05)

@@ -4,12 +4,16 @@ Custom CNNs train end to end with the recipe's augmentation and regularization.
 
 Transfer models train in two phases:
 1. *head*: the backbone is frozen, so its features of every train/val image are computed once
-   (float16, in memory) and the head trains on them; this is what makes transfer usable on a CPU.
-   Augmentation cannot apply to cached features; regularization (dropout, weight decay, label
-   smoothing) does.
+   (float16, in memory; pooled to 1x1 for heads that begin with global average pooling) and the
+   head trains on them; this is what makes transfer usable on a CPU. It runs `head_steps`
+   optimizer steps whatever the data size, on its own cosine schedule, evaluated 20 times and
+   stopped early when validation loss stops falling; its best round is kept. Augmentation cannot
+   apply to cached features; regularization (dropout, weight decay, label smoothing) does.
 2. *finetune*: the top `finetune_blocks` blocks of the backbone are unfrozen with every BatchNorm
    kept frozen (inference mode, so small CIFAR batches do not wreck ImageNet statistics), and the
-   whole model trains on augmented images at `finetune_lr_factor` times the head's learning rate.
+   whole model trains `finetune_epochs` epochs on augmented images, the head at
+   `finetune_lr_factor` times its phase-1 rate and each lower block at `finetune_lr_decay` times
+   the rate above it. The best epoch (or the head alone, if fine-tuning never beats it) is kept.
 
     python -m convbench.cli run --models cnn_vgg --max-train-images 500 --epochs 1 --out /tmp/cb
 """
@@ -324,10 +328,16 @@ def block_keys(layers) -> list[str]:
     """Ordered block names among `layers` (e.g. "block6a", "conv5_block3", "block_16")."""
     keys: list[str] = []
     for layer in layers:
-        m = re.match(r"^(conv\d+_block\d+|block_\d+|block\d+[a-z]?)", layer.name)
-        if m and m.group(1) not in keys:
-            keys.append(m.group(1))
+        key = _block_key(layer.name)
+        if key and key not in keys:
+            keys.append(key)
     return keys
+
+
+def _block_key(layer_name: str) -> str | None:
+    """The block a layer belongs to ("block_16_expand" -> "block_16"), or None outside blocks."""
+    m = re.match(r"^(conv\d+_block\d+|block_\d+|block\d+[a-z]?)", layer_name)
+    return m.group(1) if m else None
 
 
 def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
@@ -343,7 +353,7 @@ def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
     chosen = keys[-n_blocks:] if n_blocks else []
     start = None
     for i, layer in enumerate(layers):
-        if chosen and layer.name.startswith(chosen[0]):
+        if chosen and _block_key(layer.name) == chosen[0]:
             start = i
             break
     features.trainable = True
@@ -351,6 +361,33 @@ def unfreeze_top_blocks(features, n_blocks: int) -> list[str]:
         train = start is not None and i >= start and not isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = train
     return chosen
+
+
+def discriminative_groups(model, unfrozen: list[str], decay: float) -> list[tuple[float, list]]:
+    """(learning-rate factor, variables) of a transfer model being fine-tuned: the head at 1, the top
+    unfrozen block (and the layers after it) at `decay`, the block below at decay**2, and so on.
+
+    Args:
+        model: a transfer model after `unfreeze_top_blocks`.
+        unfrozen: the block names it returned, lowest first.
+        decay: factor per block going down (1 = one learning rate for all).
+
+    Returns:
+        Groups with trainable variables, highest factor first.
+    """
+    head = model.get_layer("head")
+    by_depth: dict[int, list] = {0: list(head.trainable_variables)}
+    depth = 0
+    for layer in leaf_layers(model.get_layer("features")):
+        key = _block_key(layer.name)
+        if key in unfrozen:
+            depth = len(unfrozen) - unfrozen.index(key)  # top block 1, the one below 2...
+        elif depth == 0:
+            continue  # below the unfrozen blocks: frozen
+        # A layer outside any block keeps the depth of the block before it (after the last: the top's).
+        if layer.trainable_variables:
+            by_depth.setdefault(depth, []).extend(layer.trainable_variables)
+    return [(decay ** d, by_depth[d]) for d in sorted(by_depth) if by_depth[d]]
 
 
 def leaf_layers(model) -> list:
@@ -476,10 +513,14 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     if t.finetune_epochs and not out_of_time:
         unfrozen = unfreeze_top_blocks(features, t.finetune_blocks)
         head.trainable = True
-        notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen")
         tune_cfg = dataclasses.replace(head_cfg, lr_per_1024=t.head_lr_per_1024 * t.finetune_lr_factor,
                                        warmup_epochs=recipe.train.warmup_epochs)
-        trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision)
+        groups = discriminative_groups(model, unfrozen, t.finetune_lr_decay)
+        trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision, lr_groups=groups)
+        rates = ", ".join(f"{len(v)} variables at {tune_cfg.learning_rate() * f:.3g}" for f, v in groups)
+        notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen; peak learning rates "
+                     f"from the head down: {rates}" + (" (one rate: mixed_float16 keeps one loss scale)"
+                                                        if precision == "mixed_float16" and len(groups) > 1 else ""))
         resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path, stopwatch)
         if resume is None:
             resume = {"history": [dataclasses.asdict(r) for r in history], "best": best, "best_epoch": best_epoch,

@@ -198,6 +198,40 @@ def make_optimizer(cfg: TrainConfig, reg: RegularizationConfig, schedule, precis
     return opt
 
 
+class OptimizerGroups:
+    """Several optimizers, each over its own variables, used as one: discriminative learning rates.
+
+    Keras optimizers take one learning rate for all their variables, and Adam's step does not scale
+    with the gradient, so a lower rate for lower blocks needs an optimizer of its own per rate. The
+    first group's optimizer counts the steps (`iterations`); `variables` lists every optimizer's
+    state in group order, which is what checkpoints save and restore.
+    """
+
+    def __init__(self, groups: list[tuple[object, list]]):
+        self.groups = groups
+        index = {id(v): g for g, (_, variables) in enumerate(groups) for v in variables}
+        self._index = index
+
+    @property
+    def iterations(self):
+        return self.groups[0][0].iterations
+
+    @property
+    def variables(self) -> list:
+        return [v for opt, _ in self.groups for v in opt.variables]
+
+    def build(self, _variables) -> None:
+        for opt, variables in self.groups:
+            opt.build(variables)
+
+    def apply_gradients(self, pairs) -> None:
+        split: list[list] = [[] for _ in self.groups]
+        for grad, var in pairs:
+            split[self._index[id(var)]].append((grad, var))
+        for (opt, _), group in zip(self.groups, split):
+            opt.apply_gradients(group)
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 
@@ -236,10 +270,14 @@ class Trainer:
         precision: the dtype policy in force.
         peak_lr: overrides the config's learning rate (transfer phases).
         trainable: variables to train (default: model.trainable_variables).
+        lr_groups: (factor, variables) pairs that train at factor x the learning rate, each with an
+            optimizer of its own (discriminative fine-tuning); they replace `trainable`. Under
+            mixed_float16 one optimizer keeps one loss scale, so the factors are not applied there.
     """
 
     def __init__(self, model, train_config: TrainConfig, regularization: RegularizationConfig, strategy, steps_per_epoch: int,
-                 epochs: int, precision: str = "float32", peak_lr: float | None = None, trainable=None):
+                 epochs: int, precision: str = "float32", peak_lr: float | None = None, trainable=None,
+                 lr_groups: list[tuple[float, list]] | None = None):
         import tensorflow as tf
 
         self.model = model
@@ -249,8 +287,18 @@ class Trainer:
         self.peak_lr = train_config.learning_rate() if peak_lr is None else peak_lr
         with strategy.scope():
             self.schedule = make_schedule(train_config, steps_per_epoch, epochs, peak_lr)
-            self.optimizer = make_optimizer(train_config, regularization, self.schedule, precision)
-            self.trainable = list(model.trainable_variables if trainable is None else trainable)
+            if lr_groups and precision != "mixed_float16":
+                self.optimizer = OptimizerGroups([
+                    (make_optimizer(train_config, regularization,
+                                    make_schedule(train_config, steps_per_epoch, epochs, self.peak_lr * factor), precision),
+                     list(variables))
+                    for factor, variables in lr_groups])
+                self.trainable = [v for _, variables in self.optimizer.groups for v in variables]
+            else:
+                self.optimizer = make_optimizer(train_config, regularization, self.schedule, precision)
+                if lr_groups:
+                    trainable = [v for _, variables in lr_groups for v in variables]
+                self.trainable = list(model.trainable_variables if trainable is None else trainable)
             self.optimizer.build(self.trainable)
         smoothing = regularization.label_smoothing
         global_batch = self.global_batch_size
