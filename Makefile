@@ -11,7 +11,7 @@ export CONVBENCH_CACHE ?= $(CACHE)/convbench
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test clean gpu-check
+.PHONY: setup run test clean gpu-check transfer-table
 
 $(BIN)/convbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ test: setup
 gpu-check: setup
 	$(BIN)/pip install -q -e ".[gpu]"
 	$(BIN)/convbench gpu-check $(ARGS)
+
+# README "Transfer learning": efficientnet_lite0 on 2,000 training images at 64/96/128 px, head
+# only and with the top 1 or 2 blocks fine-tuned for 3 epochs (about 10 minutes on 2 cores).
+# Each row's REPORT.md in runs/transfer-table/ gives its training time and images per second.
+# Example: make transfer-table ARGS="--data ../shared/datasets/cifar10-jpeg"
+TABLE := runs/transfer-table
+transfer-table: setup
+	mkdir -p $(TABLE)
+	for r in 64 96 128; do for b in 0 1 2; do \
+	  if [ $$b = 0 ]; then t="{resolution: $$r, finetune_epochs: 0}"; e=""; else t="{resolution: $$r, finetune_blocks: $$b}"; e="--epochs 3"; fi; \
+	  printf 'transfer: %s\nmeasure_latency: false\nanalysis: {robustness_images: 0, tta_flip: false, saliency_images: 0, mistakes: 0}\n' "$$t" > $(TABLE)/r$${r}_b$$b.yaml; \
+	  $(BIN)/convbench run --preset quick --models efficientnet_lite0 --max-train-images 2000 --max-test-images 1000 $$e \
+	    --config $(TABLE)/r$${r}_b$$b.yaml --out $(TABLE)/r$${r}_b$$b $(ARGS) || exit 1; \
+	done; done
+	$(BIN)/convbench runs --root $(TABLE)
 
 clean:
 	rm -rf runs .cache

@@ -54,7 +54,7 @@ def main() -> None:
         train=TrainConfig(epochs=2, global_batch_size=32, lr_per_1024=0.4, warmup_epochs=0.5, mixed_precision=args.precision,
                           eval_batch_size=32, steps_per_execution=2, sync_batchnorm=args.sync_batchnorm),
         regularization=dataclasses.replace(base.regularization, dropout=0.0, early_stopping_patience=0),
-        transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=4, finetune_epochs=1, finetune_blocks=1),
+        transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=16, finetune_epochs=1, finetune_blocks=1),  # two rounds of 8 steps
     )
     out = {"model": args.model, "transfer": transfer}
     if transfer:

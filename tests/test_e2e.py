@@ -69,10 +69,13 @@ def test_tensorboard_compares_the_models(finished_run):
         session = finished_run / "tensorboard" / f"{run['name']}_seed{run['seed']}"
         scalars = read_scalars(session)
         history = [r for r in scalars["validation"]["epoch_accuracy"]]
-        assert [step for step, _ in history] == list(range(1, run["epochs_run"] + 1))
+        # One step per history row: a transfer model's head evaluations, then its fine-tuning epochs.
+        rows = (finished_run / run["history_csv"]).read_text().strip().splitlines()[1:]
+        assert [step for step, _ in history] == list(range(1, len(rows) + 1))
+        assert len(rows) == run["epochs_run"] + sum(",head," in r for r in rows)
         assert max(v for _, v in history) == pytest.approx(run["best_val_accuracy"], abs=1e-6)
         assert {"epoch_loss", "epoch_accuracy", "epoch_learning_rate", "epoch_images_per_second"} <= set(scalars["train"])
-        assert scalars[""]["test_accuracy"] == [(run["epochs_run"], pytest.approx(run["test_accuracy"], abs=1e-6))]
+        assert scalars[""]["test_accuracy"] == [(len(rows), pytest.approx(run["test_accuracy"], abs=1e-6))]
         hparams = read_hparams(session)
         assert (hparams["model"], hparams["kind"], hparams["precision"]) == (run["name"], run["kind"], run["mixed_precision"])
         assert hparams["train.lr_per_1024"] == pytest.approx(run["recipe"]["train"]["lr_per_1024"])

@@ -276,7 +276,7 @@ def test_sigterm_stops_every_step_and_the_same_command_resumes(tiny_data, tmp_pa
     log = _plain(second.stdout + second.stderr)
     assert second.returncode == 0, log[-3000:]
     assert f"resuming from checkpoint.npz: {done} epochs already done" in log
-    assert f"[cnn_vgg seed 0] epoch 1 train" not in log
+    assert "[cnn_vgg seed 0] epoch 1/" not in log
     (entry,) = json.loads((out / "results.json").read_text())["runs"]
     assert entry["epochs_run"] == EPOCHS
 

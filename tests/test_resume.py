@@ -140,7 +140,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     assert "reusing 1 finished runs" in log
     assert f"[cnn_resnet seed 0] resuming from checkpoint.npz: {done_before_kill} epochs already done" in log
     assert "[cnn_vgg seed 0] epoch" not in log, "the finished model was trained again"
-    assert "[cnn_resnet seed 0] epoch 1 train" not in log or done_before_kill == 0
+    assert "[cnn_resnet seed 0] epoch 1/" not in log or done_before_kill == 0
 
     final = json.loads((out / "results.json").read_text())
     assert [r["name"] for r in final["runs"]] == ["cnn_vgg", "cnn_resnet"]
@@ -645,7 +645,7 @@ def test_interrupted_run_says_one_line_and_the_same_command_resumes(tmp_path, ho
     if ray:
         assert f"resuming after {done} finished epoch(s)" in log
     assert f"resuming from checkpoint.npz: {done} epochs already done" in log
-    assert f"[cnn_vgg seed 0] epoch {done} train" not in log
+    assert f"[cnn_vgg seed 0] epoch {done}/4 train" not in log
     (entry,) = json.loads((out / "results.json").read_text())["runs"]
     assert entry["epochs_run"] == 4
 

@@ -611,7 +611,8 @@ def run_epochs(
     stopped = False
     for e in range(done_in_phase, epochs):
         number = first_epoch_number + e
-        loss, acc, seconds, images = trainer.train_epoch(make_dataset(e), number, first_epoch_number + epochs - 1, steps_per_epoch, progress)
+        # The log counts within the phase ("fine-tune epoch 1/2" after 9 head rounds); the history, globally.
+        loss, acc, seconds, images = trainer.train_epoch(make_dataset(e), e + 1, epochs, steps_per_epoch, progress)
         # A NaN training loss makes validation meaningless; a NaN validation loss with a finite
         # training loss means the weights blew up at the end of the epoch. Either way: stop.
         val_loss, val_acc = trainer.evaluate(val_dataset) if math.isfinite(loss) else (math.nan, 0.0)
@@ -629,7 +630,7 @@ def run_epochs(
         else:
             stale += 1
         log(
-            f"[{label}] {unit} {number} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
+            f"[{label}] {unit} {e + 1}/{epochs} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
             f"acc {val_acc:.4f} | lr {record.lr:.4g} | {seconds:.1f}s {record.images_per_s:,.0f} img/s"
         )
         if checkpoint is not None:
