@@ -449,7 +449,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     round_steps, rounds = head_schedule(t.head_steps, steps)
     fp = _fingerprint(recipe, data, model.name)
     notes = [f"transfer at {t.resolution}px with head {t.head}: up to {rounds * round_steps} head steps on cached features "
-             f"(evaluated every {round_steps}), then {t.finetune_epochs} fine-tuning epochs"]
+             f"(evaluated every {round_steps}), then {t.finetune_epochs} fine-tuning epoch{'' if t.finetune_epochs == 1 else 's'}"]
     # Half a round of warmup (5 % of the head's steps), then cosine to 0 at the last head step.
     head_cfg = dataclasses.replace(recipe.train, optimizer="adamw", lr_per_1024=t.head_lr_per_1024, schedule="cosine",
                                    warmup_epochs=0.5)

@@ -83,8 +83,12 @@ def diverged_markdown(results: dict) -> str:
 def _epochs_text(m: dict) -> str:
     """"12 epochs", or for a transfer model "600 head steps on cached features and 3 fine-tuning epochs"."""
     if m.get("head_steps_run"):
-        return f"{m['head_steps_run']:.0f} head steps on cached features and {m['epochs_run']} fine-tuning epochs"
-    return f"{m['epochs_run']} epochs"
+        return f"{m['head_steps_run']:.0f} head steps on cached features and {_plural(m['epochs_run'], 'fine-tuning epoch')}"
+    return _plural(m["epochs_run"], "epoch")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _head_phase(transfer: dict) -> str:
