@@ -126,8 +126,8 @@ def test_the_report_says_whether_fine_tuning_improved_on_the_head_alone(tune_val
 
 
 @pytest.mark.parametrize("transfer, shown", [
-    ({"head_steps": 1500, "finetune_epochs": 1}, "64px, head gap_dense128, head up to 1500 steps on cached features + 1 fine-tune epochs"),
-    ({"frozen_epochs": 3, "finetune_epochs": 1}, "64px, head gap_dense128, 3 frozen head epochs + 1 fine-tune epochs"),  # saved before head_steps
+    ({"head_steps": 1500, "finetune_epochs": 1}, "64px, head gap_dense128, head up to 1500 steps on cached features + 1 fine-tune epoch"),
+    ({"frozen_epochs": 3, "finetune_epochs": 1}, "64px, head gap_dense128, 3 frozen head epochs + 1 fine-tune epoch"),  # saved before head_steps
 ])
 def test_the_recipe_table_shows_the_transfer_phases_of_new_and_old_recipes(transfer, shown):
     runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.66, 0.68, 0.70, 1.4e8, 3.6e6)]

@@ -96,7 +96,11 @@ def test_one_seed_says_seed_spread_is_unknown():
     v = _roundtrip(compare_models(_predictions({"x": 0.80, "y": 0.795}, 1, 2), n_boot=200))
     text = render_executive_summary(v)
     assert "not distinguishable" in text
-    assert "one seed" in text and "(1 seed)" in text
+    assert "one seed" in text
+    # No empty spread or CI columns with one seed (issue 16): one accuracy column that says so.
+    header = next(line for line in text.splitlines() if line.startswith("| Model |"))
+    assert "Test acc. (%), 1 seed" in header and "mean ± std" not in header and "95 % CI (%)" not in header
+    assert "n/a" not in next(line for line in text.splitlines() if line.startswith("| **x**") or line.startswith("| x"))
 
 
 def test_same_renderer_follows_the_numbers_not_the_names(decided):

@@ -100,3 +100,17 @@ def test_runs_without_any_run_says_how_to_start(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["runs"]) == 0
     assert "no runs under runs/ yet" in capsys.readouterr().out
+
+
+def test_of_folders_started_in_the_same_second_the_newest_suffix_is_continued(tmp_path):
+    """Two runs in one second make <name> and <name>.1 (then .2 ... .10): the same command again
+    continues the newest, counting .10 after .9."""
+    from convbench.config import preset
+    from convbench.run_folders import choose_run_dir, config_hash
+
+    cfg = preset("quick")
+    name = f"20261204-101500-{config_hash(cfg)}"
+    for suffix in ("", ".1", ".9", ".10"):
+        (tmp_path / f"{name}{suffix}").mkdir()
+    (tmp_path / f"20261204-101459-{config_hash(cfg)}.11").mkdir()  # an older second
+    assert choose_run_dir(cfg, root=tmp_path, log=lambda m: None) == tmp_path / f"{name}.10"

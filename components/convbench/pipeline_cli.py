@@ -178,11 +178,12 @@ def cmd_submit(args) -> int:
 # Local run (the CPU fallback)
 
 
-def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
+def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Path:
     """Run the pipeline with kfp's SubprocessRunner and copy its run directory into `out`.
 
     Args:
-        args: `convbench run`-style options (resolved exactly as `convbench run` resolves them).
+        args: `convbench run`-style options (the pipeline and Ray ones are read from them).
+        config: the RunConfig those options resolve to (`cli.resolve_config(args)`).
         out: the run directory to fill (REPORT.md, results.json, figures/, ...).
         log: progress output.
 
@@ -197,9 +198,7 @@ def run_local(args, out: Path, log: Callable[[str], None] = print) -> Path:
     import kfp.local
 
     from convbench import config as cfgmod
-    from convbench.cli import resolve_config
 
-    config = resolve_config(args)
     source = Path(config.data.source)
     data_source = str(source.resolve()) if source.exists() else config.data.source  # steps may run elsewhere
     arguments = pipeline_arguments(args)
@@ -433,7 +432,8 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 def cmd_local(args) -> int:
     from convbench.cli import open_run_folder, resolve_config
 
-    out, log = open_run_folder(args.out, resolve_config(args), kind="pipeline")
-    report = run_local(args, out, log)
+    config = resolve_config(args)
+    out, log = open_run_folder(args.out, config, kind="pipeline")
+    report = run_local(args, config, out, log)
     log(f"done: {report}")
     return 0

@@ -523,7 +523,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         out.append(
         f"**Summary.** Best on the held-out test set: **{best}**"
         + (f" with {_pct(models[0]['test_accuracy'])}" if models else "")
-        + f", out of {len(models)} models trained on {data['train_images']} images of `{data['source']}`"
+        + f", out of {_plural(len(models), 'model')} trained on {data['train_images']} images of `{data['source']}`"
         + f" ({cfg['preset']} preset). Details and the reasoning are below; conclusions are at the end."
         )
     else:
@@ -574,8 +574,8 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         t, a, g = rc["train"], rc["augment"], rc["regularization"]
         augs = describe_augment(a)
         tr = rc["transfer"]
-        transfer = (f"{tr['resolution']}px, head {tr['head']}, {_head_phase(tr)} + {tr['finetune_epochs']} fine-tune epochs "
-                    f"(top {tr['finetune_blocks']} blocks)") if r["kind"] == "transfer" else "-"
+        transfer = (f"{tr['resolution']}px, head {tr['head']}, {_head_phase(tr)} + {_plural(tr['finetune_epochs'], 'fine-tune epoch')} "
+                    f"(top {_plural(tr['finetune_blocks'], 'block')})") if r["kind"] == "transfer" else "-"
         lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
         peak = lr_per_1024 * t["global_batch_size"] / 1024
         optimizer = t["optimizer"] if r["kind"] == "custom" else "adamw"

@@ -275,16 +275,20 @@ def render_executive_summary(
     cost_cols = [(k, h) for k, h in (("params", "Params"), ("flops_per_image", "FLOPs / image"),
                                      ("train_flops", "Train FLOPs"), ("train_time_s", "Train time (s)"))
                  if any(k in row for row in costs.values())]
-    headers = ["Model", "Test acc. (%) mean ± std", "95 % CI (%)", "Δ vs best (points)", "Holm p vs best"]
+    # With one seed per model there is no spread over seeds: one accuracy column, no empty CI column.
+    one_seed = all(a.get("std") is None and a.get("ci_low") is None for a in acc.values())
+    headers = ["Model", "Test acc. (%), 1 seed" if one_seed else "Test acc. (%) mean ± std"]
+    headers += [] if one_seed else ["95 % CI (%)"]
+    headers += ["Δ vs best (points)", "Holm p vs best"]
     headers += [h for _, h in extra_cols] + [h for _, h in cost_cols]
     rows = []
     for m in verdict.get("ranking") or sorted(acc, key=lambda k: -acc[k]["mean"]):
         am = acc[m]
         c = by_model.get(m)
-        row = [f"**{m}**" if m == verdict.get("winner") else m, _acc_cell(am),
-               _ci_cell(am.get("ci_low"), am.get("ci_high")),
-               "—" if c is None else _pts(-c["diff"]),
-               "—" if c is None else _pval(c["p_holm"]) + ("" if c.get("significant") else " (n.s.)")]
+        row = [f"**{m}**" if m == verdict.get("winner") else m, _pct(am["mean"]) if one_seed else _acc_cell(am)]
+        row += [] if one_seed else [_ci_cell(am.get("ci_low"), am.get("ci_high"))]
+        row += ["—" if c is None else _pts(-c["diff"]),
+                "—" if c is None else _pval(c["p_holm"]) + ("" if c.get("significant") else " (n.s.)")]
         for k, _ in extra_cols:
             v = _mean(extras.get(m, {}).get(k))
             row.append("n/a" if v is None else (f"{v:.3f}" if k == "relative_robustness" else _pct(v)))

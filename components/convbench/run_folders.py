@@ -33,7 +33,8 @@ from convbench.runner import _mismatched_recipes, config_fingerprint
 
 DEFAULT_ROOT = Path("runs")
 LATEST = "latest"
-_NAME = re.compile(r"^(\d{8}-\d{6})-(?:([a-z]+)-)?([0-9a-f]{8})$")
+# <date>-<time>[-<kind>]-<hash>[.<n>]: ".n" when two runs started in the same second.
+_NAME = re.compile(r"^(\d{8}-\d{6})-(?:([a-z]+)-)?([0-9a-f]{8})(?:\.(\d+))?$")
 
 
 def config_hash(config: cfgmod.RunConfig) -> str:
@@ -56,7 +57,7 @@ def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAUL
         The run directory (not created here).
     """
     digest = config_hash(config)
-    for folder in sorted(_folders(root, kind, digest), reverse=True):
+    for folder in sorted(_folders(root, kind, digest), key=_age, reverse=True):
         # Read only: a damaged results.json is set aside by the ledger, with its warning, not here.
         previous = _read_results(folder)
         if previous and _mismatched_recipes(config, [r for r in previous.get("runs", []) if isinstance(r, dict) and "name" in r and "seed" in r]):
@@ -71,6 +72,12 @@ def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAUL
     while folder.exists():  # two runs started in the same second
         folder, suffix = root / f"{name}.{suffix}", suffix + 1
     return folder
+
+
+def _age(folder: Path) -> tuple[str, int]:
+    """Sort key, oldest first: the start time, then the same-second suffix (none, .1, .2 ... .10)."""
+    match = _NAME.match(folder.name)
+    return match.group(1), int(match.group(4) or 0)
 
 
 def _folders(root: Path, kind: str, digest: str) -> list[Path]:
