@@ -279,3 +279,21 @@ def test_glossary_explains_exactly_the_terms_the_report_uses():
     assert listed == expected and "FLOPs, MACs" in listed and "label smoothing" in listed
     assert "saliency" not in listed  # this report has no saliency section
     assert glossary_markdown("no technical words here") == ""
+
+
+@pytest.mark.parametrize("tune_vals, head_won", [([0.70, 0.74], False), ([0.60, 0.62], True)])
+def test_a_transfer_winners_advice_follows_its_phases(tune_vals, head_won):
+    """Issue 16's transfer-specific advice: a gap measured on cached features is not answered with
+    augmentation, and fine-tuning that did not beat the head is named with both ways out."""
+    runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.86, 0.74 if not head_won else 0.68, 0.95, 1.4e8, 3.6e6)]
+    hist = {"efficientnet_lite0_seed0": _transfer_curve([0.65, 0.68, 0.66], tune_vals),
+            "cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
+    advice = conclusions(_results(runs), hist).split("### What would improve it, and how?")[1]
+    if head_won:
+        assert "Regularize the head" in advice and "augment.cutout" not in advice
+        assert "`overrides: {efficientnet_lite0: {transfer: {head: gap_bn_dropout}}}`" in advice
+        assert ("Fine-tuning did not pay at this budget (1 epoch of the top 1 block): give it more, "
+                "`overrides: {efficientnet_lite0: {transfer: {finetune_epochs: 3, finetune_blocks: 2}}}`") in advice
+    else:
+        assert "Regularize more" in advice and "augment.cutout: 8" in advice
+        assert "Fine-tune more of the backbone" in advice and "did not pay" not in advice

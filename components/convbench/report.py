@@ -221,7 +221,7 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
         axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
     xlabel = "epoch"
     if any(r.get("phase") == "head" for rows in histories.values() for r in rows):
-        xlabel = "epoch (transfer models: head evaluation rounds on cached features, then fine-tuning epochs)"
+        xlabel = "epoch (transfer: head rounds, then epochs)"
     axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel=xlabel, ylabel="accuracy")
     axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel=xlabel, ylabel="cross-entropy")
     for ax in axes:
@@ -462,7 +462,16 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
             f"Train longer: validation accuracy gained {_pts(d['late_gain'])} over the last epochs and had not plateaued; "
             f"raise `train.epochs` (now {d['epochs']}) with the same one-cycle schedule stretched over them."
         )
-    if np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP:
+    transfer = recipe.get("transfer", {})
+    head_won = d.get("finetune_best") is not None and d["head_best"] >= d["finetune_best"]
+    if best["kind"] == "transfer" and np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP and (head_won or d.get("finetune_best") is None):
+        # Its best weights came from the head phase: the gap is on cached features, which augmentation never reaches.
+        stronger = ([f"a head with dropout and BatchNorm, `overrides: {{{best['name']}: {{transfer: {{head: gap_bn_dropout}}}}}}`"]
+                    if transfer.get("head") != "gap_bn_dropout" else [])
+        stronger.append("a higher `regularization.weight_decay`")
+        out.append(f"Regularize the head: the train-validation gap is {_pts(d['gap'])}, measured on cached features, which "
+                   "augmentation does not reach (it acts only while fine-tuning); try " + " or ".join(stronger) + ".")
+    elif np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP:
         stronger = []
         if not aug.get("cutout"):
             stronger.append("`augment.cutout: 8`")
@@ -478,11 +487,19 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
             "underfits; widen it (`width`) or train it at a higher learning rate."
         )
     if best["kind"] == "transfer":
-        t = recipe.get("transfer", {})
+        t = transfer
         if t.get("resolution", 224) < 160:
             out.append(f"Feed the pretrained backbone larger images: it ran at {t.get('resolution')} px, far below the 224 px it was "
                        "trained at; raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")
-        out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
+        if head_won:
+            epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
+            out.append(
+                f"Fine-tuning did not pay at this budget ({_plural(epochs, 'epoch')} of the top {_plural(blocks, 'block')}): give it "
+                f"more, `overrides: {{{best['name']}: {{transfer: {{finetune_epochs: {max(3, 2 * epochs)}, finetune_blocks: "
+                f"{blocks + 1}}}}}}}`, or drop it, `transfer: {{finetune_epochs: 0}}`, which keeps the same weights for less time."
+            )
+        else:
+            out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
     for e in results.get("ablation_effects", []):
         if e.get("verdict") == "hurt":
             out.append(
@@ -592,8 +609,12 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     notes = [f"- {r['name']} (seed {r['seed']}): {n}" for r in results["runs"] for n in r.get("notes", [])]
     if notes:
         out += ["", *notes]
+    curves = "Train (dashed) against validation (solid) accuracy and loss per epoch."
+    if any(r.get("kind") == "transfer" for r in results["runs"]):
+        curves += (" A transfer model's first points are its head's evaluation rounds on cached features (each a "
+                   "fixed number of optimizer steps, not an epoch); its fine-tuning epochs follow the dotted line.")
     for key, title, text in (
-        ("curves", "Learning curves", "Train (dashed) against validation (solid) accuracy and loss per epoch."),
+        ("curves", "Learning curves", curves),
         ("confusion", "Confusion matrices", "Rows are true classes, normalised to 1; off-diagonal cells are the confusions."),
         ("per_class", "Per-class accuracy", ""),
         ("accuracy_flops", "Accuracy vs FLOPs", "Forward cost per image against test accuracy; up and left is better."),
