@@ -174,6 +174,20 @@ def test_robustness_section_computes_mca_and_relative_robustness():
     assert "not significance-tested" in text
 
 
+def test_robustness_columns_name_their_images_and_tta_gain_compares_the_whole_test_set():
+    """Issue 16: corruptions use a subset and flip TTA the whole test set; every column says which,
+    and the TTA gain is TTA minus the whole-set accuracy, never minus the subset's."""
+    acc = {"fog": [0.7] * 5}
+    text = render_robustness_section(
+        [{"model": "a", "clean_accuracy": 0.85, "test_accuracy": 0.80, "tta_accuracy": 0.81, "accuracy_by_corruption": acc}],
+        subset_images=1000, test_images=10000)
+    header = next(line for line in text.splitlines() if line.startswith("| Model |"))
+    assert ("Clean acc. (%), 1,000 images | mCA (%), 1,000 images | Relative robustness | Test acc. (%), all 10,000 | "
+            "Flip-TTA acc. (%), all 10,000 | TTA gain (points)") in header
+    assert "| a | 85.00 | 70.00 | 0.824 | 80.00 | 81.00 | +1.00 |" in text
+    assert "mean over severities, 1,000 images" in text and "Flip TTA changed test accuracy by +1.00 points" in text
+
+
 def test_renderers_reject_malformed_results():
     with pytest.raises(ConvbenchError):
         render_executive_summary({"best": "x"})

@@ -325,11 +325,12 @@ def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) 
             by = {c: {s: [e["robustness"]["accuracy_by_corruption"][c][s] for e in entries] for s in sev}
                   for c, sev in entries[0]["robustness"]["accuracy_by_corruption"].items()}
             robust.append({"model": name, "clean_accuracy": [e["robustness"]["clean_accuracy"] for e in entries],
+                           "test_accuracy": [e["test_accuracy"] for e in entries],
                            "accuracy_by_corruption": by,
                            "tta_accuracy": [e["tta_accuracy"] for e in entries if e.get("tta_accuracy") is not None] or None})
     if robust:
         n_img = next(r for r in results["runs"] if r.get("robustness"))["robustness"]["images"]
-        sections.append(rs.render_robustness_section(robust)
+        sections.append(rs.render_robustness_section(robust, subset_images=n_img, test_images=results["data"]["test_images"])
                         + f"\nCorruptions were generated here, deterministically, on {n_img} stratified test images.\n")
     if histories:
         target = float(budget.get("target_accuracy", 0.8))

@@ -467,6 +467,8 @@ def render_robustness_section(
     robustness_rows: Sequence[Mapping[str, Any]],
     *,
     level: int = 2,
+    subset_images: int | None = None,
+    test_images: int | None = None,
 ) -> str:
     """Robustness to common corruptions (CIFAR-10-C style) and flip test-time augmentation.
 
@@ -474,8 +476,11 @@ def render_robustness_section(
         robustness_rows: One dict per model: {"model", "clean_accuracy",
             "accuracy_by_corruption": {corruption: {severity: accuracy}}} and optionally
             "tta_accuracy" (flip TTA on clean images). Accuracies as fractions, numbers or
-            per-seed lists (averaged).
+            per-seed lists (averaged). With "test_accuracy" (on the whole test set, where flip
+            TTA is measured too) the TTA gain is taken against it, not against the subset.
         level: Markdown heading level.
+        subset_images: images the corruptions were made from; the columns measured on them say so.
+        test_images: images of the whole test set, named in the columns measured on it.
 
     Returns:
         Markdown text.
@@ -491,6 +496,7 @@ def render_robustness_section(
         clean = _mean(r["clean_accuracy"])
         mca = _corruptions.mean_corruption_accuracy(by_cs)
         data.append({"model": str(r["model"]), "clean": clean, "tta": _mean(r.get("tta_accuracy")),
+                     "test": _mean(r.get("test_accuracy")),
                      "mca": mca, "rr": _corruptions.relative_robustness(clean, mca),
                      "per_c": _corruptions.per_corruption_accuracy(by_cs), "by_cs": by_cs})
     models = [d["model"] for d in data]
@@ -499,14 +505,27 @@ def render_robustness_section(
              "(Hendrycks & Dietterich, 2019), 5 severities each. mCA = mean accuracy over corruptions "
              "and severities; relative robustness = mCA / clean accuracy. Flip TTA averages the "
              "predictions on each image and its horizontal mirror.", ""]
-    rows = [[d["model"], _pct(d["clean"]), _pct(d["tta"]),
-             "n/a" if d["tta"] is None else _pts(d["tta"] - d["clean"]), _pct(d["mca"]), f"{d['rr']:.3f}"]
-            for d in data]
-    lines += [_table(["Model", "Clean acc. (%)", "Flip-TTA acc. (%)", "TTA gain (points)", "mCA (%)",
-                      "Relative robustness"], rows), ""]
+    on_subset = f", {subset_images:,} images" if subset_images else ""
+    on_test = f", all {test_images:,}" if test_images else ""
+    if any(d["test"] is not None for d in data):
+        # Corruptions use a subset, flip TTA the whole test set: each gain compares like with like.
+        rows = [[d["model"], _pct(d["clean"]), _pct(d["mca"]), f"{d['rr']:.3f}", _pct(d["test"]), _pct(d["tta"]),
+                 "n/a" if d["tta"] is None or d["test"] is None else _pts(d["tta"] - d["test"])] for d in data]
+        lines += [_table(["Model", f"Clean acc. (%){on_subset}", f"mCA (%){on_subset}", "Relative robustness",
+                          f"Test acc. (%){on_test}", f"Flip-TTA acc. (%){on_test}", "TTA gain (points)"], rows), ""]
+        for d in data:
+            d["tta_base"] = d["test"]
+    else:
+        rows = [[d["model"], _pct(d["clean"]), _pct(d["tta"]),
+                 "n/a" if d["tta"] is None else _pts(d["tta"] - d["clean"]), _pct(d["mca"]), f"{d['rr']:.3f}"]
+                for d in data]
+        lines += [_table(["Model", f"Clean acc. (%){on_subset}", "Flip-TTA acc. (%)", "TTA gain (points)",
+                          f"mCA (%){on_subset}", "Relative robustness"], rows), ""]
+        for d in data:
+            d["tta_base"] = d["clean"]
     corr_names = sorted({c for d in data for c in d["per_c"]})
     rows = [[c] + [_pct(d["per_c"].get(c)) for d in data] for c in corr_names]
-    lines += ["Accuracy (%) per corruption, mean over severities:", "",
+    lines += [f"Accuracy (%) per corruption, mean over severities{on_subset}:", "",
               _table(["Corruption"] + models, rows), ""]
     sev_names = sorted({s for d in data for sev in d["by_cs"].values() for s in sev}, key=lambda s: int(s))
     rows = []
@@ -516,7 +535,7 @@ def render_robustness_section(
             vals = [sev[s] for sev in d["by_cs"].values() if s in sev]
             row.append(_pct(float(np.mean(vals))) if vals else "n/a")
         rows.append(row)
-    lines += ["Accuracy (%) per severity, mean over corruptions:", "",
+    lines += [f"Accuracy (%) per severity, mean over corruptions{on_subset}:", "",
               _table(["Severity"] + models, rows), ""]
     top_mca = max(data, key=lambda d: d["mca"])
     top_rr = max(data, key=lambda d: d["rr"])
@@ -526,11 +545,11 @@ def render_robustness_section(
     facts.append(f"Keeps the largest share of its clean accuracy: {top_rr['model']} "
                  f"(relative robustness {top_rr['rr']:.3f}).")
     facts.append(f"Hardest corruption on average: {hardest} ({_pct(hardest_acc)} % mean accuracy).")
-    tta = [d for d in data if d["tta"] is not None]
+    tta = [d for d in data if d["tta"] is not None and d["tta_base"] is not None]
     if tta:
-        gains = [d["tta"] - d["clean"] for d in tta]
+        gains = [d["tta"] - d["tta_base"] for d in tta]
         span = (f"{_pts(gains[0])}" if len(gains) == 1 else f"{_pts(min(gains))} to {_pts(max(gains))}")
-        facts.append(f"Flip TTA changed clean accuracy by {span} points.")
+        facts.append(f"Flip TTA changed test accuracy by {span} points.")
     facts.append("These comparisons are descriptive (one evaluation per model); they are not significance-tested.")
     lines.append(" ".join(facts))
     return "\n".join(lines) + "\n"
