@@ -297,3 +297,21 @@ def test_a_transfer_winners_advice_follows_its_phases(tune_vals, head_won):
     else:
         assert "Regularize more" in advice and "augment.cutout: 8" in advice
         assert "Fine-tune more of the backbone" in advice and "did not pay" not in advice
+
+
+def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):
+    """Issue 16, one train-time definition: the budget table's total time is each model's train time
+    (the whole training call); a transfer model's feature caching counts before its first round, a
+    custom model's validation time is spread over its epochs."""
+    from convbench.analysis import budget_curves
+
+    runs = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5),
+            _run("efficientnet_lite0", "transfer", 0.85, 0.84, 0.86, 1.4e8, 3.6e6)]
+    runs[0]["train_seconds"], runs[1]["train_seconds"] = 60.0, 900.0  # epochs alone: 30 s and 4 s
+    hist = {"cnn_vgg_seed0": _curve(0.79, True), "efficientnet_lite0_seed0": _transfer_curve([0.81, 0.84], [0.83, 0.82])}
+    _, rows = budget_curves(_results(runs), hist, 0.8, tmp_path)
+    by = {r["model"]: r for r in rows}
+    assert by["cnn_vgg"]["total_minutes"] == pytest.approx(1.0) and by["efficientnet_lite0"]["total_minutes"] == pytest.approx(15.0)
+    # cnn_vgg reaches 79 % only at its third epoch (never 80 %); the transfer model's first round already counts the caching.
+    assert not by["cnn_vgg"]["reached"]
+    assert by["efficientnet_lite0"]["minutes"] == pytest.approx((900.0 - 4.0 + 1.0) / 60)
