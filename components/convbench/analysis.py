@@ -208,12 +208,15 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
         ax.axhline(target, color="grey", ls=":", lw=1)
     axes[0].set(xlabel="cumulative training time (min)", ylabel="validation accuracy", title="Validation accuracy vs wall time")
     axes[1].set(xlabel="cumulative training FLOPs", ylabel="validation accuracy", title="Validation accuracy vs training FLOPs")
-    axes[1].set_xscale("log")
-    from matplotlib.ticker import LogLocator, NullFormatter
+    spans = [r["total_flops"] for r in rows] + [r["train_flops"] for r in rows if r["train_flops"]]
+    if spans and max(spans) >= 10 * min(spans):
+        axes[1].set_xscale("log")
+        from matplotlib.ticker import LogLocator, NullFormatter
 
-    # Training FLOPs of the models can span less than a decade: minor-tick labels then overlap.
-    axes[1].xaxis.set_major_locator(LogLocator(base=10, numticks=8))
-    axes[1].xaxis.set_minor_formatter(NullFormatter())
+        # Minor-tick labels of a log axis overlap; one label per decade.
+        axes[1].xaxis.set_major_locator(LogLocator(base=10, numticks=8))
+        axes[1].xaxis.set_minor_formatter(NullFormatter())
+    # Under a decade a log axis would show no labelled tick at all: a linear one reads better.
     axes[0].legend(fontsize=8)
     path = fig_dir / "accuracy_vs_budget.png"
     save_figure(fig, path)
