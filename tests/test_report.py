@@ -315,3 +315,22 @@ def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):
     # cnn_vgg reaches 79 % only at its third epoch (never 80 %); the transfer model's first round already counts the caching.
     assert not by["cnn_vgg"]["reached"]
     assert by["efficientnet_lite0"]["minutes"] == pytest.approx((900.0 - 4.0 + 1.0) / 60)
+
+
+@pytest.mark.parametrize("seconds, budget, expected", [
+    ((100.0, 110.0), {"kind": "none"}, "Compute was roughly matched: train times ran from 100 s (cnn_vgg) to 110 s (cnn_resnet)"),
+    ((100.0, 400.0), {"kind": "none"}, "Compute was not matched: train times ran from 100 s (cnn_vgg) to 400 s (cnn_resnet), 4.0x "
+                                       "apart, so this ranking compares architectures and budgets together"),
+    ((100.0, 400.0), {"kind": "minutes", "value": 3}, None),
+])
+def test_the_conclusions_say_whether_compute_was_matched(seconds, budget, expected):
+    runs = copy.deepcopy(BASE)
+    runs[0]["train_seconds"], runs[1]["train_seconds"] = seconds
+    res = _results(runs)
+    res["config"]["budget"] = budget
+    text = conclusions(res, {}).split("### Why?")[0]
+    if expected is None:
+        assert "Compute was" not in text
+    else:
+        assert expected in text
+        assert ("`budget: {kind: minutes, value: 4}`" in text) == ("not matched" in expected)  # median 250 s

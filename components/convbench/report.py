@@ -398,6 +398,9 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
                 f"The margin is under {_pts(CLOSE_CALL).replace('+', '')}, which is within the seed-to-seed spread typical of "
                 f"CIFAR training; with {seeds} seed(s) this ranking is not reliable. Run `--seeds 3` or more to decide."
             )
+        parity = _compute_parity(models, results.get("config", {}).get("budget", {}))
+        if parity:
+            lines.append(parity)
     lines += ["", "### Why?", ""]
     for m in models:
         d = diag[m["name"]]
@@ -450,6 +453,28 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
                       "does not yet say how it ranks.")
     lines += [f"{i}. {a}" for i, a in enumerate(advice, 1)]
     return "\n".join(lines) + "\n"
+
+
+# Train times within this factor of each other count as roughly equal compute.
+PARITY_RATIO = 1.5
+
+
+def _compute_parity(models: list[dict], budget: dict) -> str:
+    """Whether the ranking compares architectures alone or architectures and budgets together."""
+    if budget.get("kind", "none") != "none":
+        return ""  # an equal budget was set; the Compute budget section states it
+    timed = [m for m in models if m.get("train_seconds", 0) > 0]
+    if len(timed) < 2:
+        return ""
+    fast, slow = min(timed, key=lambda m: m["train_seconds"]), max(timed, key=lambda m: m["train_seconds"])
+    ratio = slow["train_seconds"] / fast["train_seconds"]
+    spread = (f"from {fast['train_seconds']:.0f} s ({fast['name']}) to {slow['train_seconds']:.0f} s ({slow['name']})")
+    if ratio < PARITY_RATIO:
+        return f"Compute was roughly matched: train times ran {spread}, within {PARITY_RATIO:g}x of each other."
+    minutes = max(1, round(float(np.median([m["train_seconds"] for m in timed])) / 60))
+    return (f"Compute was not matched: train times ran {spread}, {ratio:.1f}x apart, so this ranking compares "
+            f"architectures and budgets together. To compare the architectures alone, give every model the same "
+            f"budget, e.g. `budget: {{kind: minutes, value: {minutes}}}` or `budget: {{kind: train_flops, value: ...}}`.")
 
 
 def _advice(best: dict, d: dict, results: dict) -> list[str]:
