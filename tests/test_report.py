@@ -33,7 +33,7 @@ def _results(runs):
         "config": {"preset": "quick", "seeds": 1, "train": {"seed": 0}, "data": {"val_fraction": 0.1, "split_seed": 0}},
         "environment": {"cpu": "test cpu", "cpu_count": 2, "gpus": [], "platform": "linux", "python": "3.11",
                         "versions": {"tensorflow": "x"}},
-        "data": {"source": "fixture", "num_classes": 2, "class_names": ["a", "b"], "train_images": 100, "val_images": 10,
+        "data": {"source": "fixture", "num_classes": 2, "class_names": ["a", "b"], "train_images": 45000, "val_images": 5000,
                  "test_images": 12, "issues": {}},
         "runs": runs,
         "models": aggregate(runs),
@@ -189,6 +189,7 @@ def test_ablation_verdicts_reach_the_advice():
 def test_setup_states_the_validation_split_as_it_came_out():
     """100 classes of 3 images: every class gives one image to validation, a third of train, not the 10 % configured."""
     res = _results(copy.deepcopy(BASE))
+    res["data"].update(train_images=100, val_images=10)
     assert "stratified, 9% of train, seed 0" in render_markdown(res, {}, {})  # 10 of 110: rounding per class, not worth a word
     res["data"].update(train_images=200, val_images=100)
     text = render_markdown(res, {}, {})
@@ -288,7 +289,9 @@ def test_a_transfer_winners_advice_follows_its_phases(tune_vals, head_won):
     runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.86, 0.74 if not head_won else 0.68, 0.95, 1.4e8, 3.6e6)]
     hist = {"efficientnet_lite0_seed0": _transfer_curve([0.65, 0.68, 0.66], tune_vals),
             "cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
-    advice = conclusions(_results(runs), hist).split("### What would improve it, and how?")[1]
+    text = conclusions(_results(runs), hist)
+    advice = text.split("### What would improve it, and how?")[1]
+    assert ("its train accuracy is on un-augmented cached features" in text) == head_won
     if head_won:
         assert "Regularize the head" in advice and "augment.cutout" not in advice
         assert "`overrides: {efficientnet_lite0: {transfer: {head: gap_bn_dropout}}}`" in advice
@@ -334,3 +337,22 @@ def test_the_conclusions_say_whether_compute_was_matched(seconds, budget, expect
     else:
         assert expected in text
         assert ("`budget: {kind: minutes, value: 4}`" in text) == ("not matched" in expected)  # median 250 s
+
+
+@pytest.mark.parametrize("val_images, epochs, verdict", [
+    (200, 2, "too few epochs to tell overfitting from a model still learning"),  # the issue's 2-epoch run on 2,000 images
+    (40, 3, "within ±13.7 points, the chance variation of 40 validation images: too few images to call it overfitting"),
+    (5000, 3, "a sign of overfitting: larger than ±1.2 points, the chance variation of 5,000 validation images"),
+])
+def test_an_underfit_short_run_is_not_called_overfitting(val_images, epochs, verdict):
+    """Issue 16: a gap is called overfitting only when it exceeds the chance variation of the
+    validation set (two standard errors) and at least 3 evaluations show the curves."""
+    runs = copy.deepcopy(BASE)
+    runs[0].update(test_accuracy=0.26, best_val_accuracy=0.25, train_accuracy_at_best=0.326)  # +7.6 points
+    runs[1].update(test_accuracy=0.20)
+    res = _results(runs)
+    res["data"]["val_images"] = val_images
+    hist = {"cnn_vgg_seed0": _curve(0.25, False)[:epochs], "cnn_resnet_seed0": _curve(0.19, False)[:epochs]}
+    text = conclusions(res, hist)
+    assert f"train-validation gap +7.60 points ({verdict})" in text
+    assert ("Regularize more" in text) == verdict.startswith("a sign of overfitting")

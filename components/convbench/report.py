@@ -9,6 +9,7 @@ from the measured numbers (`conclusions`), so different results give different c
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Callable
@@ -338,20 +339,42 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
-def model_diagnostics(model: dict, rows: list[dict]) -> dict:
-    """Numbers the conclusions reason with, for one model (first seed's curves)."""
+def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dict:
+    """Numbers the conclusions reason with, for one model (first seed's curves).
+
+    Verdicts allow for chance: a validation accuracy p on n images varies by about
+    2 sqrt(p (1 - p) / n) (two standard errors), so a gap or a late rise within that is not read
+    as overfitting or as still improving, and fewer than 3 evaluations cannot tell overfitting from
+    a model that is still learning.
+    """
     val = [r["val_accuracy"] for r in rows]
     tail = val[-3:] if len(val) >= 3 else val
     gain = (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
     head = [r["val_accuracy"] for r in rows if r.get("phase") == "head"]
     tune = [r["val_accuracy"] for r in rows if r.get("phase") == "finetune"]
+    p = float(model["best_val_accuracy"])
+    noise = 2.0 * math.sqrt(max(p * (1.0 - p), 0.0) / val_images) if val_images else 0.0
+    gap = model.get("train_accuracy_at_best", float("nan")) - p
+    if not np.isfinite(gap):
+        overfit = "unknown"
+    elif gap > OVERFIT_GAP:
+        overfit = "noise" if gap <= noise else ("too_short" if len(val) < 3 else "overfit")
+    else:
+        overfit = "none" if gap < 0.01 else "mild"
+    # The kept weights are those of the first evaluation with the highest validation accuracy.
+    best_phase = rows[int(np.argmax(val))].get("phase") if val else None
     return {
         # A transfer model's best validation accuracy with the head alone, and after fine-tuning (None: no such phase).
         "head_best": max(head) if head else None,
         "finetune_best": max(tune) if tune else None,
-        "gap": model.get("train_accuracy_at_best", float("nan")) - model["best_val_accuracy"],
+        "gap": gap,
+        "overfit": overfit,
+        "noise": noise,
+        "val_images": val_images,
+        "gap_on_cached_features": best_phase == "head",
         "late_gain": gain,
-        "still_improving": bool(len(val) >= 2 and model.get("best_epoch", len(val)) >= len(val) - 1 and gain > STILL_IMPROVING),
+        "still_improving": bool(len(val) >= 2 and model.get("best_epoch", len(val)) >= len(val) - 1
+                                and gain > max(STILL_IMPROVING, noise)),
         "epochs": len(val),
     }
 
@@ -372,7 +395,8 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
     first_rows = {}
     for r in results["runs"]:
         first_rows.setdefault(r["name"], histories.get(f"{r['name']}_seed{r['seed']}", []))
-    diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], [])) for m in models}
+    n_val = int(results.get("data", {}).get("val_images", 0) or 0)
+    diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], []), n_val) for m in models}
     best = models[0]
     lines = ["## Conclusions", "", "### Which architecture was best?", ""]
     seeds = len(best.get("seeds", [0]))
@@ -410,10 +434,16 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
             f"{m['train_seconds']:.0f} s of training over {_epochs_text(m)}",
         ]
         if np.isfinite(d["gap"]):
-            kind = "a sign of overfitting" if d["gap"] > OVERFIT_GAP else ("no overfitting" if d["gap"] < 0.01 else "mild overfitting")
-            parts.append(f"train-validation gap {_pts(d['gap'])} ({kind})")
+            noise = f"±{100 * d['noise']:.1f} points, the chance variation of {d['val_images']:,} validation images"
+            kind = {"overfit": f"a sign of overfitting: larger than {noise}",
+                    "noise": f"within {noise}: too few images to call it overfitting",
+                    "too_short": "too few epochs to tell overfitting from a model still learning",
+                    "mild": "mild overfitting", "none": "no overfitting"}[d["overfit"]]
+            where = "; its train accuracy is on un-augmented cached features" if d["gap_on_cached_features"] else ""
+            parts.append(f"train-validation gap {_pts(d['gap'])} ({kind}{where})")
         if d["still_improving"]:
-            parts.append(f"validation accuracy was still rising at the end ({_pts(d['late_gain'])} over the last epochs)")
+            beyond = f", more than the ±{100 * d['noise']:.1f}-point chance variation" if d["noise"] else ""
+            parts.append(f"validation accuracy was still rising at the end ({_pts(d['late_gain'])} over the last epochs{beyond})")
         if d["head_best"] is not None and d["finetune_best"] is not None:
             change = d["finetune_best"] - d["head_best"]
             parts.append(
@@ -489,14 +519,14 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
         )
     transfer = recipe.get("transfer", {})
     head_won = d.get("finetune_best") is not None and d["head_best"] >= d["finetune_best"]
-    if best["kind"] == "transfer" and np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP and (head_won or d.get("finetune_best") is None):
+    if best["kind"] == "transfer" and d["overfit"] == "overfit" and (head_won or d.get("finetune_best") is None):
         # Its best weights came from the head phase: the gap is on cached features, which augmentation never reaches.
         stronger = ([f"a head with dropout and BatchNorm, `overrides: {{{best['name']}: {{transfer: {{head: gap_bn_dropout}}}}}}`"]
                     if transfer.get("head") != "gap_bn_dropout" else [])
         stronger.append("a higher `regularization.weight_decay`")
         out.append(f"Regularize the head: the train-validation gap is {_pts(d['gap'])}, measured on cached features, which "
                    "augmentation does not reach (it acts only while fine-tuning); try " + " or ".join(stronger) + ".")
-    elif np.isfinite(d["gap"]) and d["gap"] > OVERFIT_GAP:
+    elif d["overfit"] == "overfit":
         stronger = []
         if not aug.get("cutout"):
             stronger.append("`augment.cutout: 8`")
