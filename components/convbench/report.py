@@ -455,15 +455,15 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
         lines.append("- " + "; ".join(parts) + ".")
     if len(models) > 1:
         cheapest = min(models, key=lambda m: m["flops_per_image"])
-        eff = {m["name"]: m["test_accuracy"] / max(m["flops_per_image"] / 1e9, 1e-9) for m in models}
         lines.append("")
         if cheapest["name"] == best["name"]:
             lines.append(f"{best['name']} is also the cheapest per image, so it wins on both accuracy and cost.")
         else:
             ratio = best["flops_per_image"] / max(cheapest["flops_per_image"], 1)
             lines.append(
-                f"{best['name']} costs {ratio:.1f}x the forward FLOPs of {cheapest['name']} "
-                f"({_pct(cheapest['test_accuracy'])}); per GFLOP, {max(eff, key=eff.get)} is the most efficient."
+                f"{best['name']} costs {ratio:.1f}x the forward FLOPs of the cheapest model, {cheapest['name']} "
+                f"({_pct(cheapest['test_accuracy'])}): {_pts(best['test_accuracy'] - cheapest['test_accuracy'])} of test "
+                f"accuracy for {ratio:.1f}x the cost of each prediction."
             )
         if best["kind"] == "transfer":
             lines.append("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within the epoch budget.")
