@@ -356,3 +356,13 @@ def test_an_underfit_short_run_is_not_called_overfitting(val_images, epochs, ver
     text = conclusions(res, hist)
     assert f"train-validation gap +7.60 points ({verdict})" in text
     assert ("Regularize more" in text) == verdict.startswith("a sign of overfitting")
+
+
+def test_why_describes_each_model_from_the_registry():
+    from convbench.models import model_info
+
+    runs = copy.deepcopy(BASE) + [_run("no_longer_registered", "custom", 0.5, 0.5, 0.5, 1e8, 1e6)]
+    why = conclusions(_results(runs), {}).split("### Why?")[1].split("###")[0]
+    for name in ("cnn_vgg", "cnn_resnet"):
+        assert f"**{name}** ({model_info(name).description.rstrip('.')}):" in why
+    assert "**no_longer_registered**:" in why

@@ -429,7 +429,7 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
     for m in models:
         d = diag[m["name"]]
         parts = [
-            f"**{m['name']}**: {_pct(m['test_accuracy'])} test, best validation {_pct(m['best_val_accuracy'])}",
+            f"**{m['name']}**{_description(m['name'])}: {_pct(m['test_accuracy'])} test, best validation {_pct(m['best_val_accuracy'])}",
             f"{m['params'] / 1e6:.2f} M parameters, {m['flops_per_image'] / 1e6:.0f} MFLOPs per image",
             f"{m['train_seconds']:.0f} s of training over {_epochs_text(m)}",
         ]
@@ -483,6 +483,16 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
                       "does not yet say how it ranks.")
     lines += [f"{i}. {a}" for i, a in enumerate(advice, 1)]
     return "\n".join(lines) + "\n"
+
+
+def _description(name: str) -> str:
+    """" (what the registry says the model is)", or "" for a name it no longer holds (an old run)."""
+    from convbench.models import model_info
+
+    try:
+        return f" ({model_info(name).description.rstrip('.')})"
+    except ConvbenchError:
+        return ""
 
 
 # Train times within this factor of each other count as roughly equal compute.
