@@ -308,3 +308,22 @@ def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_
     report = assemble_run(str(dataset), [str(model_dir)], str(run_dir), log=lambda m: None).read_text()
     assert "every one diverged" in report and "**cnn_vgg** (seed 0): training loss became nan at epoch 1" in report
     verify_run_dir(run_dir, dataset_config(dataset))
+
+
+def test_cached_step_results_without_outputs_are_dropped_before_a_run(tmp_path):
+    """kfp.local cached a train step stopped by SIGTERM as a success with `{}` outputs (seen in a CI
+    run of the SIGTERM test); the next `pipeline local` failed with "task 'train-model' not found".
+    Such entries, and unreadable ones, are removed; real results stay."""
+    from convbench.pipeline_cli import drop_empty_cache_entries
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "empty.json").write_text("{}")
+    (cache / "torn.json").write_text('{"Output": ')
+    (cache / "real.json").write_text(json.dumps({"Output": "{}"}))
+    lines: list[str] = []
+    removed = drop_empty_cache_entries(cache, lines.append)
+    assert sorted(p.name for p in removed) == ["empty.json", "torn.json"]
+    assert [p.name for p in cache.iterdir()] == ["real.json"]
+    assert lines == ["pipeline local: dropped 2 cached step result(s) without outputs, left by an interrupted run"]
+    assert drop_empty_cache_entries(tmp_path / "absent") == []

@@ -110,7 +110,7 @@ def test_the_head_trains_all_its_steps_on_its_own_schedule(name):
     assert head[-1].lr == pytest.approx(0.0, abs=1e-9)
     assert head[0].lr > 0
     assert len(tune) == 1 and tune[0].epoch == 11
-    assert any("round 10 head:" in line for line in lines)
+    assert any("round 10/10 head:" in line for line in lines)
     assert not any("early stop" in line for line in lines)
 
 

@@ -210,6 +210,7 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     # Each kfp run gets fresh output folders: the train steps keep their resume state here instead,
     # so the same command after an interruption resumes every model at its next epoch.
     arguments["resume_dir"] = str(root / "resume")
+    drop_empty_cache_entries(root / "cache", log)
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=True, enable_caching=True,
                    cache_root=str(root / "cache"))
@@ -253,6 +254,28 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
         else:
             shutil.copy2(item, target)
     return out / "REPORT.md"
+
+
+def drop_empty_cache_entries(cache_root: Path, log: Callable[[str], None] = print) -> list[Path]:
+    """Remove kfp.local cache entries without outputs; returns the removed files.
+
+    kfp.local can cache a step stopped by SIGTERM as a success with no outputs (`{}`). The next run
+    then takes that entry as the step's result and fails with "Tried to get output 'model' from task
+    'train-model', but task 'train-model' not found". Every convbench step has outputs, so an empty
+    (or unreadable) entry is never a real result; without it the step runs again and resumes.
+    """
+    removed = []
+    for entry in sorted(cache_root.glob("*.json")) if cache_root.is_dir() else []:
+        try:
+            empty = json.loads(entry.read_text()) in ({}, None)
+        except (OSError, ValueError):
+            empty = True
+        if empty:
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    if removed:
+        log(f"pipeline local: dropped {len(removed)} cached step result(s) without outputs, left by an interrupted run")
+    return removed
 
 
 def _stop_steps_on_signals(log: Callable[[str], None]) -> dict:
