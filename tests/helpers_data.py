@@ -17,6 +17,14 @@ from pathlib import Path
 import numpy as np
 
 
+def two_classes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of n 32x32 images in two classes any model separates: dark and bright."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int32)
+    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
+    return np.clip(x, 0, 255).astype(np.uint8), y
+
+
 def class_image(c: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
     """One noisy 32x32 RGB uint8 image of class `c` (colour and stripe spacing depend on c)."""
     img = np.full((size, size, 3), 40, np.uint8)

@@ -17,8 +17,14 @@ import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_data import two_classes  # noqa: E402
 
 from convbench.env import cpu_flags
 from convbench.models import list_models
@@ -191,13 +197,6 @@ def test_custom_cnns_use_the_fused_batch_norm():
 # Every model under every policy
 
 
-def _two_classes(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = (np.arange(n) % 2).astype(np.int32)
-    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
-    return np.clip(x, 0, 255).astype(np.uint8), y
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("policy", ["off", "mixed_bfloat16", "mixed_float16"])
 @pytest.mark.parametrize("name", list_models())
@@ -208,8 +207,8 @@ def test_every_model_trains_under_every_precision_policy(name, policy):
     from convbench.fit import train_model
     from convbench.models import model_info
 
-    x, y = _two_classes(64)
-    xv, yv = _two_classes(32, seed=1)
+    x, y = two_classes(64)
+    xv, yv = two_classes(32, seed=1)
     data = Dataset(x, y, xv, yv, xv, yv, ["dark", "bright"], "synthetic")
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(base, train=TrainConfig(epochs=1, global_batch_size=32, mixed_precision=policy, eval_batch_size=32),

@@ -31,7 +31,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers_data import write_dataset  # noqa: E402
+from helpers_data import two_classes, write_dataset  # noqa: E402
 from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
 
 from convbench import cli  # noqa: E402
@@ -437,13 +437,6 @@ def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage
 # Divergence is a result, not a crash
 
 
-def _two_classes(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = (np.arange(n) % 2).astype(np.int32)
-    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
-    return np.clip(x, 0, 255).astype(np.uint8), y
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     """Issue 19 case 2: at an absurd learning rate every model stops in its first epoch with a
@@ -453,7 +446,7 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     from convbench.fit import train_model
     from convbench.train import TrainingDiverged
 
-    x, y = _two_classes(64)
+    x, y = two_classes(64)
     data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(
@@ -552,7 +545,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     from convbench.tensorboard_events import EpochWriter, flat_hparams
     from convbench.train import load_checkpoint
 
-    x, y = _two_classes(64)
+    x, y = two_classes(64)
     data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
     base = preset("quick").recipe(name)
     recipe = dataclasses.replace(

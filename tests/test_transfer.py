@@ -7,9 +7,15 @@ once, with the same outputs as the full model.
 """
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers_data import two_classes  # noqa: E402
 
 from convbench import config as c
 from convbench.errors import ConvbenchError
@@ -18,13 +24,6 @@ from convbench.models import create_model, list_models, model_info
 from convbench.models.transfer import POOLING_HEADS
 
 TRANSFER_MODELS = [n for n in list_models() if model_info(n).kind == "transfer"]
-
-
-def _two_classes(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    y = (np.arange(n) % 2).astype(np.int32)
-    x = np.where(y[:, None, None, None] == 1, 180, 60) + rng.integers(-40, 40, (n, 32, 32, 3))
-    return np.clip(x, 0, 255).astype(np.uint8), y
 
 
 @pytest.mark.parametrize("head_steps, steps_per_epoch, expected", [
@@ -73,7 +72,7 @@ def test_epoch_counts_of_recipes_saved_before_head_steps_are_what_they_ran():
 @pytest.mark.parametrize("head", POOLING_HEADS)
 def test_pooled_cached_features_give_the_full_models_outputs(name, head):
     model = create_model(name, num_classes=10, resolution=64, head=head, weights=None)
-    x = _two_classes(8)[0]
+    x = two_classes(8)[0]
     pooled = compute_features(model.get_layer("features"), x, 4, log=lambda m: None, pool=True)
     assert pooled.shape[1:3] == (1, 1)
     from_cache = model.get_layer("head")(pooled.astype(np.float32), training=False).numpy()
@@ -84,8 +83,8 @@ def test_pooled_cached_features_give_the_full_models_outputs(name, head):
 def _data(flip_val: bool):
     from convbench.data import Dataset
 
-    x, y = _two_classes(64)
-    xv, yv = _two_classes(32, seed=1)
+    x, y = two_classes(64)
+    xv, yv = two_classes(32, seed=1)
     if flip_val:
         yv = 1 - yv  # validation loss rises as the head learns the training labels
     return Dataset(x, y, xv, yv, xv, yv, ["dark", "bright"], "synthetic")
