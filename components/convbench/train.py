@@ -209,8 +209,7 @@ class OptimizerGroups:
 
     def __init__(self, groups: list[tuple[object, list]]):
         self.groups = groups
-        index = {id(v): g for g, (_, variables) in enumerate(groups) for v in variables}
-        self._index = index
+        self._index = {id(v): g for g, (_, variables) in enumerate(groups) for v in variables}
 
     @property
     def iterations(self):
