@@ -3,8 +3,8 @@
     prepare-data ──> ParallelFor(models): train-model ──> evaluate-model ──> render-report
 
 Parameters: the data source and split, the models, preset, epochs and seeds, Ray (workers, GPUs
-per worker, address, shared folder), a resume folder and the resources of each step (CPU, memory,
-GPUs with their resource name, e.g. nvidia.com/gpu). Training steps retry; every step is cached,
+per worker, address, shared folder), a resume folder, the resources of each step (CPU, memory,
+GPUs with their resource name, e.g. nvidia.com/gpu) and the report's language (`lang`: en or es). Training steps retry; every step is cached,
 keyed on its inputs: the Dataset artifact, which holds the data and the resolved config. With
 `resume_dir` (a folder on a PVC, or `<out>/.kfp/resume` under `pipeline local`) an interrupted
 train-model step resumes from its epoch checkpoints when the run is started again.
@@ -76,6 +76,7 @@ def build_pipeline(image: "str | None" = None, shared_pvc: str = "", shared_moun
         accelerator_type: str = "nvidia.com/gpu",
         step_cpu: str = "1",
         step_memory: str = "4Gi",
+        lang: str = "en",
     ) -> Artifact:
         data = prepare(data_source=data_source, models=models, preset=preset, epochs=epochs, seeds=seeds,
                        max_train_images=max_train_images, max_test_images=max_test_images,
@@ -101,8 +102,9 @@ def build_pipeline(image: "str | None" = None, shared_pvc: str = "", shared_moun
                                              secret_key_to_env={"auth_token": "RAY_AUTH_TOKEN"})
             scored = evaluate(dataset=data.outputs["dataset"], model=trained.outputs["model"])
             _resources(scored, step_cpu, step_memory).set_display_name("evaluate-model")
+        # The language reaches the report step alone: the training steps' cache does not depend on it.
         done = report(dataset=data.outputs["dataset"], models=dsl.Collected(trained.outputs["model"]),
-                      evaluations=dsl.Collected(scored.outputs["metrics"]))
+                      evaluations=dsl.Collected(scored.outputs["metrics"]), lang=lang)
         _resources(done, step_cpu, step_memory).set_display_name("render-report")
         return done.outputs["run_dir"]
 

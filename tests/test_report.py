@@ -144,8 +144,8 @@ def test_markdown_has_every_section_and_relative_figures():
     md = render_markdown(res, {}, {"curves": "figures/learning_curves.png", "confusion": "figures/confusion_matrices.png",
                                    "per_class": "figures/per_class_accuracy.png", "accuracy_flops": "figures/accuracy_vs_flops.png"})
     for heading in ("## Setup", "## Comparison", "## Training recipes", "## Learning curves", "## Confusion matrices",
-                    "## Per-class accuracy", "## Accuracy vs FLOPs", "## Conclusions", "### Which architecture was best?",
-                    "### Why?", "### What would improve it, and how?"):
+                    "## Per-class accuracy", "## Accuracy vs FLOPs", "## Conclusions", "### Which was best?",
+                    "### Why?", "### What would I improve?", "### How would I improve it?"):
         assert heading in md
     assert "](figures/learning_curves.png)" in md
     assert "| cnn_vgg | custom | 80.00 %" in md
@@ -290,13 +290,15 @@ def test_a_transfer_winners_advice_follows_its_phases(tune_vals, head_won):
     hist = {"efficientnet_lite0_seed0": _transfer_curve([0.65, 0.68, 0.66], tune_vals),
             "cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
     text = conclusions(_results(runs), hist)
-    advice = text.split("### What would improve it, and how?")[1]
+    advice = text.split("### What would I improve?")[1]
     assert ("its train accuracy is on un-augmented cached features" in text) == head_won
     if head_won:
         assert "Regularize the head" in advice and "augment.cutout" not in advice
         assert "`overrides: {efficientnet_lite0: {transfer: {head: gap_bn_dropout}}}`" in advice
-        assert ("Fine-tuning did not pay at this budget (1 epoch of the top 1 block): give it more, "
-                "`overrides: {efficientnet_lite0: {transfer: {finetune_epochs: 3, finetune_blocks: 2}}}`") in advice
+        # What (under "What would I improve?") and how (the same point under "How would I improve it?").
+        what, how = advice.split("### How would I improve it?")
+        assert "Fine-tuning did not pay at this budget (1 epoch of the top 1 block)." in what
+        assert "Give it more, `overrides: {efficientnet_lite0: {transfer: {finetune_epochs: 3, finetune_blocks: 2}}}`" in how
     else:
         assert "Regularize more" in advice and "augment.cutout: 8" in advice
         assert "Fine-tune more of the backbone" in advice and "did not pay" not in advice

@@ -48,6 +48,7 @@ import numpy as np
 
 from convbench.config import ModelOverride, Recipe, RunConfig, describe_augment
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_, Message, _, fmt, message_data, number, render_stored, use_language
 
 LEDGER_NAME = "ablation.json"
 BASELINE = "aug=crop+flip"
@@ -55,11 +56,12 @@ DEFAULT_VARIANTS = ("aug=none", BASELINE, "aug=full", "dropout=off", "weight_dec
 # Named on request only (not in "all"): float32 against the precision `auto` picks (bf16 on AMX/AVX512-BF16 CPUs).
 PRECISION_VARIANT = "precision=float32"
 VARIANTS = (*DEFAULT_VARIANTS, PRECISION_VARIANT)
-# Regularizer variant -> (recipe field switched off, the factor's name in the report).
+# Regularizer variant -> (recipe field switched off, the factor's name in the report). Factor names
+# are stored in English (ablation.json) and translated where the report shows them.
 REGULARIZERS = {
-    "dropout=off": ("dropout", "dropout"),
-    "weight_decay=off": ("weight_decay", "weight decay"),
-    "label_smoothing=off": ("label_smoothing", "label smoothing"),
+    "dropout=off": ("dropout", N_("dropout")),
+    "weight_decay=off": ("weight_decay", N_("weight decay")),
+    "label_smoothing=off": ("label_smoothing", N_("label smoothing")),
 }
 DEFAULT_CROP = 4  # pixels of reflection padding when the configured recipe has crop off
 DEFAULT_CUTOUT = 8  # the "full" policy's cutout square when the recipe has none
@@ -112,14 +114,15 @@ def contrasts(variants: Sequence[str]) -> list[dict[str, str]]:
     have = set(variants)
     out = []
     if BASELINE in have and "aug=none" in have:
-        out.append({"factor": "augmentation (crop+flip)", "without": "aug=none", "with": BASELINE})
+        out.append({"factor": N_("augmentation (crop+flip)"), "without": "aug=none", "with": BASELINE})
     if BASELINE in have and "aug=full" in have:
-        out.append({"factor": "stronger augmentation (full policy)", "without": BASELINE, "with": "aug=full"})
-    for variant, (_, factor) in REGULARIZERS.items():
+        out.append({"factor": N_("stronger augmentation (full policy)"), "without": BASELINE, "with": "aug=full"})
+    for variant, (_field, factor) in REGULARIZERS.items():
         if BASELINE in have and variant in have:
             out.append({"factor": factor, "without": variant, "with": _on_alias(variant)})
     if BASELINE in have and PRECISION_VARIANT in have:
-        out.append({"factor": "mixed precision (the auto policy)", "without": PRECISION_VARIANT, "with": _on_alias(PRECISION_VARIANT)})
+        out.append({"factor": N_("mixed precision (the auto policy)"), "without": PRECISION_VARIANT,
+                    "with": _on_alias(PRECISION_VARIANT)})
     return out
 
 
@@ -205,11 +208,12 @@ def recipe_diff(base: Recipe, other: Recipe) -> dict[str, dict[str, Any]]:
 
 
 def describe_recipe(recipe: Mapping[str, Any]) -> str:
-    """A short human description of a recipe's augmentation and regularizers (from its dict form)."""
+    """A short human description of a recipe's augmentation and regularizers (from its dict form), in the active language."""
     a, g = recipe["augment"], recipe["regularization"]
-    dropout = "model default" if g["dropout"] < 0 else f"{g['dropout']:g}"
-    return (f"{' + '.join(describe_augment(a)) or 'no augmentation'}; dropout {dropout}, "
-            f"weight decay {g['weight_decay']:g}, label smoothing {g['label_smoothing']:g}")
+    dropout = _("model default") if g["dropout"] < 0 else number(g["dropout"], "g")
+    return fmt(_("{augmentation}; dropout {dropout}, weight decay {weight_decay:g}, label smoothing {label_smoothing:g}"),
+               augmentation=" + ".join(describe_augment(a)) or _("no augmentation"), dropout=dropout,
+               weight_decay=g["weight_decay"], label_smoothing=g["label_smoothing"])
 
 
 def _has_active_dropout(model: str, recipe: Recipe, num_classes: int) -> bool:
@@ -254,17 +258,20 @@ def skip_reason(variant: str, model: str, recipe: Recipe, num_classes: int) -> s
 
         policy, reason = model_precision(model, recipe)
         if policy == "float32":
-            return f"the {model} recipe already trains in float32 here ({reason}), so {variant} would repeat {BASELINE}"
+            return Message(N_("the {model} recipe already trains in float32 here ({reason}), so {variant} would repeat "
+                              "{baseline}"), model=model, reason=reason, variant=variant, baseline=BASELINE)
         return None
     if variant not in REGULARIZERS:
         return None
     field_name, factor = REGULARIZERS[variant]
     if field_name == "dropout":
         if not _has_active_dropout(model, recipe, num_classes):
-            return f"{model} has no active dropout in its recipe, so {variant} would repeat {BASELINE}"
+            return Message(N_("{model} has no active dropout in its recipe, so {variant} would repeat {baseline}"),
+                           model=model, variant=variant, baseline=BASELINE)
         return None
     if getattr(recipe.regularization, field_name) == 0:
-        return f"{factor} is already 0 in the {model} recipe, so {variant} would repeat {BASELINE}"
+        return Message(N_("{factor} is already 0 in the {model} recipe, so {variant} would repeat {baseline}"),
+                       factor=Message(factor), model=model, variant=variant, baseline=BASELINE)
     return None
 
 
@@ -409,6 +416,8 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
     runs: list[dict] = list(ledger.get("runs", []))
     variants_info: dict = dict(ledger.get("variants", {}))
     skipped: dict = dict(ledger.get("skipped", {}))
+    # The skip reasons' msgids and arguments, beside their English text, so a report in another language can show them.
+    skipped_i18n: dict = dict(ledger.get("skipped_i18n", {}))
 
     # Plan everything first, so a mismatch with earlier results fails before any training.
     seeds = range(config.train.seed, config.train.seed + config.seeds)
@@ -424,7 +433,9 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
                 continue
             vcfg = variant_config(config, model, variant)
             recipe = vcfg.recipe(model)
-            info[variant] = {"diff": _plain(recipe_diff(base, recipe)), "description": describe_recipe(dataclasses.asdict(recipe))}
+            with use_language("en"):  # the ledger is English; the report describes each recipe in its own language
+                description = describe_recipe(dataclasses.asdict(recipe))
+            info[variant] = {"diff": _plain(recipe_diff(base, recipe)), "description": description}
             for seed in seeds:
                 expected = _plain(dataclasses.asdict(dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=seed))))
                 old = next((e for e in runs if _entry_key(e) == (model, variant, seed)), None)
@@ -436,14 +447,19 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
                 plan.append((model, variant, seed, vcfg, expected, old))
         variants_info[model] = {**variants_info.get(model, {}), **info}
         skipped[model] = {**{k: v for k, v in skipped.get(model, {}).items() if k not in info}, **model_skips}
+        skipped_i18n[model] = {**{k: v for k, v in skipped_i18n.get(model, {}).items() if k not in info},
+                               **{k: message_data(v) for k, v in model_skips.items()}}
         if not skipped[model]:
             del skipped[model]
+        if not skipped_i18n[model]:
+            del skipped_i18n[model]
 
     cfgmod.save_yaml(config, run_dir / "ablation" / "config.yaml")  # only once the plan agrees with earlier runs
     main_runs = _main_run_results(run_dir, summary)
-    state = {"data": summary, "alpha": config.analysis.alpha, "variants": variants_info, "skipped": skipped}
+    state = {"data": summary, "alpha": config.analysis.alpha, "variants": variants_info, "skipped": skipped,
+             "skipped_i18n": skipped_i18n}
 
-    def save(effects=None, curves=None):
+    def save(effects=None, curves=None, curve_seeds=None):
         doc = {
             "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "models": list(dict.fromkeys(e["model"] for e in runs)),
@@ -452,6 +468,8 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
             # Effects are only written once every planned run is in, never stale ones from fewer runs.
             "effects": effects or [],
             "curves": curves or {},
+            # The seed each curve figure shows, so the report can caption (and redraw) it in its language.
+            "curve_seeds": curve_seeds or {},
         }
         atomic_write_json(path, doc)
         return doc
@@ -480,23 +498,28 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
             if result.get("status") == DIVERGED:
                 # A result, not a crash: the effects leave it out and the ablation report says why.
                 d = result["diverged"]
-                reason = (f"seed {seed} diverged ({d['quantity']} became {d['value']} at epoch {d['epoch']}, peak learning "
-                          f"rate {d['lr']:.4g}); lower `{d['lr_setting']}`")
+                reason = Message(N_("seed {seed} diverged ({quantity} became {value} at epoch {epoch}, peak learning rate "
+                                    "{lr}); lower `{setting}`"), seed=str(seed), quantity=Message(d["quantity"]),
+                                 value=str(d["value"]), epoch=str(d["epoch"]), lr=f"{d['lr']:.4g}", setting=d["lr_setting"])
                 log(f"[ablation] {label}: {reason}")
                 skipped.setdefault(model, {})[variant] = reason
+                skipped_i18n.setdefault(model, {})[variant] = message_data(reason)
                 save()
                 continue
             runs.append(ledger_entry(model, variant, seed, result, prefix, "ablation"))
         save()
     log(f"[ablation] {trained} trained, {reused} reused from results.json, {kept} already finished")
     effects, used_seeds = compute_effects(run_dir, runs, config.analysis.alpha, log)
-    curves = {}
+    curves, curve_seeds = {}, {}
     for model in dict.fromkeys(e["model"] for e in runs):
         rel = f"figures/ablation_{model}.png"
-        seed = plot_ablation_curves(run_dir, runs, model, run_dir / rel, seeds=used_seeds.get(model))
+        with use_language(getattr(config, "lang", None)):
+            seed = plot_ablation_curves(run_dir, runs, model, run_dir / rel, seeds=used_seeds.get(model))
         if seed is not None:
-            curves[f"Ablation learning curves of {model} (seed {seed}; solid: validation, dashed: train)"] = rel
-    doc = save(effects, curves)
+            with use_language("en"):
+                curves[curve_caption(model, seed)] = rel
+            curve_seeds[model] = seed
+    doc = save(effects, curves, curve_seeds)
     log(f"ablation written: {path} ({len(effects)} effects)")
     return _plain(doc)
 
@@ -642,6 +665,8 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
         ("regularizers switched off", (BASELINE, *REGULARIZERS)),
         ("precision", (BASELINE, PRECISION_VARIANT)))]
     groups = [(t, vs) for t, vs in groups if set(vs) - {BASELINE}] or [("variants", list(histories))]
+    titles = {"augmentation": _("augmentation"), "regularizers switched off": _("regularizers switched off"),
+              "precision": _("precision"), "variants": _("variants")}
     plt = pyplot()
     colours = plt.get_cmap("tab10").colors
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups) + 1.5, 4.4), sharey=True, squeeze=False)
@@ -656,15 +681,15 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
             label = f"{_on_alias(PRECISION_VARIANT)} ({BASELINE})" if title == "precision" and variant == BASELINE else variant
             ax.plot(rows["epoch"], rows["val_accuracy"], "-o", color=c, ms=4, lw=1.8, label=label)
             ax.plot(rows["epoch"], rows["train_accuracy"], "--", color=c, lw=1.2, alpha=0.8)
-        ax.set(xlabel="epoch", title=f"{model}: {title}")
+        ax.set(xlabel=_("epoch"), title=fmt(_("{model}: {panel}"), model=model, panel=titles[title]))
         if len(epochs) <= 20:
             ax.set_xticks(epochs)
-        handles, _ = ax.get_legend_handles_labels()
-        style = [Line2D([], [], color="0.3", ls="-", marker="o", ms=4, label="validation"),
-                 Line2D([], [], color="0.3", ls="--", label="train (augmented batches)")]
+        handles, _labels = ax.get_legend_handles_labels()
+        style = [Line2D([], [], color="0.3", ls="-", marker="o", ms=4, label=_("validation")),
+                 Line2D([], [], color="0.3", ls="--", label=_("train (augmented batches)"))]
         ax.legend(handles=handles + style, loc="best", fontsize=8, framealpha=0.85)
-    axes[0][0].set_ylabel("accuracy")
-    fig.suptitle(f"Ablation learning curves, {model}, seed {seed}", fontsize=10)
+    axes[0][0].set_ylabel(_("accuracy"))
+    fig.suptitle(fmt(_("Ablation learning curves, {model}, seed {seed}"), model=model, seed=str(seed)), fontsize=10)
     save_figure(fig, Path(path))
     return seed
 
@@ -673,8 +698,28 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
 # Report
 
 
+def curve_caption(model: str, seed: int) -> str:
+    """The caption of a model's ablation learning-curve figure, in the active language."""
+    return fmt(_("Ablation learning curves of {model} (seed {seed}; solid: validation, dashed: train)"), model=model,
+               seed=str(seed))
+
+
+def replot_ablation_curves(run_dir: str | Path, ledger: Mapping[str, Any]) -> None:
+    """Redraw the ablation's learning-curve figures in the active language (the report's), from the ledger.
+
+    Args:
+        run_dir: the run directory.
+        ledger: its ablation.json content; figures whose seed it does not record are left as they are.
+    """
+    run_dir = Path(run_dir)
+    for model, seed in (ledger.get("curve_seeds") or {}).items():
+        rel = next((r for r in (ledger.get("curves") or {}).values() if r == f"figures/ablation_{model}.png"), None)
+        if rel is not None:
+            plot_ablation_curves(run_dir, ledger.get("runs", []), model, run_dir / rel, seeds=[int(seed)])
+
+
 def render_ablation_markdown(run_dir: str | Path) -> str | None:
-    """The ablation section of REPORT.md, from RUN_DIR/ablation.json.
+    """The ablation section of REPORT.md, from RUN_DIR/ablation.json, in the active language.
 
     Args:
         run_dir: the run directory.
@@ -689,18 +734,23 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
         ledger = load_ledger(run_dir)
     except ConvbenchError as exc:
         # A broken ledger must not stop the rest of the report from rendering; say what to do instead.
-        return f"## Ablations\n\nThe ablation results could not be read: {exc}.\n"
+        return "## " + _("Ablations") + "\n\n" + fmt(_("The ablation results could not be read: {error}."), error=str(exc)) + "\n"
     if ledger is None:
         return None
     effects = ledger.get("effects") or []
-    notes = [f"- {model}: {variant} not run: {reason}." for model, d in ledger.get("skipped", {}).items() for variant, reason in d.items()]
+    stored = ledger.get("skipped_i18n") or {}
+    notes = [fmt(_("- {model}: {variant} not run: {reason}."), model=model, variant=variant,
+                 reason=render_stored(stored.get(model, {}).get(variant), fallback=reason))
+             for model, d in ledger.get("skipped", {}).items() for variant, reason in d.items()]
     if not effects:
-        return ("## Ablations\n\nNo ablation contrast has finished runs on both sides yet; run the same "
-                "`convbench ablate` command again to finish it.\n" + ("\n" + "\n".join(notes) + "\n" if notes else ""))
+        return ("## " + _("Ablations") + "\n\n" + _("No ablation contrast has finished runs on both sides yet; run the same "
+                                                   "`convbench ablate` command again to finish it.") + "\n"
+                + ("\n" + "\n".join(notes) + "\n" if notes else ""))
     text = render_ablation_section(effects).rstrip("\n")
-    lines = [text, "", "Per variant (mean ± std over seeds; train accuracy is measured on augmented batches, "
-             "so mixing augmentations such as cutmix lower it and the gap by construction):", "",
-             "| Model | Variant | Recipe | Seeds | Test acc. (%) | Train−val gap (points) |", "|---|---|---|---|---|---|"]
+    lines = [text, "", _("Per variant (mean ± std over seeds; train accuracy is measured on augmented batches, so mixing "
+                         "augmentations such as cutmix lower it and the gap by construction):"), "",
+             "| " + " | ".join([_("Model"), _("Variant"), _("Recipe"), _("Seeds"), _("Test acc. (%)"),
+                                _("Train−val gap (points)")]) + " |", "|---|---|---|---|---|---|"]
     for model in ledger.get("models", []):
         for variant in VARIANTS:
             rs = [e for e in ledger["runs"] if e["model"] == model and e["variant"] == variant]
@@ -708,16 +758,22 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
                 continue
             acc = np.array([e["test_accuracy"] for e in rs], dtype=float)
             gap = np.array([e["gap"] for e in rs], dtype=float)
-            spread = f" ± {100 * acc.std(ddof=1):.2f}" if len(acc) > 1 else ""
-            desc = ledger.get("variants", {}).get(model, {}).get(variant, {}).get("description") or describe_recipe(rs[0]["recipe"])
+            spread = f" ± {number(100 * acc.std(ddof=1), '.2f')}" if len(acc) > 1 else ""
+            # Described from the run's own recipe, in the report's language (the ledger's description is English).
+            desc = (describe_recipe(rs[0]["recipe"]) if isinstance(rs[0].get("recipe"), dict) and "augment" in rs[0]["recipe"]
+                    else ledger.get("variants", {}).get(model, {}).get(variant, {}).get("description", ""))
             lines.append(f"| {model} | {variant} | {desc} | {', '.join(str(e['seed']) for e in rs)} | "
-                         f"{100 * acc.mean():.2f}{spread} | {100 * gap.mean():+.2f} |")
+                         f"{number(100 * acc.mean(), '.2f')}{spread} | {number(100 * gap.mean(), '+.2f')} |")
     if notes:
         lines += ["", *notes]
     curves = ledger.get("curves") or {}
+    seeds = ledger.get("curve_seeds") or {}
     if curves:
         lines.append("")
         for caption, rel in curves.items():
+            model = next((m for m in seeds if rel == f"figures/ablation_{m}.png"), None)
+            if model is not None:
+                caption = curve_caption(model, seeds[model])
             lines += [f"![{caption}]({rel})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -728,14 +784,26 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
 
 def add_commands(subparsers) -> None:
     """Add `convbench ablate` to the CLI (called by convbench.cli.build_parser)."""
-    from convbench.cli import add_run_options
+    from convbench.cli import add_lang_option, add_run_options
 
     p = subparsers.add_parser(
         "ablate", help="train recipe variants (augmentation none/crop+flip/full, regularizers off) and test what helped")
     add_run_options(p)
+    add_lang_option(p)
     p.add_argument("--variants", help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all = {', '.join(DEFAULT_VARIANTS)}; "
                    f"{BASELINE} is always run; {PRECISION_VARIANT} only when named)")
     p.set_defaults(func=cmd_ablate)
+
+
+def _recorded_language(run_dir: Path) -> str | None:
+    """The report language a `convbench run` recorded in run_dir/results.json (None without one)."""
+    try:
+        lang = (json.loads((run_dir / "results.json").read_text()).get("config") or {}).get("lang")
+    except (OSError, ValueError, AttributeError):
+        return None
+    from convbench.i18n import LANGUAGES
+
+    return lang if lang in LANGUAGES else None
 
 
 def cmd_ablate(args) -> int:
@@ -753,13 +821,17 @@ def cmd_ablate(args) -> int:
             raise ConvbenchError("the config selects no custom CNN to ablate; pass --models with the models to ablate")
         cfg = dataclasses.replace(cfg, models=custom, overrides={k: v for k, v in cfg.overrides.items() if k in custom})
     out, log = open_run_folder(args.out, cfg, kind="ablate")
+    # --lang when given; else the language the `convbench run` in this folder recorded, so that the
+    # ablation's figures match the report they join; else the config's (en by default).
+    lang = cfg.lang if getattr(args, "lang", None) else (_recorded_language(out) or cfg.lang)
+    cfg = dataclasses.replace(cfg, lang=lang)
     log(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
     run_ablation(cfg, out, variants, log=log)
     if (out / "results.json").exists():
         from convbench.report import render_report
 
         try:
-            render_report(out, log=log)
+            render_report(out, log=log, lang=lang)
         except ConvbenchError as exc:
             log(f"REPORT.md not re-rendered: {exc}")
     else:

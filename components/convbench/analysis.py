@@ -11,6 +11,8 @@ Two halves:
   the figures for all of them. Re-rendering a report therefore never needs the models again.
 
     convbench report RUN_DIR     # recomputes this analysis from RUN_DIR's saved predictions
+
+Its figures and sections are in the report's language (`convbench.i18n`, set by `report.render_report`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from convbench.config import AnalysisConfig
+from convbench.i18n import _, fmt, number
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def calibration_rows(preds: dict[str, list[dict]], bins: int, fig_dir: Path) -> 
             if i == 0:
                 path = fig_dir / f"reliability_{name}.png"
                 plot_reliability(reliability_bins(before, p["test_labels"], bins), reliability_bins(after, p["test_labels"], bins),
-                                 path, f"{name}: reliability on the test set", temperature=t)
+                                 path, fmt(_("{model}: reliability on the test set"), model=name), temperature=t)
                 figures[name] = f"figures/{path.name}"
         rows.append(row)
     return rows, figures
@@ -206,8 +209,10 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
                      "best_val": float(val.max()), "total_minutes": float(t[-1] / 60), "total_flops": float(flops[-1])})
     for ax in axes:
         ax.axhline(target, color="grey", ls=":", lw=1)
-    axes[0].set(xlabel="cumulative training time (min)", ylabel="validation accuracy", title="Validation accuracy vs wall time")
-    axes[1].set(xlabel="cumulative training FLOPs", ylabel="validation accuracy", title="Validation accuracy vs training FLOPs")
+    axes[0].set(xlabel=_("cumulative training time (min)"), ylabel=_("validation accuracy"),
+                title=_("Validation accuracy vs wall time"))
+    axes[1].set(xlabel=_("cumulative training FLOPs"), ylabel=_("validation accuracy"),
+                title=_("Validation accuracy vs training FLOPs"))
     spans = [r["total_flops"] for r in rows] + [r["train_flops"] for r in rows if r["train_flops"]]
     if spans and max(spans) >= 10 * min(spans):
         axes[1].set_xscale("log")
@@ -231,7 +236,7 @@ def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Pa
     if not rows:
         return False
     plt = pyplot()
-    cols = max(len(p["mistake_images"]) for _, p in rows)
+    cols = max(len(p["mistake_images"]) for _name, p in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.45 * cols, 1.9 * len(rows)), squeeze=False)
     for i, (name, p) in enumerate(rows):
         for j in range(cols):
@@ -241,9 +246,9 @@ def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Pa
                 ax.imshow(p["mistake_images"][j], interpolation="nearest")
                 # One name per line: CIFAR's longest ("automobile") must not be cut.
                 ax.set_title(f"{class_names[p['mistake_true'][j]][:14]}\n→ {class_names[p['mistake_pred'][j]][:14]}\n"
-                             f"{p['mistake_confidence'][j]:.2f}", fontsize=6)
+                             f"{number(p['mistake_confidence'][j], '.2f')}", fontsize=6)
         axes[i, 0].text(-0.15, 0.5, name, transform=axes[i, 0].transAxes, ha="right", va="center", fontsize=8, rotation=90)
-    fig.suptitle("Most confident mistakes (true → predicted, confidence)", fontsize=9)
+    fig.suptitle(_("Most confident mistakes (true → predicted, confidence)"), fontsize=9)
     save_figure(fig, path)
     return True
 
@@ -270,21 +275,35 @@ def plot_saliency(preds: dict[str, list[dict]], class_names: list[str], path: Pa
     for ax in axes.flat:
         ax.axis("off")
     bar = fig.colorbar(heat, ax=axes[1:, :].ravel().tolist(), shrink=0.8, pad=0.02)
-    bar.set_label("saliency (1 = the pixel that moves the score most)", fontsize=7)
+    bar.set_label(_("saliency (1 = the pixel that moves the score most)"), fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    fig.suptitle("Where each model looks: |d logit(true class) / d pixel| on the same test images", fontsize=9)
+    fig.suptitle(_("Where each model looks: |d logit(true class) / d pixel| on the same test images"), fontsize=9)
     save_figure(fig, path)
     return True
 
 
 def _budget_table(rows: list[dict], target: float) -> str:
-    lines = [f"| model | time to {target:.0%} val acc | training FLOPs to {target:.0%} | best val acc | total time (train time) | total training FLOPs |",
-             "|---|---|---|---|---|---|"]
+    headers = [_("model"), fmt(_("time to {target:.0f}% val acc"), target=100 * target),
+               fmt(_("training FLOPs to {target:.0f}%"), target=100 * target), _("best val acc"),
+               _("total time (train time)"), _("total training FLOPs")]
+    lines = ["| " + " | ".join(headers) + " |", "|---|---|---|---|---|---|"]
     for r in rows:
-        reached = (f"{r['minutes']:.1f} min", f"{r['train_flops']:.3g}") if r["reached"] else ("not reached", "not reached")
-        lines.append(f"| {r['model']} | {reached[0]} | {reached[1]} | {r['best_val'] * 100:.2f} % | {r['total_minutes']:.1f} min | "
-                     f"{r['total_flops']:.3g} |")
+        reached = ((fmt(_("{minutes:.1f} min"), minutes=r["minutes"]), number(r["train_flops"], ".3g")) if r["reached"]
+                   else (_("not reached"), _("not reached")))
+        total = fmt(_("{minutes:.1f} min"), minutes=r["total_minutes"])
+        lines.append(f"| {r['model']} | {reached[0]} | {reached[1]} | {number(r['best_val'] * 100, '.2f')} % | "
+                     f"{total} | {number(r['total_flops'], '.3g')} |")
     return "\n".join(lines)
+
+
+def _budget_each(budget: dict) -> str:
+    """The equal budget every model had, as the executive summary states it ("10 epochs each")."""
+    kind, value = budget.get("kind"), budget.get("value", 0)
+    if kind == "epochs":
+        return fmt(_("{value:g} epochs each"), value=value)
+    if kind == "minutes":
+        return fmt(_("{value:g} minutes each"), value=value)
+    return fmt(_("{value:g} train flops each"), value=value)
 
 
 def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) -> dict:
@@ -314,8 +333,7 @@ def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) 
     extra_rows = []
     summary = ""
     if verdict:
-        budget_words = (f"{budget['value']:g} {budget['kind'].replace('_', ' ')} each" if budget.get("kind", "none") != "none"
-                        else None)
+        budget_words = _budget_each(budget) if budget.get("kind", "none") != "none" else None
         by_model = {r["name"]: r for r in results["models"]}
         for name in verdict["ranking"]:
             row = {"model": name}
@@ -343,25 +361,29 @@ def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) 
     if robust:
         n_img = next(r for r in results["runs"] if r.get("robustness"))["robustness"]["images"]
         sections.append(rs.render_robustness_section(robust, subset_images=n_img, test_images=results["data"]["test_images"])
-                        + f"\nCorruptions were generated here, deterministically, on {n_img} stratified test images.\n")
+                        + "\n" + fmt(_("Corruptions were generated here, deterministically, on {n} stratified test images."),
+                                     n=str(n_img)) + "\n")
     if histories:
         target = float(budget.get("target_accuracy", 0.8))
         fig, rows = budget_curves(results, histories, target, fig_dir)
-        words = {"none": "no equal budget was set; each model trained its own epochs",
-                 "epochs": f"every model trained {budget.get('value', 0):g} epochs",
-                 "minutes": f"every model had {budget.get('value', 0):g} minutes of training",
-                 "train_flops": f"every model had {budget.get('value', 0):.3g} training FLOPs"}[budget.get("kind", "none")]
-        sections.append(f"## Compute budget and time to target\n\nBudget: {words}. Training FLOPs = 3 x forward FLOPs x images "
-                        f"(transfer head phase: one forward pass of the backbone for feature caching). Time is the train time "
-                        f"of the Comparison table, the whole training call: feature caching and validation included.\n\n"
-                        f"![Accuracy vs budget]({fig})\n\n{_budget_table(rows, target)}\n")
+        value = budget.get("value", 0)
+        words = {"none": _("no equal budget was set; each model trained its own epochs"),
+                 "epochs": fmt(_("every model trained {value:g} epochs"), value=value),
+                 "minutes": fmt(_("every model had {value:g} minutes of training"), value=value),
+                 "train_flops": fmt(_("every model had {value:.3g} training FLOPs"), value=value)}[budget.get("kind", "none")]
+        sections.append("## " + _("Compute budget and time to target") + "\n\n"
+                        + fmt(_("Budget: {words}. Training FLOPs = 3 x forward FLOPs x images (transfer head phase: one forward "
+                                "pass of the backbone for feature caching). Time is the train time of the Comparison table, the "
+                                "whole training call: feature caching and validation included."), words=words)
+                        + "\n\n![" + _("Accuracy vs budget") + f"]({fig})\n\n{_budget_table(rows, target)}\n")
     err = []
     if plot_mistakes(preds, names, fig_dir / "confident_mistakes.png"):
-        err.append("![Most confident mistakes](figures/confident_mistakes.png)")
+        err.append("![" + _("Most confident mistakes") + "](figures/confident_mistakes.png)")
     if plot_saliency(preds, names, fig_dir / "saliency.png"):
-        err.append("![Saliency](figures/saliency.png)")
+        err.append("![" + _("Saliency") + "](figures/saliency.png)")
     if err:
-        sections.append("## Error analysis\n\nEach model's most confident mistakes on the test set (first seed), and input-gradient "
-                        "saliency on the same fixed test images for every model.\n\n" + "\n\n".join(err) + "\n")
+        sections.append("## " + _("Error analysis") + "\n\n"
+                        + _("Each model's most confident mistakes on the test set (first seed), and input-gradient saliency on "
+                            "the same fixed test images for every model.") + "\n\n" + "\n\n".join(err) + "\n")
     acc_ci = {name: mean_std_ci(v) for name, v in per_seed.items()}
     return {"verdict": verdict, "summary_markdown": summary, "sections_markdown": sections, "accuracy_ci": acc_ci}

@@ -231,9 +231,12 @@ def plot_reliability(
     """
     from matplotlib.figure import Figure
 
-    panels = [("Before temperature scaling", bins_before)]
+    from convbench.i18n import _, fmt
+
+    panels = [(_("Before temperature scaling"), bins_before)]
     if bins_after is not None:
-        after = "After temperature scaling" + (f" (T = {temperature:.2f})" if temperature else "")
+        after = (fmt(_("After temperature scaling (T = {temperature:.2f})"), temperature=temperature) if temperature
+                 else _("After temperature scaling"))
         panels.append((after, bins_after))
     fig = Figure(figsize=(5.2 * len(panels), 5.6), dpi=120, layout="constrained")
     grid = fig.add_gridspec(2, len(panels), height_ratios=[4, 1])
@@ -248,24 +251,27 @@ def plot_reliability(
         acc = np.array([bins[i]["accuracy"] for i in filled])
         conf = np.array([bins[i]["confidence"] for i in filled])
         ax.bar(centers[filled], acc, width=width * 0.95, color="#4C72B0", edgecolor="black",
-               linewidth=0.6, label="Accuracy")
+               linewidth=0.6, label=_("Accuracy"))
         ax.bar(centers[filled], conf - acc, bottom=acc, width=width * 0.95, color="#DD8452",
-               alpha=0.45, edgecolor="#C44E52", hatch="//", linewidth=0.6, label="Gap to confidence")
-        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.2, label="Perfect calibration")
+               alpha=0.45, edgecolor="#C44E52", hatch="//", linewidth=0.6, label=_("Gap to confidence"))
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.2, label=_("Perfect calibration"))
         ece = _ece_from_bins(bins)
-        ax.set_title(f"{name}\nECE = {100 * ece:.2f} %", fontsize=11)
+        ax.set_title(fmt(_("{panel}\nECE = {ece:.2f} %"), panel=name, ece=100 * ece), fontsize=11)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("Accuracy in bin")
+        ax.set_ylabel(_("Accuracy in bin"))
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=9)
         ax.tick_params(labelbottom=False)
         ax_n.bar(centers, [b["count"] for b in bins], width=width * 0.95, color="#8C8C8C")
-        ax_n.set_xlabel("Confidence (max softmax probability)")
-        ax_n.set_ylabel("Images")
+        ax_n.set_xlabel(_("Confidence (max softmax probability)"))
+        ax_n.set_ylabel(_("Images"))
         ax_n.grid(alpha=0.3)
     fig.suptitle(title, fontsize=12)
     out = Path(path)
+    from convbench.report import localise_ticks
+
+    localise_ticks(fig)
     # Atomic like every other figure: a full disk leaves the old file (or none), never a 0-byte PNG.
     atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
     return out

@@ -2,6 +2,7 @@
 
     convbench run --data ../shared/datasets/cifar10-jpeg --preset quick --out runs/quick
     convbench report runs/quick
+    convbench report runs/quick --lang es     # the same report in Spanish
     convbench models [--names]
 
 Errors a user can fix print one line (`convbench: error: ...`) and exit with status 2.
@@ -107,6 +108,22 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    "without it a local Ray starts when --workers > 1")
 
 
+def add_lang_option(p: argparse.ArgumentParser, rerender: bool = False) -> None:
+    """`--lang`: the language REPORT.md and its figures are written in (checked by `i18n.check_language`,
+    so a bad value is one `convbench: error:` line, not argparse's usage block).
+
+    Args:
+        p: the subcommand's parser.
+        rerender: True for `convbench report`, whose default is the language the run recorded.
+    """
+    if rerender:
+        p.add_argument("--lang", help="language of REPORT.md and its figures: en (English) or es (Spanish); "
+                       "default: the language the run recorded (`convbench run --lang`), else en")
+        return
+    p.add_argument("--lang", help="language of REPORT.md and its figures: en (English, the default) or es (Spanish); "
+                   "recorded with the run, so `convbench report` re-renders in it unless given another --lang")
+
+
 def _quick_epochs(quick) -> str:
     """The quick preset's epochs per model, as --help states them ("cnn_vgg 5, cnn_resnet 4, ...")."""
     from convbench.config import training_epochs
@@ -137,6 +154,10 @@ def resolve_config(args: argparse.Namespace):
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, global_batch_size=args.global_batch_size))
     if args.epochs is not None:
         cfg = with_epochs(cfg, args.epochs)
+    if getattr(args, "lang", None) is not None:
+        from convbench.i18n import check_language
+
+        cfg = dataclasses.replace(cfg, lang=check_language(args.lang))
     from convbench.models import model_info
 
     for name in cfg.models:
@@ -203,7 +224,8 @@ def device_line(cfg) -> str:
 def cmd_report(args) -> int:
     from convbench.report import render_report
 
-    render_report(Path(args.run_dir))
+    # --lang wins; without it the report is rendered in the language the run recorded (`run --lang`).
+    render_report(Path(args.run_dir), lang=args.lang)
     return 0
 
 
@@ -246,9 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="train and compare models, write REPORT.md")
     add_run_options(p)
+    add_lang_option(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("report", help="re-render REPORT.md from a run directory's saved results")
     p.add_argument("run_dir")
+    add_lang_option(p, rerender=True)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--names", action="store_true", help="print only the names, one per line")

@@ -51,11 +51,15 @@ class AugmentConfig:
 
 
 def describe_augment(augment: Mapping[str, Any]) -> list[str]:
-    """The active augmentations of an `AugmentConfig` in its saved (dict) form, as short labels."""
+    """The active augmentations of an `AugmentConfig` in its saved (dict) form, as short labels (in the report's language)."""
+    from convbench.i18n import _, fmt
+
     a = augment
-    flip = ("alternating flip" if a.get("alternate_flip") else "flip") if a["flip"] else ""
-    labels = [f"crop±{a['crop_padding']}px" if a["crop_padding"] else "", flip, f"cutout {a['cutout']}px" if a["cutout"] else "",
-              f"mixup α={a['mixup_alpha']:g}" if a["mixup_alpha"] else "", f"cutmix α={a['cutmix_alpha']:g}" if a["cutmix_alpha"] else ""]
+    flip = (_("alternating flip") if a.get("alternate_flip") else _("flip")) if a["flip"] else ""
+    labels = [fmt(_("crop±{pixels}px"), pixels=a["crop_padding"]) if a["crop_padding"] else "", flip,
+              fmt(_("cutout {pixels}px"), pixels=a["cutout"]) if a["cutout"] else "",
+              fmt(_("mixup α={alpha:g}"), alpha=a["mixup_alpha"]) if a["mixup_alpha"] else "",
+              fmt(_("cutmix α={alpha:g}"), alpha=a["cutmix_alpha"]) if a["cutmix_alpha"] else ""]
     return [x for x in labels if x]
 
 
@@ -204,6 +208,9 @@ class RunConfig:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
+    # Language of REPORT.md and its figures: "en" or "es" (`--lang`). Not part of what a run folder's
+    # results are compared on (`runner.config_fingerprint`): another language re-renders, never retrains.
+    lang: str = "en"
 
     def recipe(self, model_name: str) -> Recipe:
         """Resolve the shared sections plus `overrides[model_name]` into one Recipe.
@@ -253,6 +260,11 @@ class RunConfig:
         if not 0 < a.alpha < 1 or a.calibration_bins < 2 or a.robustness_images < 0 or not 1 <= a.corruption_severities <= 5:
             raise ConvbenchError("analysis: alpha must be in (0, 1), calibration_bins >= 2, robustness_images >= 0, "
                                  "corruption_severities in 1..5; fix the analysis block of the config")
+        from convbench.i18n import LANGUAGES
+
+        if self.lang not in LANGUAGES:
+            raise ConvbenchError(f"lang must be {' or '.join(LANGUAGES)}, got {self.lang!r}; pass --lang es (or en), "
+                                 "or fix `lang:` in the config file")
         unknown = set(self.overrides) - set(self.models)
         if unknown:
             raise ConvbenchError(

@@ -34,6 +34,7 @@ from convbench.augment import make_eval_dataset, make_train_dataset
 from convbench.config import AugmentConfig, BudgetConfig, Recipe
 from convbench.data import Dataset
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_, Message
 from convbench.io import quarantine
 from convbench.models.transfer import POOLING_HEADS
 from convbench.train import (
@@ -139,7 +140,7 @@ def train_model(
     notes = ([budget_note] if budget_note else []) + notes
     if best is not None:
         model.set_weights(best)
-    extra = ", feature caching" if kind == "transfer" else ""
+
     # The whole training call: input pipeline, validation and, for transfer, feature caching; summed
     # over the processes of an interrupted and resumed model, up to its last checkpoint.
     train_seconds = stopwatch()
@@ -154,8 +155,10 @@ def train_model(
         stopped_early=stopped,
         mixed_precision=precision,
         precision_reason=model_precision(name, recipe)[1],
-        notes=notes + [f"training call {train_seconds:.1f} s (input pipeline, validation{extra}); "
-                       f"epochs alone {sum(r.seconds for r in history):.1f} s"],
+        notes=notes + [Message(N_("training call {seconds:.1f} s (input pipeline, validation, feature caching); epochs alone "
+                                  "{epochs:.1f} s") if kind == "transfer" else
+                               N_("training call {seconds:.1f} s (input pipeline, validation); epochs alone {epochs:.1f} s"),
+                               seconds=float(train_seconds), epochs=float(sum(r.seconds for r in history)))],
     )
     return model, result
 
@@ -207,18 +210,20 @@ def apply_budget(recipe: Recipe, budget: BudgetConfig | None, model, data: Datas
     n = len(data.y_train)
     if budget.kind == "epochs":
         epochs = max(1, int(budget.value))
-        return with_total_epochs(recipe, epochs, kind), None, f"budget: {epochs} epochs"
+        return with_total_epochs(recipe, epochs, kind), None, Message(N_("budget: {epochs} epochs"), epochs=epochs)
     if budget.kind == "train_flops":
         per_epoch = 3 * count_flops(model) * n
         epochs = max(1, int(budget.value // per_epoch))
-        return with_total_epochs(recipe, epochs, kind), None, (
-            f"budget: {budget.value:.3g} training FLOPs = {epochs} epochs at {per_epoch:.3g} FLOPs per epoch")
+        return with_total_epochs(recipe, epochs, kind), None, Message(
+            N_("budget: {budget:.3g} training FLOPs = {epochs} epochs at {per_epoch:.3g} FLOPs per epoch"),
+            budget=float(budget.value), epochs=epochs, per_epoch=float(per_epoch))
     seconds = budget.value * 60
     step = _time_training_steps(model, data, recipe, strategy, precision, shard)
     steps = _steps(n, recipe)
     epochs = max(1, int(seconds // (step * steps)))
-    return with_total_epochs(recipe, epochs, kind), seconds, (
-        f"budget: {budget.value:g} min; a timed probe gave {step * 1000:.0f} ms per step, so {epochs} epochs were planned")
+    return with_total_epochs(recipe, epochs, kind), seconds, Message(
+        N_("budget: {minutes:g} min; a timed probe gave {ms:.0f} ms per step, so {epochs} epochs were planned"),
+        minutes=float(budget.value), ms=float(step * 1000), epochs=epochs)
 
 
 def _time_training_steps(model, data, recipe, strategy, precision, shard, steps: int = 6) -> float:
@@ -448,8 +453,12 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     steps = _steps(len(data.y_train), recipe)
     round_steps, rounds = head_schedule(t.head_steps, steps)
     fp = _fingerprint(recipe, data, model.name)
-    notes = [f"transfer at {t.resolution}px with head {t.head}: up to {rounds * round_steps} head steps on cached features "
-             f"(evaluated every {round_steps}), then {t.finetune_epochs} fine-tuning epoch{'' if t.finetune_epochs == 1 else 's'}"]
+    notes = [Message(N_("transfer at {resolution}px with head {head}: up to {steps} head steps on cached features (evaluated "
+                        "every {every}), then {epochs} fine-tuning epoch") if t.finetune_epochs == 1 else
+                     N_("transfer at {resolution}px with head {head}: up to {steps} head steps on cached features (evaluated "
+                        "every {every}), then {epochs} fine-tuning epochs"),
+                     resolution=str(t.resolution), head=t.head, steps=str(rounds * round_steps), every=str(round_steps),
+                     epochs=str(t.finetune_epochs))]
     # Half a round of warmup (5 % of the head's steps), then cosine to 0 at the last head step.
     head_cfg = dataclasses.replace(recipe.train, optimizer="adamw", lr_per_1024=t.head_lr_per_1024, schedule="cosine",
                                    warmup_epochs=0.5)
@@ -466,7 +475,8 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
         pool = t.head in POOLING_HEADS
         f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, log, label, pool)
         f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label, pool)
-        notes.append(f"feature caching: {time.perf_counter() - started:.1f} s for {len(f_train) + len(f_val)} images")
+        notes.append(Message(N_("feature caching: {seconds:.1f} s for {images} images"),
+                             seconds=float(time.perf_counter() - started), images=str(len(f_train) + len(f_val))))
         trainer = Trainer(head, head_cfg, recipe.regularization, strategy, round_steps, rounds, precision)
         resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path, stopwatch)
         val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
@@ -502,8 +512,9 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
         )
         out_of_time = stopped and max_seconds is not None and sum(r.seconds for r in history) >= max_seconds
         if stopped and not out_of_time:
-            notes.append(f"head phase stopped early after {len(history) * round_steps} of {rounds * round_steps} steps "
-                         f"(validation loss no lower for {t.head_patience} evaluations)")
+            notes.append(Message(N_("head phase stopped early after {done} of {steps} steps (validation loss no lower for "
+                                    "{patience} evaluations)"), done=str(len(history) * round_steps),
+                                 steps=str(rounds * round_steps), patience=str(t.head_patience)))
         if best_head is not None:
             head.set_weights(best_head)
         best = [w.copy() for w in model.get_weights()]
@@ -517,10 +528,15 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
                                        warmup_epochs=recipe.train.warmup_epochs)
         groups = discriminative_groups(model, unfrozen, t.finetune_lr_decay)
         trainer = Trainer(model, tune_cfg, recipe.regularization, strategy, steps, t.finetune_epochs, precision, lr_groups=groups)
-        rates = ", ".join(f"{len(v)} variables at {tune_cfg.learning_rate() * f:.3g}" for f, v in groups)
-        notes.append(f"fine-tuned blocks: {', '.join(unfrozen) or 'none (head only)'}; BatchNorm frozen; peak learning rates "
-                     f"from the head down: {rates}" + (" (one rate: mixed_float16 keeps one loss scale)"
-                                                        if precision == "mixed_float16" and len(groups) > 1 else ""))
+        rates = [Message(N_("{n} variables at {rate:.3g}"), n=str(len(v)), rate=float(tune_cfg.learning_rate() * f))
+                 for f, v in groups]
+        blocks = ", ".join(unfrozen) if unfrozen else Message(N_("none (head only)"))
+        one_rate = precision == "mixed_float16" and len(groups) > 1
+        notes.append(Message(
+            N_("fine-tuned blocks: {blocks}; BatchNorm frozen; peak learning rates from the head down: {rates} (one rate: "
+               "mixed_float16 keeps one loss scale)") if one_rate else
+            N_("fine-tuned blocks: {blocks}; BatchNorm frozen; peak learning rates from the head down: {rates}"),
+            blocks=blocks, rates=rates))
         resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path, stopwatch)
         if resume is None:
             resume = {"history": [dataclasses.asdict(r) for r in history], "best": best, "best_epoch": best_epoch,

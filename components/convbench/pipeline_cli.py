@@ -39,7 +39,7 @@ RUN_DIR_FILES = ("REPORT.md", "results.json")
 
 def add_commands(subparsers) -> None:
     """Register `convbench pipeline ...` (called by convbench.cli)."""
-    from convbench.cli import add_run_options
+    from convbench.cli import add_lang_option, add_run_options
 
     p = subparsers.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit to a cluster, or run locally on CPU")
     sub = p.add_subparsers(dest="pipeline_command", required=True)
@@ -55,12 +55,14 @@ def add_commands(subparsers) -> None:
     s.add_argument("--run-name", help="run name (default: convbench-<timestamp>)")
     s.add_argument("--namespace", help="Kubeflow profile namespace (multi-user installs)")
     add_run_options(s)
+    add_lang_option(s)
     _add_pipeline_params(s)
     _add_cluster_options(s)
     s.set_defaults(func=cmd_submit)
 
     lo = sub.add_parser("local", help="run the pipeline here with kfp's SubprocessRunner (the CPU fallback)")
     add_run_options(lo)
+    add_lang_option(lo)
     lo.set_defaults(func=cmd_local)
 
 
@@ -126,10 +128,30 @@ def pipeline_arguments(args) -> dict:
         "workers": getattr(args, "workers", None),
         "gpus_per_worker": getattr(args, "gpus_per_worker", None),
         "ray_address": getattr(args, "ray_address", None),
+        # The report step's language: --lang, else `lang:` of the --config file (the Dataset's config does not carry it).
+        "lang": _lang_argument(args),
     }
     for key in ("shared_dir", "train_cpu", "train_memory", "train_gpus", "accelerator_type", "step_cpu", "step_memory"):
         values[key] = getattr(args, key, None)
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _lang_argument(args) -> str | None:
+    """The pipeline's `lang` from `--lang` or the --config file's `lang:` (None: the pipeline's default, en)."""
+    from convbench.i18n import check_language
+
+    if getattr(args, "lang", None):
+        return check_language(args.lang)
+    if getattr(args, "config", None):
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None  # resolving the config reports what is wrong with it
+        if isinstance(data, dict) and data.get("lang"):
+            return check_language(data["lang"])
+    return None
 
 
 def submit(host: str, arguments: dict, experiment: str = "convbench", run_name: str | None = None,
@@ -202,8 +224,10 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     source = Path(config.data.source)
     data_source = str(source.resolve()) if source.exists() else config.data.source  # steps may run elsewhere
     arguments = pipeline_arguments(args)
-    arguments.update(data_source=data_source, models=list(config.models), preset=config.preset,
-                     config_yaml=yaml.safe_dump(cfgmod.to_dict(config), sort_keys=False))
+    # The language goes to the report step alone (`lang`), not into the config the training steps are cached on.
+    arguments.update(data_source=data_source, models=list(config.models), preset=config.preset, lang=config.lang,
+                     config_yaml=yaml.safe_dump({k: v for k, v in cfgmod.to_dict(config).items() if k != "lang"},
+                                                sort_keys=False))
     for key in ("epochs", "seeds", "max_train_images", "max_test_images", "global_batch_size"):
         arguments.pop(key, None)  # already inside config_yaml, resolved as `convbench run` resolves them
     root = out.resolve() / ".kfp"

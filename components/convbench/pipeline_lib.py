@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import datetime as dt
 import html
 import json
@@ -125,6 +126,9 @@ def prepare_data(dataset_dir: str, metadata: dict, data_source: str, models: lis
 
     config = resolve_config(data_source, models, preset, epochs, seeds, max_train_images, max_test_images,
                             global_batch_size, config_yaml)
+    # The report step's `lang` parameter decides the language; the Dataset's config keeps the default,
+    # so the training steps, whose cache is keyed on the Dataset, never rerun for another language.
+    config = dataclasses.replace(config, lang="en")
     data = load_data(config, log)
     save_dataset(data, dataset_dir)
     atomic_write_text(Path(dataset_dir) / CONFIG_FILE, config_to_json(config))
@@ -441,7 +445,7 @@ def _history_rows(path: Path) -> list[dict]:
 
 
 def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluation_dirs: list[str] | None = None,
-                 log: Callable[[str], None] = print) -> Path:
+                 log: Callable[[str], None] = print, lang: str = "en") -> Path:
     """Merge the Model artifacts into one run directory and render its report, as `convbench run` would.
 
     Args:
@@ -450,6 +454,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
         run_dir: the run directory to create.
         evaluation_dirs: unused contents; passing the evaluate steps' outputs makes the report wait for them.
         log: progress output.
+        lang: the report's language (en, es), recorded in the run directory's config like `convbench run --lang`.
 
     Returns:
         The REPORT.md path.
@@ -459,7 +464,9 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     from convbench.report import render_report
     from convbench.runner import results_document, run_key, split_diverged
 
-    config = dataset_config(dataset_dir)
+    from convbench.i18n import check_language
+
+    config = dataclasses.replace(dataset_config(dataset_dir), lang=check_language(lang))
     manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -506,10 +513,11 @@ def embed_figures(markdown: str, run_dir: Path) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", inline, markdown)
 
 
-def markdown_to_html(markdown: str, title: str = "convbench report") -> str:
+def markdown_to_html(markdown: str, title: str = "convbench report", lang: str = "en") -> str:
     """A self-contained HTML page for REPORT.md: headings, paragraphs, lists, tables, code, images, emphasis.
 
     Covers what convbench's reports use; anything else is shown as escaped text, never dropped.
+    `lang` is the page's language attribute (the report's language).
     """
     out: list[str] = []
     lines = markdown.splitlines()
@@ -566,7 +574,7 @@ def markdown_to_html(markdown: str, title: str = "convbench report") -> str:
     flush()
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}code{background:#f4f4f4}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html>\n<html lang=\"{html.escape(lang, quote=True)}\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
 
 
@@ -593,7 +601,8 @@ def _inline(text: str) -> str:
 
 
 def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_path: str,
-                html_path: str, evaluation_dirs: list[str] | None = None, log: Callable[[str], None] = print) -> str:
+                html_path: str, evaluation_dirs: list[str] | None = None, log: Callable[[str], None] = print,
+                lang: str = "en") -> str:
     """The render_report step: the run directory, plus REPORT.md and REPORT.html with figures embedded.
 
     Args:
@@ -604,17 +613,19 @@ def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_
         html_path: the HTML artifact's file.
         evaluation_dirs: the evaluate steps' outputs (only a dependency).
         log: progress output.
+        lang: the report's language, en or es (the pipeline's `lang` parameter).
 
     Returns:
         The best model's name ("" when every model diverged).
     """
     started = time.perf_counter()
-    report = assemble_run(dataset_dir, model_dirs, run_dir, evaluation_dirs, log)
+    report = assemble_run(dataset_dir, model_dirs, run_dir, evaluation_dirs, log, lang=lang)
     text = embed_figures(report.read_text(encoding="utf-8"), report.parent)
-    for path, content in ((markdown_path, text), (html_path, markdown_to_html(text))):
+    page = markdown_to_html(text, lang=lang)
+    for path, content in ((markdown_path, text), (html_path, page)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content, encoding="utf-8")
-    (Path(run_dir) / "REPORT.html").write_text(markdown_to_html(text), encoding="utf-8")
+    (Path(run_dir) / "REPORT.html").write_text(page, encoding="utf-8")
     results = json.loads((Path(run_dir) / "results.json").read_text())
     if not results["models"]:
         log(f"report: {report} ({time.perf_counter() - started:.1f} s); every model diverged")

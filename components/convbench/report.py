@@ -4,6 +4,10 @@ Nothing in the report is written in advance: every sentence of the conclusions i
 from the measured numbers (`conclusions`), so different results give different conclusions.
 
     convbench report runs/quick          # re-render runs/quick/REPORT.md from saved results
+    convbench report runs/quick --lang es   # the same report in Spanish (figures too)
+
+Every user-visible string goes through `convbench.i18n` (`_`, `ngettext`, `fmt`), so the same rules
+write the report in the run's language; numbers are formatted with `i18n.number`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 from convbench.config import describe_augment, training_epochs
 from convbench.errors import ConvbenchError
 from convbench.glossary import glossary_markdown
+from convbench.i18n import N_, _, check_language, fmt, ngettext, number, pgettext, render_stored, use_language
 from convbench.io import atomic_write, atomic_write_text
 
 # Thresholds the conclusions use; named so the report can quote them.
@@ -58,45 +63,70 @@ def results_problem(results) -> str:
     return ""
 
 
+# Words stored in results.json as English codes, shown in the report's language.
+_QUANTITIES = {"training loss": N_("training loss"), "validation loss": N_("validation loss")}
+_KINDS = {"custom": N_("custom"), "transfer": N_("transfer")}
+
+
+def _kind(kind: str) -> str:
+    """A model kind ("custom", "transfer") as the report shows it."""
+    return _(_KINDS[kind]) if kind in _KINDS else str(kind)
+
+
+def _phase(phase: str) -> str:
+    """A training phase ("train", "head", "finetune") as the report shows it."""
+    names = {"train": pgettext("training phase", "train"), "head": pgettext("training phase", "head"),
+             "finetune": pgettext("training phase", "finetune")}
+    return names.get(phase, str(phase))
+
+
 def diverged_markdown(results: dict) -> str:
     """The "Diverged models" section: where each NaN/inf loss appeared and what to change ("" when none)."""
     diverged = results.get("diverged") or []
     if not diverged:
         return ""
-    lines = ["## Diverged models", "",
-             "These trainings stopped when a loss became NaN or infinite; they are not ranked. The usual cause is a "
-             "learning rate too high for the model, batch size and precision.", ""]
+    lines = ["## " + _("Diverged models"), "",
+             _("These trainings stopped when a loss became NaN or infinite; they are not ranked. The usual cause is a "
+               "learning rate too high for the model, batch size and precision."), ""]
     for r in diverged:
         d = r["diverged"]
         setting, value = d.get("lr_setting", "train.lr_per_1024"), d.get("lr_setting_value")
         section, key = setting.split(".", 1)
-        lower = f"{value / 10:.3g}" if isinstance(value, (int, float)) else "a tenth of it"
-        lines.append(
-            f"- **{_md_cell(r['name'])}** (seed {r['seed']}): {d.get('quantity', 'loss')} became {d.get('value', 'nan')} at epoch "
-            f"{d.get('epoch')} ({d.get('phase', 'train')} phase) at a peak learning rate of {float(d.get('lr', float('nan'))):.4g}"
-            + (f" (`{setting}` {value:g})" if isinstance(value, (int, float)) else "")
-            + f". Lower the learning rate, e.g. `overrides: {{{r['name']}: {{{section}: {{{key}: {lower}}}}}}}` in the config, "
-            "and run the same command again: this model is retrained with its new recipe and the finished ones are kept."
-        )
+        numeric = isinstance(value, (int, float))
+        lower = f"{value / 10:.3g}" if numeric else _("a tenth of it")
+        quantity = d.get("quantity", "loss")
+        snippet = f"`overrides: {{{r['name']}: {{{section}: {{{key}: {lower}}}}}}}`"
+        if numeric:
+            text = _("- **{name}** (seed {seed}): {quantity} became {value} at epoch {epoch} ({phase} phase) at a peak "
+                     "learning rate of {lr:.4g} (`{setting}` {setting_value}). Lower the learning rate, e.g. {snippet} in "
+                     "the config, and run the same command again: this model is retrained with its new recipe and the "
+                     "finished ones are kept.")
+        else:
+            text = _("- **{name}** (seed {seed}): {quantity} became {value} at epoch {epoch} ({phase} phase) at a peak "
+                     "learning rate of {lr:.4g}. Lower the learning rate, e.g. {snippet} in the config, and run the same "
+                     "command again: this model is retrained with its new recipe and the finished ones are kept.")
+        lines.append(fmt(text, name=_md_cell(r["name"]), seed=r["seed"], quantity=_(_QUANTITIES.get(quantity, quantity)),
+                         value=str(d.get("value", "nan")), epoch=str(d.get("epoch")), phase=_phase(d.get("phase", "train")),
+                         lr=float(d.get("lr", float("nan"))), setting=setting,
+                         setting_value=f"{value:g}" if numeric else "", snippet=snippet))
     return "\n".join(lines) + "\n"
 
 
 def _epochs_text(m: dict) -> str:
     """"12 epochs", or for a transfer model "600 head steps on cached features and 3 fine-tuning epochs"."""
     if m.get("head_steps_run"):
-        return f"{m['head_steps_run']:.0f} head steps on cached features and {_plural(m['epochs_run'], 'fine-tuning epoch')}"
-    return _plural(m["epochs_run"], "epoch")
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+        return fmt(ngettext("{steps:.0f} head steps on cached features and {n} fine-tuning epoch",
+                            "{steps:.0f} head steps on cached features and {n} fine-tuning epochs", m["epochs_run"]),
+                   steps=float(m["head_steps_run"]), n=m["epochs_run"])
+    return fmt(ngettext("{n} epoch", "{n} epochs", m["epochs_run"]), n=m["epochs_run"])
 
 
 def _head_phase(transfer: dict) -> str:
     """The head phase of a saved transfer recipe, in the units it ran in."""
     if "head_steps" in transfer:
-        return f"head up to {transfer['head_steps']} steps on cached features"
-    return f"{transfer['frozen_epochs']} frozen head epochs"  # recipes saved before head_steps
+        return fmt(_("head up to {steps} steps on cached features"), steps=transfer["head_steps"])
+    # Recipes saved before head_steps counted the head phase in epochs.
+    return fmt(ngettext("{n} frozen head epoch", "{n} frozen head epochs", transfer["frozen_epochs"]), n=transfer["frozen_epochs"])
 
 
 HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -178,11 +208,53 @@ def pyplot():
 
 
 def save_figure(fig, path: Path) -> None:
-    """Write a figure as PNG atomically and free it."""
+    """Write a figure as PNG atomically and free it (tick numbers in the active language's decimal mark)."""
+    localise_ticks(fig)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def localise_ticks(fig) -> None:
+    """Make every numeric tick label of `fig` use the active language's decimal mark (0,5 in Spanish).
+
+    The axes keep their own locators and formatters (log axes, offsets); only the text they produce
+    is rewritten. Fixed labels (class names) are left as they are.
+    """
+    if number(0.5, ".1f") == "0.5":
+        return
+    from matplotlib.ticker import FixedFormatter, Formatter, NullFormatter
+
+    mark = number(0.5, ".1f")[1]
+
+    class Localised(Formatter):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def set_axis(self, axis):
+            super().set_axis(axis)
+            self.inner.set_axis(axis)
+
+        def set_locs(self, locs):
+            self.inner.set_locs(locs)
+
+        def __call__(self, x, pos=None):
+            return self.inner(x, pos).replace(".", mark)
+
+        def format_ticks(self, values):
+            return [t.replace(".", mark) for t in self.inner.format_ticks(values)]
+
+        def get_offset(self):
+            return self.inner.get_offset().replace(".", mark)
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for get, put in ((axis.get_major_formatter, axis.set_major_formatter),
+                             (axis.get_minor_formatter, axis.set_minor_formatter)):
+                inner = get()
+                if not isinstance(inner, (FixedFormatter, NullFormatter, Localised)):
+                    put(Localised(inner))
 
 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -214,17 +286,18 @@ def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
         if switch is not None and switch > ep[0]:
             for ax in axes:
                 ax.axvline(switch - 0.5, color=c, ls=":", lw=1)
-            axes[0].annotate(f"{_model_of(key)}: fine-tuning starts", (switch - 0.5, 0.02), xycoords=("data", "axes fraction"),
-                             rotation=90, fontsize=7, color=c, ha="right", va="bottom")
+            axes[0].annotate(fmt(_("{model}: fine-tuning starts"), model=_model_of(key)), (switch - 0.5, 0.02),
+                             xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color=c, ha="right", va="bottom")
         axes[0].plot(ep, [r["train_accuracy"] for r in rows], "--", color=c, alpha=0.7)
         axes[0].plot(ep, [r["val_accuracy"] for r in rows], "-o", color=c, ms=3, label=key)
         axes[1].plot(ep, [r["train_loss"] for r in rows], "--", color=c, alpha=0.7)
         axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
-    xlabel = "epoch"
+    xlabel = _("epoch")
     if any(r.get("phase") == "head" for rows in histories.values() for r in rows):
-        xlabel = "epoch (transfer: head rounds, then epochs)"
-    axes[0].set(title="Accuracy (dashed: train on augmented batches, solid: validation)", xlabel=xlabel, ylabel="accuracy")
-    axes[1].set(title="Loss (dashed: train, solid: validation)", xlabel=xlabel, ylabel="cross-entropy")
+        xlabel = _("epoch (transfer: head rounds, then epochs)")
+    axes[0].set(title=_("Accuracy (dashed: train on augmented batches, solid: validation)"), xlabel=xlabel,
+                ylabel=_("accuracy"))
+    axes[1].set(title=_("Loss (dashed: train, solid: validation)"), xlabel=xlabel, ylabel=_("cross-entropy"))
     for ax in axes:
         ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     axes[0].legend(fontsize=8)
@@ -244,7 +317,7 @@ def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path
         cm = np.asarray(r["confusion_matrix"], dtype=float)
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{name} (seed {r['seed']})")
+        ax.set_title(fmt(_("{model} (seed {seed})"), model=name, seed=str(r["seed"])))
         ticks = range(len(class_names))
         small = len(class_names) <= 20
         ax.set_xticks(ticks if small else [])
@@ -255,12 +328,12 @@ def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path
             for i in ticks:
                 for j in ticks:
                     if cm[i, j] >= 0.05:
-                        ax.text(j, i, f"{cm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, number(cm[i, j], ".2f"), ha="center", va="center", fontsize=6,
                                 color="white" if cm[i, j] > 0.5 else "black")
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_xlabel(_("predicted"))
+        ax.set_ylabel(_("true"))
         ax.grid(False)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="fraction of the true class")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=_("fraction of the true class"))
     save_figure(fig, path)
 
 
@@ -274,7 +347,7 @@ def plot_per_class(models: dict[str, list[float]], class_names: list[str], path:
         ax.bar(np.arange(k) + i * width - 0.4 + width / 2, recall, width, label=name, color=model_colour(name))
     ax.set_xticks(np.arange(k))
     ax.set_xticklabels(class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=8 if k <= 20 else 5)
-    ax.set(ylabel="test accuracy (recall)", ylim=(0, 1), title="Per-class test accuracy")
+    ax.set(ylabel=_("test accuracy (recall)"), ylim=(0, 1), title=_("Per-class test accuracy"))
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
@@ -286,10 +359,10 @@ def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
     for m in models:
         g = m["flops_per_image"] / 1e9
         ax.errorbar([g], [m["test_accuracy"]], yerr=[m.get("test_accuracy_std", 0.0)], fmt="o", capsize=3, color=model_colour(m["name"]))
-        ax.annotate(f"{m['name']}\n{m['params'] / 1e6:.2f}M params", (g, m["test_accuracy"]), textcoords="offset points",
-                    xytext=(6, 4), fontsize=8)
+        ax.annotate(fmt(_("{model}\n{params:.2f}M params"), model=m["name"], params=m["params"] / 1e6), (g, m["test_accuracy"]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
-    ax.set(xlabel="forward GFLOPs per image (log)", ylabel="test accuracy", title="Accuracy vs compute")
+    ax.set(xlabel=_("forward GFLOPs per image (log)"), ylabel=_("test accuracy"), title=_("Accuracy vs compute"))
     save_figure(fig, path)
 
 
@@ -318,25 +391,29 @@ def _precision_text(runs: list[dict]) -> str:
 def _split_text(data: dict, configured: float) -> str:
     """The validation split as it came out; different from `val_fraction` when classes are tiny."""
     actual = data["val_images"] / max(1, data["train_images"] + data["val_images"])
-    text = f"stratified, {actual:.0%} of train"
     if abs(actual - configured) > 0.02:  # per-class rounding moves it by less on any real data set
-        text += (f"; the configured {configured:.0%} rounds differently on classes this small, since every class "
-                 "gives at least one image to each side")
-    return text
+        return fmt(_("stratified, {share:.0f}% of train; the configured {configured:.0f}% rounds differently on classes "
+                     "this small, since every class gives at least one image to each side"),
+                   share=100 * actual, configured=100 * configured)
+    return fmt(_("stratified, {share:.0f}% of train"), share=100 * actual)
 
 
 def _precision(run: dict) -> str:
     """The dtype policy a run trained in, with the reason it was chosen (older runs have none)."""
     reason = run.get("precision_reason")
-    return f"{run['mixed_precision']} ({reason})" if reason else run["mixed_precision"]
+    if not reason:
+        return run["mixed_precision"]
+    return f"{run['mixed_precision']} ({render_stored(run.get('precision_reason_i18n'), fallback=reason)})"
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2f} %"
+    """An accuracy as a percentage with two decimals ("80.25 %"; "80,25 %" in Spanish)."""
+    return fmt(_("{value:.2f} %"), value=100 * x)
 
 
 def _pts(x: float) -> str:
-    return f"{100 * x:+.2f} points"
+    """A difference of accuracies in signed percentage points ("+1.20 points")."""
+    return fmt(_("{value:+.2f} points"), value=100 * x)
 
 
 def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dict:
@@ -380,108 +457,135 @@ def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dic
 
 
 def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
-    """The Conclusions section: best model, why (with numbers), what would improve it and how.
+    """The Conclusions section, as the assignment's four questions: which was best, why, what would
+    I improve, how would I improve it.
 
     Args:
         results: results.json content.
         histories: per-run histories from `load_histories`.
 
     Returns:
-        Markdown text.
+        Markdown text, in the active language (`i18n.use_language`).
     """
     models = sorted(results["models"], key=lambda m: (-m["test_accuracy"], m["name"]))  # ties as stats.verdict breaks them
     if not models:
-        return "## Conclusions\n\nNo model finished training, so nothing can be concluded yet.\n"
+        return "## " + _("Conclusions") + "\n\n" + _("No model finished training, so nothing can be concluded yet.") + "\n"
     first_rows = {}
     for r in results["runs"]:
         first_rows.setdefault(r["name"], histories.get(f"{r['name']}_seed{r['seed']}", []))
     n_val = int(results.get("data", {}).get("val_images", 0) or 0)
     diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], []), n_val) for m in models}
     best = models[0]
-    lines = ["## Conclusions", "", "### Which architecture was best?", ""]
+    lines = ["## " + _("Conclusions"), "", "### " + _("Which was best?"), ""]
     seeds = len(best.get("seeds", [0]))
     if len(models) == 1:
-        lines.append(f"Only **{best['name']}** was trained: {_pct(best['test_accuracy'])} test accuracy. There is nothing to compare it with.")
+        lines.append(fmt(_("Only **{model}** was trained: {accuracy} test accuracy. There is nothing to compare it with."),
+                         model=best["name"], accuracy=_pct(best["test_accuracy"])))
     else:
         second = models[1]
         margin = best["test_accuracy"] - second["test_accuracy"]
-        lines.append(
-            f"**{best['name']}** ({best['kind']}) has the highest test accuracy, {_pct(best['test_accuracy'])}, "
-            f"{_pts(margin)} ahead of {second['name']} ({_pct(second['test_accuracy'])})"
-            + (f" and {_pts(best['test_accuracy'] - models[-1]['test_accuracy'])} ahead of {models[-1]['name']}." if len(models) > 2 else ".")
-        )
+        values = dict(model=best["name"], kind=_kind(best["kind"]), accuracy=_pct(best["test_accuracy"]), margin=_pts(margin),
+                      second=second["name"], second_accuracy=_pct(second["test_accuracy"]),
+                      last_margin=_pts(best["test_accuracy"] - models[-1]["test_accuracy"]), last=models[-1]["name"])
+        if len(models) > 2:
+            lines.append(fmt(_("**{model}** ({kind}) has the highest test accuracy, {accuracy}, {margin} ahead of {second} "
+                               "({second_accuracy}) and {last_margin} ahead of {last}."), **values))
+        else:
+            lines.append(fmt(_("**{model}** ({kind}) has the highest test accuracy, {accuracy}, {margin} ahead of {second} "
+                               "({second_accuracy})."), **values))
         stats = results.get("statistics", {}).get("verdict")
         if stats:
             if stats.get("winner"):
-                lines.append("The paired test on the test images says this lead is significant (see the paired significance tests above).")
+                lines.append(_("The paired test on the test images says this lead is significant (see the paired significance "
+                               "tests above)."))
             else:
-                lines.append("The paired test on the test images cannot separate the top models at this budget (see the paired significance tests above): "
-                             "treat the ranking as provisional.")
+                lines.append(_("The paired test on the test images cannot separate the top models at this budget (see the "
+                               "paired significance tests above): treat the ranking as provisional."))
         elif margin < CLOSE_CALL:
-            lines.append(
-                f"The margin is under {_pts(CLOSE_CALL).replace('+', '')}, which is within the seed-to-seed spread typical of "
-                f"CIFAR training; with {seeds} seed(s) this ranking is not reliable. Run `--seeds 3` or more to decide."
-            )
+            lines.append(fmt(ngettext(
+                "The margin is under {close}, which is within the seed-to-seed spread typical of CIFAR training; with "
+                "{n} seed this ranking is not reliable. Run `--seeds 3` or more to decide.",
+                "The margin is under {close}, which is within the seed-to-seed spread typical of CIFAR training; with "
+                "{n} seeds this ranking is not reliable. Run `--seeds 3` or more to decide.", seeds),
+                close=fmt(_("{value:.2f} points"), value=100 * CLOSE_CALL), n=seeds))
         parity = _compute_parity(models, results.get("config", {}).get("budget", {}))
         if parity:
             lines.append(parity)
-    lines += ["", "### Why?", ""]
+    lines += ["", "### " + _("Why?"), ""]
     for m in models:
         d = diag[m["name"]]
         parts = [
-            f"**{m['name']}**{_description(m['name'])}: {_pct(m['test_accuracy'])} test, best validation {_pct(m['best_val_accuracy'])}",
-            f"{m['params'] / 1e6:.2f} M parameters, {m['flops_per_image'] / 1e6:.0f} MFLOPs per image",
-            f"{m['train_seconds']:.0f} s of training over {_epochs_text(m)}",
+            fmt(_("**{model}**{description}: {test} test, best validation {val}"), model=m["name"],
+                description=_description(m["name"]), test=_pct(m["test_accuracy"]), val=_pct(m["best_val_accuracy"])),
+            fmt(_("{params:.2f} M parameters, {mflops:.0f} MFLOPs per image"), params=m["params"] / 1e6,
+                mflops=m["flops_per_image"] / 1e6),
+            fmt(_("{seconds:.0f} s of training over {epochs}"), seconds=m["train_seconds"], epochs=_epochs_text(m)),
         ]
         if np.isfinite(d["gap"]):
-            noise = f"±{100 * d['noise']:.1f} points, the chance variation of {d['val_images']:,} validation images"
-            kind = {"overfit": f"a sign of overfitting: larger than {noise}",
-                    "noise": f"within {noise}: too few images to call it overfitting",
-                    "too_short": "too few epochs to tell overfitting from a model still learning",
-                    "mild": "mild overfitting", "none": "no overfitting"}[d["overfit"]]
-            where = "; its train accuracy is on un-augmented cached features" if d["gap_on_cached_features"] else ""
-            parts.append(f"train-validation gap {_pts(d['gap'])} ({kind}{where})")
+            noise = fmt(_("±{noise:.1f} points, the chance variation of {images:,} validation images"),
+                        noise=100 * d["noise"], images=d["val_images"])
+            kind = {"overfit": fmt(_("a sign of overfitting: larger than {noise}"), noise=noise),
+                    "noise": fmt(_("within {noise}: too few images to call it overfitting"), noise=noise),
+                    "too_short": _("too few epochs to tell overfitting from a model still learning"),
+                    "mild": _("mild overfitting"), "none": _("no overfitting")}[d["overfit"]]
+            if d["gap_on_cached_features"]:
+                parts.append(fmt(_("train-validation gap {gap} ({verdict}; its train accuracy is on un-augmented cached "
+                                   "features)"), gap=_pts(d["gap"]), verdict=kind))
+            else:
+                parts.append(fmt(_("train-validation gap {gap} ({verdict})"), gap=_pts(d["gap"]), verdict=kind))
         if d["still_improving"]:
-            beyond = f", more than the ±{100 * d['noise']:.1f}-point chance variation" if d["noise"] else ""
-            parts.append(f"validation accuracy was still rising at the end ({_pts(d['late_gain'])} over the last epochs{beyond})")
+            if d["noise"]:
+                parts.append(fmt(_("validation accuracy was still rising at the end ({gain} over the last epochs, more than "
+                                   "the ±{noise:.1f}-point chance variation)"), gain=_pts(d["late_gain"]), noise=100 * d["noise"]))
+            else:
+                parts.append(fmt(_("validation accuracy was still rising at the end ({gain} over the last epochs)"),
+                                 gain=_pts(d["late_gain"])))
         if d["head_best"] is not None and d["finetune_best"] is not None:
             change = d["finetune_best"] - d["head_best"]
-            parts.append(
-                f"fine-tuning raised the best validation accuracy of the head alone from {_pct(d['head_best'])} to "
-                f"{_pct(d['finetune_best'])} ({_pts(change)})" if change > 0 else
-                f"fine-tuning did not improve on the head alone (best validation {_pct(d['head_best'])} with the head alone, "
-                f"{_pct(d['finetune_best'])} after fine-tuning), so the head-only weights were kept"
-            )
+            if change > 0:
+                parts.append(fmt(_("fine-tuning raised the best validation accuracy of the head alone from {head} to {tuned} "
+                                   "({change})"), head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"]), change=_pts(change)))
+            else:
+                parts.append(fmt(_("fine-tuning did not improve on the head alone (best validation {head} with the head alone, "
+                                   "{tuned} after fine-tuning), so the head-only weights were kept"),
+                                 head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"])))
         lines.append("- " + "; ".join(parts) + ".")
     if len(models) > 1:
         cheapest = min(models, key=lambda m: m["flops_per_image"])
         lines.append("")
         if cheapest["name"] == best["name"]:
-            lines.append(f"{best['name']} is also the cheapest per image, so it wins on both accuracy and cost.")
+            lines.append(fmt(_("{model} is also the cheapest per image, so it wins on both accuracy and cost."), model=best["name"]))
         else:
             ratio = best["flops_per_image"] / max(cheapest["flops_per_image"], 1)
-            lines.append(
-                f"{best['name']} costs {ratio:.1f}x the forward FLOPs of the cheapest model, {cheapest['name']} "
-                f"({_pct(cheapest['test_accuracy'])}): {_pts(best['test_accuracy'] - cheapest['test_accuracy'])} of test "
-                f"accuracy for {ratio:.1f}x the cost of each prediction."
-            )
+            lines.append(fmt(_("{model} costs {ratio:.1f}x the forward FLOPs of the cheapest model, {cheapest} ({accuracy}): "
+                               "{gain} of test accuracy for {ratio:.1f}x the cost of each prediction."),
+                             model=best["name"], ratio=ratio, cheapest=cheapest["name"], accuracy=_pct(cheapest["test_accuracy"]),
+                             gain=_pts(best["test_accuracy"] - cheapest["test_accuracy"])))
         if best["kind"] == "transfer":
-            lines.append("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within the epoch budget.")
+            lines.append(_("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within "
+                           "the epoch budget."))
         elif any(m["kind"] == "transfer" for m in models):
             t = next(m for m in models if m["kind"] == "transfer")
             res = next((r["recipe"]["transfer"]["resolution"] for r in results["runs"] if r["name"] == t["name"]), None)
-            lines.append(
-                f"The pretrained {t['name']} did not win here ({_pct(t['test_accuracy'])}). A likely reason, not tested by this "
-                f"run: ImageNet features computed from CIFAR images upsampled to {res} px carry less than the network "
-                f"was trained to see at 224 px, and its fine-tuning had a budget of {t['epochs_run']} epochs. To test it, raise "
-                f"its resolution alone: `overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`."
-            )
-    lines += ["", "### What would improve it, and how?", ""]
+            lines.append(fmt(_(
+                "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: ImageNet "
+                "features computed from CIFAR images upsampled to {resolution} px carry less than the network was trained to "
+                "see at 224 px, and its fine-tuning had a budget of {epochs} epochs. To test it, raise its resolution alone: "
+                "{snippet}."), model=t["name"], accuracy=_pct(t["test_accuracy"]), resolution=str(res), epochs=str(t["epochs_run"]),
+                snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
     advice = _advice(best, diag[best["name"]], results)
     for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
-        advice.append(f"Retrain {_md_cell(name)} at a lower learning rate: it diverged (see Diverged models), so this comparison "
-                      "does not yet say how it ranks.")
-    lines += [f"{i}. {a}" for i, a in enumerate(advice, 1)]
+        advice.append((fmt(_("{model} diverged (see Diverged models), so this comparison does not yet say how it ranks."),
+                           model=_md_cell(name)),
+                       fmt(_("Retrain {model} at a lower learning rate, as Diverged models shows."), model=_md_cell(name))))
+    steps = [(what, how) for what, how in advice if what]
+    kept = [how for what, how in advice if not what]
+    lines += ["", "### " + _("What would I improve?"), ""]
+    lines += [f"{i}. {what}" for i, (what, _how) in enumerate(steps, 1)]
+    lines += ["", "### " + _("How would I improve it?"), ""]
+    if steps:
+        lines += [_("Point by point, in the order above:"), ""]
+    lines += [f"{i}. {how}" for i, how in enumerate([how for _what, how in steps] + kept, 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -490,7 +594,7 @@ def _description(name: str) -> str:
     from convbench.models import model_info
 
     try:
-        return f" ({model_info(name).description.rstrip('.')})"
+        return f" ({_(model_info(name).description).rstrip('.')})"
     except ConvbenchError:
         return ""
 
@@ -508,34 +612,47 @@ def _compute_parity(models: list[dict], budget: dict) -> str:
         return ""
     fast, slow = min(timed, key=lambda m: m["train_seconds"]), max(timed, key=lambda m: m["train_seconds"])
     ratio = slow["train_seconds"] / fast["train_seconds"]
-    spread = (f"from {fast['train_seconds']:.0f} s ({fast['name']}) to {slow['train_seconds']:.0f} s ({slow['name']})")
+    spread = fmt(_("from {fast_seconds:.0f} s ({fast}) to {slow_seconds:.0f} s ({slow})"), fast_seconds=fast["train_seconds"],
+                 fast=fast["name"], slow_seconds=slow["train_seconds"], slow=slow["name"])
     if ratio < PARITY_RATIO:
-        return f"Compute was roughly matched: train times ran {spread}, within {PARITY_RATIO:g}x of each other."
+        return fmt(_("Compute was roughly matched: train times ran {spread}, within {parity}x of each other."),
+                   spread=spread, parity=number(PARITY_RATIO, "g"))
     minutes = max(1, round(float(np.median([m["train_seconds"] for m in timed])) / 60))
-    return (f"Compute was not matched: train times ran {spread}, {ratio:.1f}x apart, so this ranking compares "
-            f"architectures and budgets together. To compare the architectures alone, give every model the same "
-            f"budget, e.g. `budget: {{kind: minutes, value: {minutes}}}` or `budget: {{kind: train_flops, value: ...}}`.")
+    return fmt(_("Compute was not matched: train times ran {spread}, {ratio:.1f}x apart, so this ranking compares architectures "
+                 "and budgets together. To compare the architectures alone, give every model the same budget, e.g. {minutes} "
+                 "or {flops}."), spread=spread, ratio=ratio,
+               minutes=f"`budget: {{kind: minutes, value: {minutes}}}`", flops="`budget: {kind: train_flops, value: ...}`")
 
 
-def _advice(best: dict, d: dict, results: dict) -> list[str]:
-    out = []
+def _advice(best: dict, d: dict, results: dict) -> list[tuple[str, str]]:
+    """What limits the best model and how to change that: (what, how) pairs, in the report's language.
+
+    "what" names the problem with the measurement that shows it, "how" the change to make; a
+    pair with an empty "what" is a change to keep (an ablation that helped).
+    """
+    out: list[tuple[str, str]] = []
     recipe = next((r["recipe"] for r in results["runs"] if r["name"] == best["name"]), {})
     aug = recipe.get("augment", {})
     reg = recipe.get("regularization", {})
     if d["still_improving"]:
-        out.append(
-            f"Train longer: validation accuracy gained {_pts(d['late_gain'])} over the last epochs and had not plateaued; "
-            f"raise `train.epochs` (now {d['epochs']}) with the same one-cycle schedule stretched over them."
-        )
+        out.append((
+            fmt(_("Train longer: validation accuracy gained {gain} over the last epochs and had not plateaued."),
+                gain=_pts(d["late_gain"])),
+            fmt(_("Raise `train.epochs` (now {epochs}) with the same one-cycle schedule stretched over them."),
+                epochs=str(d["epochs"]))))
     transfer = recipe.get("transfer", {})
     head_won = d.get("finetune_best") is not None and d["head_best"] >= d["finetune_best"]
     if best["kind"] == "transfer" and d["overfit"] == "overfit" and (head_won or d.get("finetune_best") is None):
         # Its best weights came from the head phase: the gap is on cached features, which augmentation never reaches.
-        stronger = ([f"a head with dropout and BatchNorm, `overrides: {{{best['name']}: {{transfer: {{head: gap_bn_dropout}}}}}}`"]
+        stronger = ([fmt(_("a head with dropout and BatchNorm, {snippet}"),
+                         snippet=f"`overrides: {{{best['name']}: {{transfer: {{head: gap_bn_dropout}}}}}}`")]
                     if transfer.get("head") != "gap_bn_dropout" else [])
-        stronger.append("a higher `regularization.weight_decay`")
-        out.append(f"Regularize the head: the train-validation gap is {_pts(d['gap'])}, measured on cached features, which "
-                   "augmentation does not reach (it acts only while fine-tuning); try " + " or ".join(stronger) + ".")
+        stronger.append(_("a higher `regularization.weight_decay`"))
+        out.append((
+            fmt(_("Regularize the head: the train-validation gap is {gap}, measured on cached features, which augmentation "
+                  "does not reach (it acts only while fine-tuning)."), gap=_pts(d["gap"])),
+            fmt(_("Try {options}."), options=stronger[0] if len(stronger) == 1
+                else fmt(_("{first} or {second}"), first=stronger[0], second=stronger[1]))))
     elif d["overfit"] == "overfit":
         stronger = []
         if not aug.get("cutout"):
@@ -544,47 +661,74 @@ def _advice(best: dict, d: dict, results: dict) -> list[str]:
             stronger.append("`augment.cutmix_alpha: 1.0`")
         if reg.get("label_smoothing", 0) < 0.1:
             stronger.append("`regularization.label_smoothing: 0.1`")
-        stronger.append("a higher `regularization.weight_decay`")
-        out.append(f"Regularize more: the train-validation gap is {_pts(d['gap'])}; add " + ", ".join(stronger) + ".")
+        stronger.append(_("a higher `regularization.weight_decay`"))
+        out.append((fmt(_("Regularize more: the train-validation gap is {gap}."), gap=_pts(d["gap"])),
+                    fmt(_("Add {options}."), options=", ".join(stronger))))
     elif np.isfinite(d["gap"]) and d["gap"] < 0.01 and not d["still_improving"]:
-        out.append(
-            f"Add capacity: the train-validation gap is only {_pts(d['gap'])} and validation accuracy has flattened, so the model "
-            "underfits; widen it (`width`) or train it at a higher learning rate."
-        )
+        out.append((
+            fmt(_("Add capacity: the train-validation gap is only {gap} and validation accuracy has flattened, so the model "
+                  "underfits."), gap=_pts(d["gap"])),
+            _("Widen it (`width`) or train it at a higher learning rate.")))
     if best["kind"] == "transfer":
         t = transfer
         if t.get("resolution", 224) < 160:
-            out.append(f"Feed the pretrained backbone larger images: it ran at {t.get('resolution')} px, far below the 224 px it was "
-                       "trained at; raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")
+            out.append((
+                fmt(_("Feed the pretrained backbone larger images: it ran at {resolution} px, far below the 224 px it was "
+                      "trained at."), resolution=str(t.get("resolution"))),
+                _("Raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")))
         if head_won:
             epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
-            out.append(
-                f"Fine-tuning did not pay at this budget ({_plural(epochs, 'epoch')} of the top {_plural(blocks, 'block')}): give it "
-                f"more, `overrides: {{{best['name']}: {{transfer: {{finetune_epochs: {max(3, 2 * epochs)}, finetune_blocks: "
-                f"{blocks + 1}}}}}}}`, or drop it, `transfer: {{finetune_epochs: 0}}`, which keeps the same weights for less time."
-            )
+            out.append((
+                fmt(_("Fine-tuning did not pay at this budget ({epochs} of the top {blocks})."),
+                    epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
+                    blocks=fmt(ngettext("{n} block", "{n} blocks", blocks), n=blocks)),
+                fmt(_("Give it more, {more}, or drop it, {drop}, which keeps the same weights for less time."),
+                    more=f"`overrides: {{{best['name']}: {{transfer: {{finetune_epochs: {max(3, 2 * epochs)}, finetune_blocks: "
+                         f"{blocks + 1}}}}}}}`",
+                    drop="`transfer: {finetune_epochs: 0}`")))
         else:
-            out.append("Fine-tune more of the backbone: raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")
+            epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
+            if d.get("finetune_best") is not None:
+                what = fmt(_("Fine-tune more of the backbone: fine-tuning raised the best validation accuracy over the head "
+                             "alone ({head} → {tuned}), so more of it may raise it further."),
+                           head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"]))
+            else:
+                what = fmt(_("Fine-tune more of the backbone: it was fine-tuned for {epochs} of its top {blocks} only."),
+                           epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
+                           blocks=fmt(ngettext("{n} block", "{n} blocks", blocks), n=blocks))
+            out.append((what, _("Raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")))
     for e in results.get("ablation_effects", []):
+        factor = _(e["factor"])
         if e.get("verdict") == "hurt":
-            out.append(
-                f"On {e['model']}, {e['factor']} hurt in the ablation ({e['without']} → {e['with']}: {_pts(e['diff'])}, "
-                f"Holm p = {e['p_holm']:.2g}), which suggests the model underfits at this budget; drop it "
-                "or train longer before adding it back."
-            )
+            out.append((
+                fmt(_("On {model}, {factor} hurt in the ablation ({without} → {with_}: {effect}, Holm p = {p:.2g}), which "
+                      "suggests the model underfits at this budget."), model=e["model"], factor=factor, without=e["without"],
+                    with_=e["with"], effect=_pts(e["diff"]), p=e["p_holm"]),
+                fmt(_("Drop {factor} on {model}, or train longer before adding it back."), factor=factor, model=e["model"])))
         elif e.get("verdict") == "helped":
-            out.append(f"Keep {e['factor']} on {e['model']}: it helped in the ablation ({_pts(e['diff'])}, Holm p = {e['p_holm']:.2g}).")
+            out.append(("", fmt(_("Keep {factor} on {model}: it helped in the ablation ({effect}, Holm p = {p:.2g})."),
+                                factor=factor, model=e["model"], effect=_pts(e["diff"]), p=e["p_holm"])))
     seeds = len(best.get("seeds", [0]))
     if seeds < 3:
-        out.append(f"Confirm the ranking with more seeds: `--seeds 3` (now {seeds}) gives a confidence interval for every model; "
-                   "a paired test on one seed captures test-set sampling, not seed-to-seed variation.")
-    if not out:
-        out.append("The model has converged without overfitting at this budget; the next gains need a larger budget (`--preset full`).")
+        out.append((
+            _("Confirm the ranking with more seeds: it rests on one seed, and a paired test on one seed captures test-set "
+              "sampling, not seed-to-seed variation.") if seeds == 1 else
+            fmt(_("Confirm the ranking with more seeds: {n} seeds give only a rough estimate of the seed-to-seed variation."),
+                n=seeds),
+            fmt(_("Run with `--seeds 3` (now {n}): it gives a confidence interval for every model."), n=str(seeds))))
+    if not any(what for what, _how in out):
+        out.append((_("The model has converged without overfitting at this budget."),
+                    _("The next gains need a larger budget (`--preset full`).")))
     return out
 
 
+def _table_header(cells: list[str]) -> list[str]:
+    """A Markdown table's header and rule lines."""
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
 def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str], notice: str = "") -> str:
-    """The whole REPORT.md as text (pure: no files read or written).
+    """The whole REPORT.md as text (pure: no files read or written), in the active language.
 
     Args:
         results: results.json content.
@@ -596,57 +740,70 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
     data = results["data"]
     env = results["environment"]
     cfg = results["config"]
-    best = models[0]["name"] if models else "none"
-    out = [f"# convbench report: {', '.join(m['name'] for m in models)}", ""]
+    out = [fmt(_("# convbench report: {models}"), models=", ".join(m["name"] for m in models)), ""]
     if notice:
         out += [notice, ""]
     stats_summary = results.get("statistics", {}).get("summary_markdown")
     if not stats_summary:
-        out.append(
-        f"**Summary.** Best on the held-out test set: **{best}**"
-        + (f" with {_pct(models[0]['test_accuracy'])}" if models else "")
-        + f", out of {_plural(len(models), 'model')} trained on {data['train_images']} images of `{data['source']}`"
-        + f" ({cfg['preset']} preset). Details and the reasoning are below; conclusions are at the end."
-        )
+        if models:
+            out.append(fmt(ngettext(
+                "**Summary.** Best on the held-out test set: **{best}** with {accuracy}, out of {n} model trained on {images} "
+                "images of `{source}` ({preset} preset). Details and the reasoning are below; conclusions are at the end.",
+                "**Summary.** Best on the held-out test set: **{best}** with {accuracy}, out of {n} models trained on {images} "
+                "images of `{source}` ({preset} preset). Details and the reasoning are below; conclusions are at the end.",
+                len(models)), best=models[0]["name"], accuracy=_pct(models[0]["test_accuracy"]), n=len(models),
+                images=str(data["train_images"]), source=data["source"], preset=cfg["preset"]))
+        else:
+            out.append(_("**Summary.** No model finished training."))
     else:
-        out += [stats_summary.rstrip(), "", f"Data: {data['train_images']} training images of `{data['source']}`, "
-                f"{cfg['preset']} preset. Details below; conclusions at the end."]
+        out += [stats_summary.rstrip(), "", fmt(_("Data: {images} training images of `{source}`, {preset} preset. Details "
+                                                  "below; conclusions at the end."),
+                                                images=str(data["train_images"]), source=data["source"], preset=cfg["preset"])]
     if results.get("diverged"):
-        out += ["", "**Diverged** (not ranked, see Diverged models below): "
-                + ", ".join(dict.fromkeys(_md_cell(r["name"]) for r in results["diverged"])) + "."]
-    out += ["", "## Setup", ""]
+        out += ["", fmt(_("**Diverged** (not ranked, see Diverged models below): {models}."),
+                        models=", ".join(dict.fromkeys(_md_cell(r["name"]) for r in results["diverged"])))]
+    out += ["", "## " + _("Setup"), ""]
     issues = data.get("issues", {})
     out += [
-        f"- Data: `{data['source']}`, {data['num_classes']} classes, {data['train_images']} train / {data['val_images']} validation "
-        f"({_split_text(data, cfg['data']['val_fraction'])}, seed {cfg['data']['split_seed']}) / {data['test_images']} test images. "
-        "The test split was used only for the final evaluation, never for early stopping or model selection.",
-        f"- Data issues: {issues.get('skipped', 0)} unreadable images skipped, {issues.get('ignored', 0)} non-image files ignored, "
-        f"{issues.get('converted', 0)} images converted to RGB, {issues.get('resized', 0)} resized to 32x32.",
-        f"- Hardware: {env['cpu']} ({env['cpu_count']} logical CPUs), GPUs: {', '.join(env['gpus']) or 'none'}; {env['platform']}.",
-        "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()) + f", Python {env['python']}.",
-        f"- Seeds: {cfg['seeds']} per model (starting at {cfg['train']['seed']}); precision: " + _precision_text(results["runs"]) + ".",
-        "- Full configuration: `config.yaml` beside this report; per-epoch histories in `history/`, best weights in `models/`.",
+        fmt(_("- Data: `{source}`, {classes} classes, {train} train / {val} validation ({split}, seed {split_seed}) / {test} "
+              "test images. The test split was used only for the final evaluation, never for early stopping or model "
+              "selection."), source=data["source"], classes=str(data["num_classes"]), train=str(data["train_images"]),
+            val=str(data["val_images"]), split=_split_text(data, cfg["data"]["val_fraction"]),
+            split_seed=str(cfg["data"]["split_seed"]), test=str(data["test_images"])),
+        fmt(_("- Data issues: {skipped} unreadable images skipped, {ignored} non-image files ignored, {converted} images "
+              "converted to RGB, {resized} resized to 32x32."), skipped=str(issues.get("skipped", 0)),
+            ignored=str(issues.get("ignored", 0)), converted=str(issues.get("converted", 0)), resized=str(issues.get("resized", 0))),
+        fmt(_("- Hardware: {cpu} ({cpus} logical CPUs), GPUs: {gpus}; {platform}."), cpu=env["cpu"], cpus=str(env["cpu_count"]),
+            gpus=", ".join(env["gpus"]) or _("none"), platform=env["platform"]),
+        fmt(_("- Versions: {versions}, Python {python}."), versions=", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+            python=env["python"]),
+        fmt(_("- Seeds: {seeds} per model (starting at {first}); precision: {precision}."), seeds=str(cfg["seeds"]),
+            first=str(cfg["train"]["seed"]), precision=_precision_text(results["runs"])),
+        _("- Full configuration: `config.yaml` beside this report; per-epoch histories in `history/`, best weights in `models/`."),
     ]
-    out += ["", "## Comparison", ""]
-    out.append("| model | kind | test acc | best val acc | train acc at best | params | MFLOPs/img | train time | epochs | train img/s | batch-1 latency | batch-256 img/s |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out += ["", "## " + _("Comparison"), ""]
+    out += _table_header([_("model"), _("kind"), _("test acc"), _("best val acc"), _("train acc at best"), _("params"),
+                          _("MFLOPs/img"), _("train time"), _("epochs"), _("train img/s"), _("batch-1 latency"),
+                          _("batch-256 img/s")])
     for m in models:
-        acc = _pct(m["test_accuracy"]) + (f" ± {100 * m['test_accuracy_std']:.2f}" if len(m.get("seeds", [])) > 1 else "")
+        acc = _pct(m["test_accuracy"]) + (" ± " + number(100 * m["test_accuracy_std"], ".2f") if len(m.get("seeds", [])) > 1 else "")
         out.append(
-            f"| {m['name']} | {m['kind']} | {acc} | {_pct(m['best_val_accuracy'])} | {_pct(m.get('train_accuracy_at_best', float('nan')))} | "
-            f"{m['params'] / 1e6:.2f} M | {m['flops_per_image'] / 1e6:.1f} | {m['train_seconds']:.0f} s | {m['epochs_run']} | "
-            f"{m.get('train_images_per_s', float('nan')):,.0f} | {m.get('latency_ms_batch1', float('nan')):.1f} ms | "
-            f"{m.get('throughput_images_per_s_batch256', float('nan')):,.0f} |"
+            f"| {m['name']} | {_kind(m['kind'])} | {acc} | {_pct(m['best_val_accuracy'])} | "
+            f"{_pct(m.get('train_accuracy_at_best', float('nan')))} | {number(m['params'] / 1e6, '.2f')} M | "
+            f"{number(m['flops_per_image'] / 1e6, '.1f')} | {number(m['train_seconds'], '.0f')} s | {m['epochs_run']} | "
+            f"{number(m.get('train_images_per_s', float('nan')), ',.0f')} | {number(m.get('latency_ms_batch1', float('nan')), '.1f')} ms | "
+            f"{number(m.get('throughput_images_per_s_batch256', float('nan')), ',.0f')} |"
         )
-    out += ["", "Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers (2 x MACs). "
-            "Train time is the wall time of the whole training call (for transfer models it includes computing the frozen features once); "
-            "train img/s is the end-to-end training throughput (for transfer models, of the fine-tuning epochs)."]
+    out += ["", _("Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers "
+                  "(2 x MACs). Train time is the wall time of the whole training call (for transfer models it includes computing "
+                  "the frozen features once); train img/s is the end-to-end training throughput (for transfer models, of the "
+                  "fine-tuning epochs).")]
     diverged = diverged_markdown(results)
     if diverged:
         out += ["", diverged.rstrip()]
-    out += ["", "## Training recipes (augmentation and regularization)", ""]
-    out.append("| model | epochs | batch | optimizer | peak lr | schedule | augmentation | label smoothing | weight decay | dropout | early stop | transfer |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out += ["", "## " + _("Training recipes (augmentation and regularization)"), ""]
+    out += _table_header([_("model"), _("epochs"), _("batch"), _("optimizer"), _("peak lr"), _("schedule"), _("augmentation"),
+                          _("label smoothing"), _("weight decay"), _("dropout"), _("early stop"), _("transfer")])
     seen = set()
     for r in results["runs"]:
         if r["name"] in seen:
@@ -656,36 +813,48 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         t, a, g = rc["train"], rc["augment"], rc["regularization"]
         augs = describe_augment(a)
         tr = rc["transfer"]
-        transfer = (f"{tr['resolution']}px, head {tr['head']}, {_head_phase(tr)} + {_plural(tr['finetune_epochs'], 'fine-tune epoch')} "
-                    f"(top {_plural(tr['finetune_blocks'], 'block')})") if r["kind"] == "transfer" else "-"
+        transfer = fmt(_("{resolution}px, head {head}, {head_phase} + {finetune} (top {blocks})"), resolution=str(tr["resolution"]),
+                       head=tr["head"], head_phase=_head_phase(tr),
+                       finetune=fmt(ngettext("{n} fine-tune epoch", "{n} fine-tune epochs", tr["finetune_epochs"]),
+                                    n=tr["finetune_epochs"]),
+                       blocks=fmt(ngettext("{n} block", "{n} blocks", tr["finetune_blocks"]), n=tr["finetune_blocks"])) \
+            if r["kind"] == "transfer" else "-"
         lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
         peak = lr_per_1024 * t["global_batch_size"] / 1024
         optimizer = t["optimizer"] if r["kind"] == "custom" else "adamw"
         if r["kind"] == "custom" and t.get("lookahead_every"):
-            optimizer += f" + lookahead every {t['lookahead_every']} steps"
+            optimizer += " + " + fmt(_("lookahead every {n} steps"), n=str(t["lookahead_every"]))
         if r["kind"] == "transfer":
-            augs = [f"{x} (fine-tuning only)" for x in augs]
+            augs = [fmt(_("{augmentation} (fine-tuning only)"), augmentation=x) for x in augs]
+        dropout = _("model default") if g["dropout"] < 0 else number(g["dropout"])
+        early = number(g["early_stopping_patience"]) if g["early_stopping_patience"] else _("off")
+        augmentation = ", ".join(augs) or pgettext("augmentation", "none")
         out.append(
             f"| {r['name']} | {training_epochs(r['kind'], rc)} | {t['global_batch_size']} | "
-            f"{optimizer} | {peak:.3g} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
-            f"{', '.join(augs) or 'none'} | {g['label_smoothing']} | {g['weight_decay']} | "
-            f"{'model default' if g['dropout'] < 0 else g['dropout']} | {g['early_stopping_patience'] or 'off'} | {transfer} |"
+            f"{optimizer} | {number(peak, '.3g')} | {t['schedule'] if r['kind'] == 'custom' else 'cosine'} | "
+            f"{augmentation} | {number(g['label_smoothing'])} | "
+            f"{number(g['weight_decay'])} | {dropout} | {early} | {transfer} |"
         )
-    notes = [f"- {r['name']} (seed {r['seed']}): {n}" for r in results["runs"] for n in r.get("notes", [])]
+    notes = []
+    for r in results["runs"]:
+        stored = r.get("notes_i18n") or []
+        for i, note in enumerate(r.get("notes", [])):
+            text = render_stored(stored[i], fallback=note) if i < len(stored) and len(stored) == len(r["notes"]) else note
+            notes.append(fmt(_("- {model} (seed {seed}): {note}"), model=r["name"], seed=str(r["seed"]), note=text))
     if notes:
         out += ["", *notes]
-    curves = "Train (dashed) against validation (solid) accuracy and loss per epoch."
+    curves = _("Train (dashed) against validation (solid) accuracy and loss per epoch.")
     if any(r.get("kind") == "transfer" for r in results["runs"]):
-        curves += (" A transfer model's first points are its head's evaluation rounds on cached features (each a "
-                   "fixed number of optimizer steps, not an epoch); its fine-tuning epochs follow the dotted line.")
+        curves += " " + _("A transfer model's first points are its head's evaluation rounds on cached features (each a fixed "
+                          "number of optimizer steps, not an epoch); its fine-tuning epochs follow the dotted line.")
     for key, title, text in (
-        ("curves", "Learning curves", curves),
-        ("confusion", "Confusion matrices", "Rows are true classes, normalised to 1; off-diagonal cells are the confusions."),
-        ("per_class", "Per-class accuracy", ""),
-        ("accuracy_flops", "Accuracy vs FLOPs", "Forward cost per image against test accuracy; up and left is better."),
+        ("curves", _("Learning curves"), curves),
+        ("confusion", _("Confusion matrices"), _("Rows are true classes, normalised to 1; off-diagonal cells are the confusions.")),
+        ("per_class", _("Per-class accuracy"), ""),
+        ("accuracy_flops", _("Accuracy vs FLOPs"), _("Forward cost per image against test accuracy; up and left is better.")),
     ):
         if key in figures:
-            out += ["", f"## {title}", "", *( [text, ""] if text else []), f"![{title}]({figures[key]})"]
+            out += ["", f"## {title}", "", *([text, ""] if text else []), f"![{title}]({figures[key]})"]
         if key == "per_class" and models:
             out += ["", _per_class_table(results)]
     for section in results.get("statistics", {}).get("sections_markdown", []):
@@ -701,8 +870,7 @@ def _per_class_table(results: dict) -> str:
     first = {}
     for r in results["runs"]:
         first.setdefault(r["name"], r)
-    header = "| class | " + " | ".join(first) + " |"
-    rows = [header, "|---|" + "---|" * len(first)]
+    rows = _table_header([_("class"), *first])
     for i, c in enumerate(names):
         rows.append(f"| {_md_cell(c)} | " + " | ".join(_pct(r["per_class"]["recall"][i]) for r in first.values()) + " |")
     return "\n".join(rows)
@@ -716,10 +884,17 @@ def _ablation_effects(run_dir: Path) -> list[dict]:
 
 
 def _ablation_markdown(run_dir: Path) -> str | None:
+    """The ablation section (None without ablation.json); its figures are redrawn in the report's language."""
     try:
-        from convbench.ablation import render_ablation_markdown
+        from convbench.ablation import load_ledger, render_ablation_markdown, replot_ablation_curves
     except ImportError:
         return None
+    try:
+        ledger = load_ledger(run_dir)
+    except ConvbenchError:
+        ledger = None  # render_ablation_markdown says what is wrong with it
+    if ledger:
+        replot_ablation_curves(run_dir, ledger)
     return render_ablation_markdown(run_dir)
 
 
@@ -734,40 +909,70 @@ def coverage_notice(results: dict, owner: dict | None) -> str:
     first = int((cfg.get("train") or {}).get("seed", 0))
     expected = [(m, first + k) for m in cfg.get("models") or [] for k in range(int(cfg.get("seeds") or 1))]
     done = {(r["name"], int(r["seed"])) for r in results.get("runs", []) + results.get("diverged", [])}
-    missing = [f"{m} seed {s}" for m, s in expected if (m, s) not in done]
+    missing = [fmt(_("{model} seed {seed}"), model=m, seed=str(s)) for m, s in expected if (m, s) not in done]
     if not missing:
         return ""
-    covered = f"this report covers {len(expected) - len(missing)} of the {len(expected)} trainings the config asks for; not finished: {', '.join(missing)}"
+    counts = dict(done=str(len(expected) - len(missing)), total=str(len(expected)), missing=", ".join(missing))
     if owner:
-        return (f"**In progress.** A convbench run (pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}) "
-                f"is still training in this folder: {covered}. Run `convbench report` again when it has finished.")
-    return (f"**Incomplete.** {covered[0].upper() + covered[1:]}. Run the same `convbench run` command again to finish them; "
-            "finished models are kept.")
+        return fmt(_("**In progress.** A convbench run (pid {pid} on {host}, started {started}) is still training in this "
+                     "folder: this report covers {done} of the {total} trainings the config asks for; not finished: {missing}. "
+                     "Run `convbench report` again when it has finished."),
+                   pid=str(owner.get("pid")), host=str(owner.get("host")), started=str(owner.get("started")), **counts)
+    return fmt(_("**Incomplete.** This report covers {done} of the {total} trainings the config asks for; not finished: "
+                 "{missing}. Run the same `convbench run` command again to finish them; finished models are kept."), **counts)
 
 
-def render_report(run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+def report_language(results: dict, lang: str | None = None) -> str:
+    """The language a report is rendered in: `lang` when given (`--lang`), else the one the run recorded, else English.
+
+    Args:
+        results: results.json content; `convbench run --lang` records its language in the config (`lang`).
+        lang: the language asked for now, or None.
+
+    Returns:
+        A code of `i18n.LANGUAGES`.
+    """
+    if lang is not None:
+        return check_language(lang)
+    recorded = (results.get("config") or {}).get("lang")
+    try:
+        return check_language(recorded) if recorded else "en"
+    except ConvbenchError:
+        return "en"  # a run folder edited by hand must still render
+
+
+def render_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: str | None = None) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
     Args:
         run_dir: a folder holding results.json.
         log: progress output.
+        lang: the report's language ("en", "es"); None renders in the language the run recorded
+            (`convbench run --lang`), English for runs that recorded none.
 
     Returns:
         The REPORT.md path.
     """
     run_dir = Path(run_dir)
+    if lang is not None:
+        lang = check_language(lang)  # a bad --lang fails before results.json is even read
     results = load_results(run_dir)
+    with use_language(report_language(results, lang)):
+        return _render_report(run_dir, results, log)
+
+
+def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> Path:
     if not results.get("runs") and results.get("diverged"):
         names = ", ".join(dict.fromkeys(r["name"] for r in results["diverged"]))
         path = run_dir / "REPORT.md"
-        atomic_write_text(path, f"# convbench report: {names}\n\nNo model finished training: every one diverged.\n\n"
-                          + diverged_markdown(results))
+        atomic_write_text(path, fmt(_("# convbench report: {models}"), models=names) + "\n\n"
+                          + _("No model finished training: every one diverged.") + "\n\n" + diverged_markdown(results))
         log(f"report written: {path} (every model diverged)")
         return path
     if not results.get("runs"):
         raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
     damaged = damaged_predictions(run_dir, results["runs"])
-    for run, path, _ in [d for d in damaged if not d[1].exists()]:
+    for run, path, _problem in [d for d in damaged if not d[1].exists()]:
         log(f"warning: {path} is missing; the statistics leave out {run['name']} seed {run['seed']} (the same "
             "`convbench run` command retrains it)")
     damaged = [d for d in damaged if d[1].exists()]

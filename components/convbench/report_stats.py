@@ -20,6 +20,7 @@ import numpy as np
 
 from convbench import corruptions as _corruptions
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_, _, fmt, join_names, ngettext, number, translate_text
 from convbench.stats import mean_std_ci
 
 __all__ = [
@@ -33,42 +34,44 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- formatting
+# Numbers go through `i18n.number` (decimal comma in Spanish), words through `_`.
+
+
+def _na() -> str:
+    return _("n/a")
 
 
 def _pct(x: float | None, nd: int = 2) -> str:
-    return "n/a" if x is None else f"{100.0 * x:.{nd}f}"
+    return _na() if x is None else number(100.0 * x, f".{nd}f")
 
 
 def _pts(x: float | None, nd: int = 2) -> str:
-    return "n/a" if x is None else f"{100.0 * x:+.{nd}f}"
+    return _na() if x is None else number(100.0 * x, f"+.{nd}f")
 
 
 def _pval(p: float | None) -> str:
     if p is None:
-        return "n/a"
+        return _na()
     if p == 0.0:
-        return "< 1e-300"
-    return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
+        return "< " + number(1e-300, ".0e")
+    return number(p, ".3g") if p >= 1e-3 else number(p, ".1e")
 
 
 def _si(x: float | None) -> str:
     if x is None:
-        return "n/a"
+        return _na()
     for factor, suffix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(x) >= factor:
-            return f"{x / factor:.3g} {suffix}"
-    return f"{x:.3g}"
+            return f"{number(x / factor, '.3g')} {suffix}"
+    return number(x, ".3g")
 
 
 def _ratio(x: float) -> str:
-    return f"{x:.2g}×" if x < 10 else f"{x:.0f}×"
+    return number(x, ".2g") + "×" if x < 10 else number(x, ".0f") + "×"
 
 
 def _names(names: Sequence[str]) -> str:
-    names = list(names)
-    if len(names) <= 1:
-        return "".join(names)
-    return ", ".join(names[:-1]) + " and " + names[-1]
+    return join_names(list(names))
 
 
 def _heading(title: str, level: int) -> str:
@@ -80,7 +83,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(cell(h) for h in headers) + " |",
-             "|" + "|".join("---" for _ in headers) + "|"]
+             "|" + "|".join("---" for _h in headers) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -97,15 +100,15 @@ def _mean(value: Any) -> float | None:
 
 def _acc_cell(acc: Mapping[str, Any]) -> str:
     if acc.get("std") is None:
-        return f"{_pct(acc['mean'])} (1 seed)"
+        return fmt(_("{value} (1 seed)"), value=_pct(acc["mean"]))
     return f"{_pct(acc['mean'])} ± {_pct(acc['std'])}"
 
 
 def _ci_cell(lo: float | None, hi: float | None, signed: bool = False) -> str:
     if lo is None or hi is None:
-        return "n/a"
+        return _na()
     f = _pts if signed else _pct
-    return f"{f(lo)} to {f(hi)}"
+    return fmt(_("{low} to {high}"), low=f(lo), high=f(hi))
 
 
 def _require(d: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
@@ -124,11 +127,12 @@ def _check_verdict(verdict: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- cost
 
 
+# (cost key, the phrase comparing it: a whole phrase per cost, since its words agree with the noun)
 _COST_KEYS = (
-    ("train_flops", "training FLOPs"),
-    ("flops_per_image", "FLOPs per image"),
-    ("train_time_s", "training time"),
-    ("params", "parameters"),
+    ("train_flops", N_("{ratio} the training FLOPs of {other}")),
+    ("flops_per_image", N_("{ratio} the FLOPs per image of {other}")),
+    ("train_time_s", N_("{ratio} the training time of {other}")),
+    ("params", N_("{ratio} the parameters of {other}")),
 )
 
 
@@ -146,10 +150,10 @@ def _cost_index(cost_rows: Sequence[Mapping[str, Any]] | Mapping[str, Any] | Non
 
 def _cost_phrase(model: str, other: str, costs: Mapping[str, Mapping[str, Any]]) -> str | None:
     a, b = costs.get(model, {}), costs.get(other, {})
-    for key, label in _COST_KEYS:
+    for key, phrase in _COST_KEYS:
         va, vb = _mean(a.get(key)), _mean(b.get(key))
         if va is not None and vb is not None and va > 0 and vb > 0:
-            return f"{_ratio(va / vb)} the {label} of {other}"
+            return fmt(_(phrase), ratio=_ratio(va / vb), other=other)
     return None
 
 
@@ -164,28 +168,36 @@ def _needed_sentence(verdict: Mapping[str, Any], comps: Sequence[Mapping[str, An
     level = verdict["alpha"] / max(1, len(verdict["comparisons"]))
     parts = []
     if any(s.get("n") is None for s in seeds):
-        reasons = sorted({s.get("reason") or "not estimated" for s in seeds if s.get("n") is None})
+        reasons = sorted({translate_text(s["reason"]) if s.get("reason") else _("not estimated")
+                          for s in seeds if s.get("n") is None})
         seed_text = None
-        parts.append("No seed count can be given (" + "; ".join(reasons) + ").")
+        parts.append(fmt(_("No seed count can be given ({reasons})."), reasons="; ".join(reasons)))
     else:
         seed_text = max(s["n"] for s in seeds)
     img = None if any(i.get("n") is None for i in images) else max(i["n"] for i in images)
-    intro = (f"To detect a difference as large as the one observed with {100 * power:.0f} % power "
-             f"(at α/m = {level:.3g}, conservative for Holm), ")
+    values = dict(power=100 * power, level=level, seeds=str(seed_text), images=img, n_seeds=str(n_seeds))
     if seed_text is not None and seed_text > n_seeds:
-        s = f"about {seed_text} seeds per model (paired t-test over seeds)"
         if img is not None:
-            s += f" or about {img:,} test images per seed (McNemar)"
-        parts.insert(0, intro + s + " would be needed.")
+            parts.insert(0, fmt(_("To detect a difference as large as the one observed with {power:.0f} % power (at α/m = "
+                                  "{level:.3g}, conservative for Holm), about {seeds} seeds per model (paired t-test over "
+                                  "seeds) or about {images:,} test images per seed (McNemar) would be needed."), **values))
+        else:
+            parts.insert(0, fmt(_("To detect a difference as large as the one observed with {power:.0f} % power (at α/m = "
+                                  "{level:.3g}, conservative for Holm), about {seeds} seeds per model (paired t-test over "
+                                  "seeds) would be needed."), **values))
     elif img is not None:
-        extra = ""
         if seed_text is not None:
-            extra = (f" (the seed-level estimate, {seed_text} seeds, is no more than the {n_seeds} run: "
-                     "the per-image test is what falls short)")
-        parts.insert(0, intro + f"about {img:,} test images per seed (McNemar) would be needed{extra}.")
+            parts.insert(0, fmt(_("To detect a difference as large as the one observed with {power:.0f} % power (at α/m = "
+                                  "{level:.3g}, conservative for Holm), about {images:,} test images per seed (McNemar) "
+                                  "would be needed (the seed-level estimate, {seeds} seeds, is no more than the {n_seeds} "
+                                  "run: the per-image test is what falls short)."), **values))
+        else:
+            parts.insert(0, fmt(_("To detect a difference as large as the one observed with {power:.0f} % power (at α/m = "
+                                  "{level:.3g}, conservative for Holm), about {images:,} test images per seed (McNemar) "
+                                  "would be needed."), **values))
     if img is not None and img > n_images:
-        parts.append(f"The test set has only {n_images:,} images, so more seeds, or a larger budget "
-                     "that separates the models further, is the way to decide.")
+        parts.append(fmt(_("The test set has only {n_images:,} images, so more seeds, or a larger budget that separates the "
+                           "models further, is the way to decide."), n_images=n_images))
     return " ".join(parts)
 
 
@@ -219,68 +231,71 @@ def render_executive_summary(
     alpha = verdict["alpha"]
     costs = _cost_index(cost_rows)
     n_seeds, n_images = verdict["n_seeds"], verdict["n_images"]
-    setting = f"{n_seeds} seed{'s' if n_seeds != 1 else ''} per model, {n_images:,} test images"
+    setting = fmt(ngettext("{n} seed per model, {images:,} test images", "{n} seeds per model, {images:,} test images",
+                           n_seeds), n=n_seeds, images=n_images)
     if budget:
         setting += f", {budget}"
     a = acc[best]
-    ci = "" if a.get("ci_low") is None else f" (95 % CI {_pct(a['ci_low'])} to {_pct(a['ci_high'])} %)"
-    lines = [_heading("Executive summary", level), ""]
+    ci = "" if a.get("ci_low") is None else " " + fmt(_("(95 % CI {low} to {high} %)"), low=_pct(a["ci_low"]),
+                                                       high=_pct(a["ci_high"]))
+    lines = [_heading(_("Executive summary"), level), ""]
 
     if not comps:
-        lines.append(f"**No comparison:** only one model ({best}) was evaluated ({setting}). "
-                     f"It reaches {_pct(a['mean'])} % mean test accuracy{ci}.")
+        lines.append(fmt(_("**No comparison:** only one model ({best}) was evaluated ({setting}). It reaches {accuracy} % "
+                           "mean test accuracy{ci}."), best=best, setting=setting, accuracy=_pct(a["mean"]), ci=ci))
     elif verdict["decided"] and verdict["winner"]:
         runner = comps[0]
         boot = runner["bootstrap"]
         cost = _cost_phrase(best, runner["model_b"], costs)
-        text = (
-            f"**{best} wins** ({setting}). It reaches {_pct(a['mean'])} % mean test accuracy{ci}, "
-            f"{_pts(runner['diff']).lstrip('+')} points ahead of the runner-up {runner['model_b']} "
-            f"({_pct(acc[runner['model_b']]['mean'])} %): 95 % paired-bootstrap CI of the difference "
-            f"{_pts(boot['ci_low'])} to {_pts(boot['ci_high'])} points, Holm-adjusted p = "
-            f"{_pval(runner['p_holm'])} (α = {alpha}). It is significantly better than every other model "
-            f"({len(comps)} comparison{'s' if len(comps) != 1 else ''}, Holm-corrected)."
-        )
-        text += f" It costs {cost}." if cost else " Its cost relative to the others was not recorded."
+        text = fmt(ngettext(
+            "**{best} wins** ({setting}). It reaches {accuracy} % mean test accuracy{ci}, {lead} points ahead of the runner-up "
+            "{runner} ({runner_accuracy} %): 95 % paired-bootstrap CI of the difference {low} to {high} points, Holm-adjusted "
+            "p = {p} (α = {alpha}). It is significantly better than every other model ({n} comparison, Holm-corrected).",
+            "**{best} wins** ({setting}). It reaches {accuracy} % mean test accuracy{ci}, {lead} points ahead of the runner-up "
+            "{runner} ({runner_accuracy} %): 95 % paired-bootstrap CI of the difference {low} to {high} points, Holm-adjusted "
+            "p = {p} (α = {alpha}). It is significantly better than every other model ({n} comparisons, Holm-corrected).",
+            len(comps)), best=best, setting=setting, accuracy=_pct(a["mean"]), ci=ci, lead=_pts(runner["diff"]).lstrip("+"),
+            runner=runner["model_b"], runner_accuracy=_pct(acc[runner["model_b"]]["mean"]), low=_pts(boot["ci_low"]),
+            high=_pts(boot["ci_high"]), p=_pval(runner["p_holm"]), alpha=alpha, n=len(comps))
+        text += " " + (fmt(_("It costs {cost}."), cost=cost) if cost else _("Its cost relative to the others was not recorded."))
         lines.append(text)
     else:
         tied = [c for c in comps if not c.get("significant")]
         worse = [c for c in comps if c.get("significant")]
         closest = max(tied, key=lambda c: (c["p_holm"], -c["diff"]))
         boot = closest["bootstrap"]
-        text = (
-            f"**No winner: the models are not distinguishable at this budget** ({setting}). "
-            f"{best} has the highest mean test accuracy ({_pct(a['mean'])} %), but its lead over "
-            f"{_names([c['model_b'] for c in tied])} is not significant after Holm correction "
-            f"(α = {alpha}): {closest['model_b']} trails by {_pts(closest['diff']).lstrip('+')} points "
-            f"(95 % CI {_pts(boot['ci_low'])} to {_pts(boot['ci_high'])} points, Holm-adjusted "
-            f"p = {_pval(closest['p_holm'])})."
-        )
+        text = fmt(_(
+            "**No winner: the models are not distinguishable at this budget** ({setting}). {best} has the highest mean test "
+            "accuracy ({accuracy} %), but its lead over {tied} is not significant after Holm correction (α = {alpha}): "
+            "{closest} trails by {lag} points (95 % CI {low} to {high} points, Holm-adjusted p = {p})."),
+            setting=setting, best=best, accuracy=_pct(a["mean"]), tied=_names([c["model_b"] for c in tied]), alpha=alpha,
+            closest=closest["model_b"], lag=_pts(closest["diff"]).lstrip("+"), low=_pts(boot["ci_low"]),
+            high=_pts(boot["ci_high"]), p=_pval(closest["p_holm"]))
         if worse:
-            text += (f" {best} is significantly better than {_names([c['model_b'] for c in worse])} "
-                     f"(Holm-adjusted p ≤ {_pval(max(c['p_holm'] for c in worse))}).")
+            text += " " + fmt(_("{best} is significantly better than {worse} (Holm-adjusted p ≤ {p})."), best=best,
+                              worse=_names([c["model_b"] for c in worse]), p=_pval(max(c["p_holm"] for c in worse)))
         cost = _cost_phrase(best, closest["model_b"], costs)
         if cost:
-            text += f" {best} costs {cost}."
+            text += " " + fmt(_("{best} costs {cost}."), best=best, cost=cost)
         needed = _needed_sentence(verdict, tied)
         lines.append(text + (" " + needed if needed else ""))
 
     # Compact table: every model, its accuracy, its distance from the best, and its cost.
     by_model = {c["model_b"]: c for c in comps}
     extras = _cost_index(summary_rows)
-    extra_cols = [(k, h) for k, h in (("tta_accuracy", "Flip-TTA acc. (%)"), ("ece", "ECE (%)"),
-                                      ("ece_after", "ECE after T (%)"), ("mca", "mCA (%)"),
-                                      ("relative_robustness", "Rel. robustness"))
+    extra_cols = [(k, h) for k, h in (("tta_accuracy", _("Flip-TTA acc. (%)")), ("ece", _("ECE (%)")),
+                                      ("ece_after", _("ECE after T (%)")), ("mca", _("mCA (%)")),
+                                      ("relative_robustness", _("Rel. robustness")))
                   if any(k in row for row in extras.values())]
-    cost_cols = [(k, h) for k, h in (("params", "Params"), ("flops_per_image", "FLOPs / image"),
-                                     ("train_flops", "Train FLOPs"), ("train_time_s", "Train time (s)"))
+    cost_cols = [(k, h) for k, h in (("params", _("Params")), ("flops_per_image", _("FLOPs / image")),
+                                     ("train_flops", _("Train FLOPs")), ("train_time_s", _("Train time (s)")))
                  if any(k in row for row in costs.values())]
     # With one seed per model there is no spread over seeds: one accuracy column, no empty CI column.
     one_seed = all(a.get("std") is None and a.get("ci_low") is None for a in acc.values())
-    headers = ["Model", "Test acc. (%), 1 seed" if one_seed else "Test acc. (%) mean ± std"]
-    headers += [] if one_seed else ["95 % CI (%)"]
-    headers += ["Δ vs best (points)", "Holm p vs best"]
-    headers += [h for _, h in extra_cols] + [h for _, h in cost_cols]
+    headers = [_("Model"), _("Test acc. (%), 1 seed") if one_seed else _("Test acc. (%) mean ± std")]
+    headers += [] if one_seed else [_("95 % CI (%)")]
+    headers += [_("Δ vs best (points)"), _("Holm p vs best")]
+    headers += [h for _k, h in extra_cols] + [h for _k, h in cost_cols]
     rows = []
     for m in verdict.get("ranking") or sorted(acc, key=lambda k: -acc[k]["mean"]):
         am = acc[m]
@@ -288,17 +303,17 @@ def render_executive_summary(
         row = [f"**{m}**" if m == verdict.get("winner") else m, _pct(am["mean"]) if one_seed else _acc_cell(am)]
         row += [] if one_seed else [_ci_cell(am.get("ci_low"), am.get("ci_high"))]
         row += ["—" if c is None else _pts(-c["diff"]),
-                "—" if c is None else _pval(c["p_holm"]) + ("" if c.get("significant") else " (n.s.)")]
-        for k, _ in extra_cols:
+                "—" if c is None else _pval(c["p_holm"]) + ("" if c.get("significant") else " " + _("(n.s.)"))]
+        for k, _h in extra_cols:
             v = _mean(extras.get(m, {}).get(k))
-            row.append("n/a" if v is None else (f"{v:.3f}" if k == "relative_robustness" else _pct(v)))
-        for k, _ in cost_cols:
+            row.append(_na() if v is None else (number(v, ".3f") if k == "relative_robustness" else _pct(v)))
+        for k, _h in cost_cols:
             v = _mean(costs.get(m, {}).get(k))
-            row.append("n/a" if v is None else (f"{v:.0f}" if k == "train_time_s" else _si(v)))
+            row.append(_na() if v is None else (number(v, ".0f") if k == "train_time_s" else _si(v)))
         rows.append(row)
     lines += ["", _table(headers, rows), ""]
-    lines.append(f"Method: {verdict.get('method', 'paired tests on the test images')}; "
-                 f"n.s. = not significant at α = {alpha}.")
+    method = translate_text(verdict.get("method")) or _("paired tests on the test images")
+    lines.append(fmt(_("Method: {method}; n.s. = not significant at α = {alpha}."), method=method, alpha=alpha))
     return "\n".join(lines) + "\n"
 
 
@@ -314,23 +329,21 @@ def render_significance_section(verdict: Mapping[str, Any], *, level: int = 2) -
     """
     _check_verdict(verdict)
     best, comps, alpha = verdict["best"], list(verdict["comparisons"]), verdict["alpha"]
-    lines = [_heading("Is the difference real? Paired significance tests", level), ""]
+    lines = [_heading(_("Is the difference real? Paired significance tests"), level), ""]
     if not comps:
-        lines.append(f"Only one model ({best}) was evaluated; there is nothing to test.")
+        lines.append(fmt(_("Only one model ({best}) was evaluated; there is nothing to test."), best=best))
         return "\n".join(lines) + "\n"
-    n_boot = comps[0]["bootstrap"].get("n_boot", "n/a")
-    lines.append(
-        f"Each row pairs the best model by mean accuracy, {best}, with another model on the same "
-        f"{verdict['n_images']:,} test images over {verdict['n_seeds']} seed(s). b counts images "
-        f"{best} gets right more often than the other model across seeds, c the reverse; the "
-        "pooled p-value is the exact two-sided sign (McNemar) test on b and c, with images as the "
-        "independent units (for one seed this is McNemar's exact test). Per-seed McNemar p-values "
-        f"are shown for reference. Pooled p-values are Holm-corrected over {len(comps)} comparison(s) "
-        f"at α = {alpha}. The CI of the difference is a paired bootstrap over test images "
-        f"({n_boot} resamples)."
-    )
-    headers = ["Best vs", f"{best} acc. (%)", "Other acc. (%)", "Δ (points)", "95 % CI Δ (points)",
-               "b / c", "p pooled", "p Holm", "per-seed p", "Significant"]
+    n_boot = comps[0]["bootstrap"].get("n_boot")
+    lines.append(fmt(_(
+        "Each row pairs the best model by mean accuracy, {best}, with another model on the same {images:,} test images over "
+        "{seeds} seed(s). b counts images {best} gets right more often than the other model across seeds, c the reverse; the "
+        "pooled p-value is the exact two-sided sign (McNemar) test on b and c, with images as the independent units (for one "
+        "seed this is McNemar's exact test). Per-seed McNemar p-values are shown for reference. Pooled p-values are "
+        "Holm-corrected over {comparisons} comparison(s) at α = {alpha}. The CI of the difference is a paired bootstrap over "
+        "test images ({resamples} resamples)."), best=best, images=verdict["n_images"], seeds=str(verdict["n_seeds"]),
+        comparisons=str(len(comps)), alpha=alpha, resamples=_na() if n_boot is None else str(n_boot)))
+    headers = [_("Best vs"), fmt(_("{model} acc. (%)"), model=best), _("Other acc. (%)"), _("Δ (points)"),
+               _("95 % CI Δ (points)"), "b / c", _("p pooled"), _("p Holm"), _("per-seed p"), _("Significant")]
     rows = []
     for c in comps:
         boot = c["bootstrap"]
@@ -339,30 +352,30 @@ def render_significance_section(verdict: Mapping[str, Any], *, level: int = 2) -
             c["model_b"], _pct(c["accuracy_a"]["mean"]), _pct(c["accuracy_b"]["mean"]), _pts(c["diff"]),
             _ci_cell(boot["ci_low"], boot["ci_high"], signed=True),
             f"{c['pooled']['b']} / {c['pooled']['c']}", _pval(c["p_value"]), _pval(c["p_holm"]),
-            per_seed or "n/a", "yes" if c.get("significant") else "no",
+            per_seed or _na(), _("yes") if c.get("significant") else _("no"),
         ])
     lines += ["", _table(headers, rows), ""]
     if verdict["decided"] and verdict["winner"]:
-        lines.append(f"**Verdict:** {verdict['winner']} is significantly better than every other model "
-                     f"after Holm correction.")
+        lines.append(fmt(_("**Verdict:** {winner} is significantly better than every other model after Holm correction."),
+                         winner=verdict["winner"]))
     else:
         tied = [c for c in comps if not c.get("significant")]
-        lines.append(f"**Verdict:** no winner. {best} is not significantly better than "
-                     f"{_names([c['model_b'] for c in tied])} at α = {alpha} after Holm correction. "
-                     + _needed_sentence(verdict, tied))
+        lines.append(fmt(_("**Verdict:** no winner. {best} is not significantly better than {tied} at α = {alpha} after Holm "
+                           "correction."), best=best, tied=_names([c["model_b"] for c in tied]), alpha=alpha)
+                     + " " + _needed_sentence(verdict, tied))
     concat = [c for c in comps if "pooled_concat" in c]
     if concat:
-        lines += ["", "For reference, McNemar's test on all seeds concatenated (treats the same image in "
-                  "different seeds as independent, so it overstates significance): " + "; ".join(
-                      f"{c['model_b']}: b/c = {c['pooled_concat']['b']}/{c['pooled_concat']['c']}, "
-                      f"p = {_pval(c['pooled_concat']['p_value'])}" for c in concat) + "."]
+        lines += ["", fmt(_("For reference, McNemar's test on all seeds concatenated (treats the same image in different seeds "
+                            "as independent, so it overstates significance): {tests}."), tests="; ".join(
+                      fmt(_("{model}: b/c = {b}/{c}, p = {p}"), model=c["model_b"], b=str(c["pooled_concat"]["b"]),
+                          c=str(c["pooled_concat"]["c"]), p=_pval(c["pooled_concat"]["p_value"])) for c in concat))]
     return "\n".join(lines) + "\n"
 
 
 def render_seed_table(
     per_model_values: Mapping[str, Sequence[float]],
     *,
-    metric: str = "Test accuracy",
+    metric: str | None = None,
     confidence: float = 0.95,
     as_percent: bool = True,
     level: int = 2,
@@ -371,7 +384,8 @@ def render_seed_table(
 
     Args:
         per_model_values: model name -> one value per seed (fractions when ``as_percent``).
-        metric: Name of the metric for the heading and columns.
+        metric: Name of the metric for the heading and columns (default: test accuracy, in the
+            report's language).
         confidence: Level of the t-interval.
         as_percent: Show values ×100 with a "(%)" unit.
         level: Markdown heading level.
@@ -381,20 +395,22 @@ def render_seed_table(
     """
     if not isinstance(per_model_values, Mapping) or not per_model_values:
         raise ConvbenchError("per_model_values must map each model to its per-seed values")
+    metric = metric or _("Test accuracy")
     stats = {str(m): mean_std_ci(v, confidence) for m, v in per_model_values.items()}
-    fmt = _pct if as_percent else (lambda x: "n/a" if x is None else f"{x:.4g}")
+    fmt_value = _pct if as_percent else (lambda x: _na() if x is None else number(x, ".4g"))
     unit = " (%)" if as_percent else ""
-    headers = ["Model", "Seeds", f"{metric}{unit} mean ± std", f"{100 * confidence:.0f} % CI{unit}",
-               f"Per seed{unit}"]
+    headers = [_("Model"), _("Seeds"), fmt(_("{metric}{unit} mean ± std"), metric=metric, unit=unit),
+               fmt(_("{level:.0f} % CI{unit}"), level=100 * confidence, unit=unit), fmt(_("Per seed{unit}"), unit=unit)]
     rows = []
     for m in sorted(stats, key=lambda k: (-stats[k]["mean"], k)):
-        s = stats[m]
-        spread = "(1 seed: no spread)" if s["std"] is None else f"± {fmt(s['std'])}"
-        ci = "n/a (1 seed)" if s["ci_low"] is None else f"{fmt(s['ci_low'])} to {fmt(s['ci_high'])}"
-        rows.append([m, s["n"], f"{fmt(s['mean'])} {spread}", ci,
-                     ", ".join(fmt(v) for v in per_model_values[m])])
-    text = [_heading(f"{metric} over seeds", level), "",
-            f"Mean, sample standard deviation and Student-t {100 * confidence:.0f} % interval over seeds.",
+        st = stats[m]
+        spread = _("(1 seed: no spread)") if st["std"] is None else f"± {fmt_value(st['std'])}"
+        ci = _("n/a (1 seed)") if st["ci_low"] is None else fmt(_("{low} to {high}"), low=fmt_value(st["ci_low"]),
+                                                                  high=fmt_value(st["ci_high"]))
+        rows.append([m, st["n"], f"{fmt_value(st['mean'])} {spread}", ci,
+                     ", ".join(fmt_value(v) for v in per_model_values[m])])
+    text = [_heading(fmt(_("{metric} over seeds"), metric=metric), level), "",
+            fmt(_("Mean, sample standard deviation and Student-t {level:.0f} % interval over seeds."), level=100 * confidence),
             "", _table(headers, rows)]
     return "\n".join(text) + "\n"
 
@@ -428,39 +444,54 @@ def render_calibration_section(
              "t": _mean(r["temperature"]), "nll_b": _mean(r.get("nll_before")), "nll_a": _mean(r.get("nll_after"))}
         data.append(d)
         rows.append([d["model"], _pct(d["before"]), _pct(d["after"]), _pts(d["after"] - d["before"]),
-                     f"{d['t']:.3f}", "n/a" if d["nll_b"] is None else f"{d['nll_b']:.4f}",
-                     "n/a" if d["nll_a"] is None else f"{d['nll_a']:.4f}"])
-    lines = [_heading("Calibration", level), "",
-             f"Expected calibration error over {n_bins} equal-width confidence bins on the test set, before "
-             "and after temperature scaling (T fitted by minimising NLL on the validation split). "
-             "NLL in nats per image.", "",
-             _table(["Model", "ECE before (%)", "ECE after (%)", "Δ ECE (points)", "T", "NLL before",
-                     "NLL after"], rows), ""]
+                     number(d["t"], ".3f"), _na() if d["nll_b"] is None else number(d["nll_b"], ".4f"),
+                     _na() if d["nll_a"] is None else number(d["nll_a"], ".4f")])
+    lines = [_heading(_("Calibration"), level), "",
+             fmt(_("Expected calibration error over {bins} equal-width confidence bins on the test set, before and after "
+                   "temperature scaling (T fitted by minimising NLL on the validation split). NLL in nats per image."),
+                 bins=str(n_bins)), "",
+             _table([_("Model"), _("ECE before (%)"), _("ECE after (%)"), _("Δ ECE (points)"), "T", _("NLL before"),
+                     _("NLL after")], rows), ""]
     lowered = [d["model"] for d in data if d["after"] < d["before"]]
     raised = [d["model"] for d in data if d["after"] > d["before"]]
     facts = []
     if lowered:
-        facts.append(f"Temperature scaling lowered ECE for {len(lowered)} of {len(data)} model(s)"
-                     + (f" ({_names(lowered)})" if len(lowered) < len(data) else "") + ".")
+        if len(lowered) < len(data):
+            facts.append(fmt(_("Temperature scaling lowered ECE for {n} of {total} model(s) ({models})."), n=str(len(lowered)),
+                             total=str(len(data)), models=_names(lowered)))
+        else:
+            facts.append(fmt(_("Temperature scaling lowered ECE for {n} of {total} model(s)."), n=str(len(lowered)),
+                             total=str(len(data))))
     if raised:
-        facts.append(f"It raised ECE for {_names(raised)}: the temperature fitted on validation data "
-                     "did not transfer to the test set.")
+        facts.append(fmt(_("It raised ECE for {models}: the temperature fitted on validation data did not transfer to the "
+                           "test set."), models=_names(raised)))
     over = [d["model"] for d in data if d["t"] > 1.0]
     under = [d["model"] for d in data if d["t"] < 1.0]
     if over:
-        facts.append(f"T > 1 (overconfident before scaling): {_names(over)}.")
+        facts.append(fmt(_("T > 1 (overconfident before scaling): {models}."), models=_names(over)))
     if under:
-        facts.append(f"T < 1 (underconfident before scaling): {_names(under)}.")
+        facts.append(fmt(_("T < 1 (underconfident before scaling): {models}."), models=_names(under)))
     best = min(data, key=lambda d: d["after"])
-    facts.append(f"Lowest ECE after scaling: {best['model']} ({_pct(best['after'])} %). "
-                 "ECE values are point estimates, not significance-tested.")
+    facts.append(fmt(_("Lowest ECE after scaling: {model} ({ece} %). ECE values are point estimates, not significance-tested."),
+                     model=best["model"], ece=_pct(best["after"])))
     lines.append(" ".join(facts))
     if figures:
         lines.append("")
         for d in data:
             if d["model"] in figures:
-                lines.append(f"![Reliability diagram of {d['model']}]({figures[d['model']]})")
+                lines.append(fmt(_("![Reliability diagram of {model}]({path})"), model=d["model"], path=figures[d["model"]]))
     return "\n".join(lines) + "\n"
+
+
+def _corruption(name: str) -> str:
+    """A corruption's name as the tables show it (its identifier in English, translated in other languages)."""
+    return _(name)
+
+
+# The default corruptions' identifiers, marked for the catalogue: translators give them a name
+# (the identifiers are the English report's names, as `convbench.corruptions` spells them).
+_CORRUPTION_NAMES = (N_("gaussian_noise"), N_("shot_noise"), N_("defocus_blur"), N_("contrast"), N_("brightness"),
+                     N_("jpeg_compression"), N_("pixelate"), N_("fog"))
 
 
 def render_robustness_section(
@@ -500,65 +531,78 @@ def render_robustness_section(
                      "mca": mca, "rr": _corruptions.relative_robustness(clean, mca),
                      "per_c": _corruptions.per_corruption_accuracy(by_cs), "by_cs": by_cs})
     models = [d["model"] for d in data]
-    lines = [_heading("Robustness to common corruptions", level), "",
-             "Corruptions generated deterministically from the test set in the style of CIFAR-10-C "
-             "(Hendrycks & Dietterich, 2019), 5 severities each. mCA = mean accuracy over corruptions "
-             "and severities; relative robustness = mCA / clean accuracy. Flip TTA averages the "
-             "predictions on each image and its horizontal mirror.", ""]
-    on_subset = f", {subset_images:,} images" if subset_images else ""
-    on_test = f", all {test_images:,}" if test_images else ""
+    lines = [_heading(_("Robustness to common corruptions"), level), "",
+             _("Corruptions generated deterministically from the test set in the style of CIFAR-10-C (Hendrycks & "
+               "Dietterich, 2019), 5 severities each. mCA = mean accuracy over corruptions and severities; relative "
+               "robustness = mCA / clean accuracy. Flip TTA averages the predictions on each image and its horizontal "
+               "mirror."), ""]
+    on_subset = fmt(_(", {n:,} images"), n=subset_images) if subset_images else ""
+    on_test = fmt(_(", all {n:,}"), n=test_images) if test_images else ""
     if any(d["test"] is not None for d in data):
         # Corruptions use a subset, flip TTA the whole test set: each gain compares like with like.
-        rows = [[d["model"], _pct(d["clean"]), _pct(d["mca"]), f"{d['rr']:.3f}", _pct(d["test"]), _pct(d["tta"]),
-                 "n/a" if d["tta"] is None or d["test"] is None else _pts(d["tta"] - d["test"])] for d in data]
-        lines += [_table(["Model", f"Clean acc. (%){on_subset}", f"mCA (%){on_subset}", "Relative robustness",
-                          f"Test acc. (%){on_test}", f"Flip-TTA acc. (%){on_test}", "TTA gain (points)"], rows), ""]
+        rows = [[d["model"], _pct(d["clean"]), _pct(d["mca"]), number(d["rr"], ".3f"), _pct(d["test"]), _pct(d["tta"]),
+                 _na() if d["tta"] is None or d["test"] is None else _pts(d["tta"] - d["test"])] for d in data]
+        lines += [_table([_("Model"), fmt(_("Clean acc. (%){images}"), images=on_subset),
+                          fmt(_("mCA (%){images}"), images=on_subset), _("Relative robustness"),
+                          fmt(_("Test acc. (%){images}"), images=on_test), fmt(_("Flip-TTA acc. (%){images}"), images=on_test),
+                          _("TTA gain (points)")], rows), ""]
         for d in data:
             d["tta_base"] = d["test"]
     else:
         rows = [[d["model"], _pct(d["clean"]), _pct(d["tta"]),
-                 "n/a" if d["tta"] is None else _pts(d["tta"] - d["clean"]), _pct(d["mca"]), f"{d['rr']:.3f}"]
+                 _na() if d["tta"] is None else _pts(d["tta"] - d["clean"]), _pct(d["mca"]), number(d["rr"], ".3f")]
                 for d in data]
-        lines += [_table(["Model", f"Clean acc. (%){on_subset}", "Flip-TTA acc. (%)", "TTA gain (points)",
-                          f"mCA (%){on_subset}", "Relative robustness"], rows), ""]
+        lines += [_table([_("Model"), fmt(_("Clean acc. (%){images}"), images=on_subset), _("Flip-TTA acc. (%)"),
+                          _("TTA gain (points)"), fmt(_("mCA (%){images}"), images=on_subset), _("Relative robustness")],
+                         rows), ""]
         for d in data:
             d["tta_base"] = d["clean"]
     corr_names = sorted({c for d in data for c in d["per_c"]})
-    rows = [[c] + [_pct(d["per_c"].get(c)) for d in data] for c in corr_names]
-    lines += [f"Accuracy (%) per corruption, mean over severities{on_subset}:", "",
-              _table(["Corruption"] + models, rows), ""]
+    rows = [[_corruption(c)] + [_pct(d["per_c"].get(c)) for d in data] for c in corr_names]
+    lines += [fmt(_("Accuracy (%) per corruption, mean over severities{images}:"), images=on_subset), "",
+              _table([_("Corruption")] + models, rows), ""]
     sev_names = sorted({s for d in data for sev in d["by_cs"].values() for s in sev}, key=lambda s: int(s))
     rows = []
-    for s in sev_names:
-        row = [s]
+    for sv in sev_names:
+        row = [sv]
         for d in data:
-            vals = [sev[s] for sev in d["by_cs"].values() if s in sev]
-            row.append(_pct(float(np.mean(vals))) if vals else "n/a")
+            vals = [sev[sv] for sev in d["by_cs"].values() if sv in sev]
+            row.append(_pct(float(np.mean(vals))) if vals else _na())
         rows.append(row)
-    lines += [f"Accuracy (%) per severity, mean over corruptions{on_subset}:", "",
-              _table(["Severity"] + models, rows), ""]
+    lines += [fmt(_("Accuracy (%) per severity, mean over corruptions{images}:"), images=on_subset), "",
+              _table([_("Severity")] + models, rows), ""]
     top_mca = max(data, key=lambda d: d["mca"])
     top_rr = max(data, key=lambda d: d["rr"])
     hardest = min(corr_names, key=lambda c: np.mean([d["per_c"][c] for d in data if c in d["per_c"]]))
     hardest_acc = float(np.mean([d["per_c"][hardest] for d in data if hardest in d["per_c"]]))
-    facts = [f"Highest mCA: {top_mca['model']} ({_pct(top_mca['mca'])} %)."]
-    facts.append(f"Keeps the largest share of its clean accuracy: {top_rr['model']} "
-                 f"(relative robustness {top_rr['rr']:.3f}).")
-    facts.append(f"Hardest corruption on average: {hardest} ({_pct(hardest_acc)} % mean accuracy).")
+    facts = [fmt(_("Highest mCA: {model} ({mca} %)."), model=top_mca["model"], mca=_pct(top_mca["mca"]))]
+    facts.append(fmt(_("Keeps the largest share of its clean accuracy: {model} (relative robustness {rr:.3f})."),
+                     model=top_rr["model"], rr=top_rr["rr"]))
+    facts.append(fmt(_("Hardest corruption on average: {corruption} ({accuracy} % mean accuracy)."),
+                     corruption=_corruption(hardest), accuracy=_pct(hardest_acc)))
     tta = [d for d in data if d["tta"] is not None and d["tta_base"] is not None]
     if tta:
         gains = [d["tta"] - d["tta_base"] for d in tta]
-        span = (f"{_pts(gains[0])}" if len(gains) == 1 else f"{_pts(min(gains))} to {_pts(max(gains))}")
-        facts.append(f"Flip TTA changed test accuracy by {span} points.")
-    facts.append("These comparisons are descriptive (one evaluation per model); they are not significance-tested.")
+        span = (_pts(gains[0]) if len(gains) == 1 else fmt(_("{low} to {high}"), low=_pts(min(gains)), high=_pts(max(gains))))
+        facts.append(fmt(_("Flip TTA changed test accuracy by {change} points."), change=span))
+    facts.append(_("These comparisons are descriptive (one evaluation per model); they are not significance-tested."))
     lines.append(" ".join(facts))
     return "\n".join(lines) + "\n"
 
 
 def _gap_text(r: Mapping[str, Any]) -> str:
     if r.get("gap_with") is None or r.get("gap_without") is None:
-        return "n/a"
+        return _na()
     return f"{_pct(r['gap_without'])} → {_pct(r['gap_with'])}"
+
+
+# stats.ablation_effects' verdicts (codes the logic compares) as the report shows them.
+VERDICTS = {"helped": N_("helped"), "hurt": N_("hurt"), "no detectable effect": N_("no detectable effect")}
+
+
+def verdict_text(verdict: str) -> str:
+    """An ablation verdict ("helped", "hurt", "no detectable effect") in the report's language."""
+    return _(VERDICTS[verdict]) if verdict in VERDICTS else str(verdict)
 
 
 def render_ablation_section(
@@ -571,7 +615,8 @@ def render_ablation_section(
 
     Args:
         ablation_results: stats.ablation_effects output (one dict per contrast: model, factor,
-            with, without, diff, bootstrap, p_holm, verdict, gap_with, gap_without, ...).
+            with, without, diff, bootstrap, p_holm, verdict, gap_with, gap_without, ...); factor
+            names are shown through the catalogue (`convbench.ablation` marks its own).
         curves: Optional caption -> relative path of learning-curve figures to embed.
         level: Markdown heading level.
 
@@ -586,48 +631,49 @@ def render_ablation_section(
     first = ablation_results[0]
     n_seeds = first["accuracy_a"].get("n", "?")
     alpha = first.get("alpha", 0.05)
-    lines = [_heading("Ablations: did augmentation and regularisation help?", level), "",
-             "Each effect is accuracy(with) − accuracy(without) on the same test images, averaged over "
-             f"{n_seeds} seed(s): 95 % paired-bootstrap CI over images, exact sign (McNemar) test pooled "
-             f"over seeds, Holm-corrected over the {len(ablation_results)} effects at α = {alpha}. "
-             "The train−validation gap is the final train accuracy minus validation accuracy.", ""]
+    lines = [_heading(_("Ablations: did augmentation and regularisation help?"), level), "",
+             fmt(_("Each effect is accuracy(with) − accuracy(without) on the same test images, averaged over {seeds} seed(s): "
+                   "95 % paired-bootstrap CI over images, exact sign (McNemar) test pooled over seeds, Holm-corrected over the "
+                   "{n} effects at α = {alpha}. The train−validation gap is the final train accuracy minus validation "
+                   "accuracy."), seeds=str(n_seeds), n=str(len(ablation_results)), alpha=alpha), ""]
     rows = []
     for r in ablation_results:
         boot = r["bootstrap"]
-        rows.append([r.get("model") or "—", r["factor"], f"{r['without']} → {r['with']}",
+        verdict = verdict_text(r["verdict"])
+        rows.append([r.get("model") or "—", _(str(r["factor"])), f"{r['without']} → {r['with']}",
                      _pct(r["accuracy_b"]["mean"]), _pct(r["accuracy_a"]["mean"]), _pts(r["diff"]),
                      _ci_cell(boot["ci_low"], boot["ci_high"], signed=True), _pval(r["p_holm"]),
-                     _gap_text(r), f"**{r['verdict']}**" if r["verdict"] != "no detectable effect" else r["verdict"]])
-    lines += [_table(["Model", "Factor", "Change", "Acc. without (%)", "Acc. with (%)", "Effect (points)",
-                      "95 % CI (points)", "Holm p", "Train−val gap (%)", "Verdict"], rows), ""]
+                     _gap_text(r), f"**{verdict}**" if r["verdict"] != "no detectable effect" else verdict])
+    lines += [_table([_("Model"), _("Factor"), _("Change"), _("Acc. without (%)"), _("Acc. with (%)"), _("Effect (points)"),
+                      _("95 % CI (points)"), _("Holm p"), _("Train−val gap (%)"), _("Verdict")], rows), ""]
     for r in ablation_results:
         boot = r["bootstrap"]
-        where = f" on {r['model']}" if r.get("model") else ""
-        ev = (f"95 % CI {_pts(boot['ci_low'])} to {_pts(boot['ci_high'])} points, "
-              f"Holm-adjusted p = {_pval(r['p_holm'])}")
+        where = fmt(_(" on {model}"), model=r["model"]) if r.get("model") else ""
+        ev = fmt(_("95 % CI {low} to {high} points, Holm-adjusted p = {p}"), low=_pts(boot["ci_low"]),
+                 high=_pts(boot["ci_high"]), p=_pval(r["p_holm"]))
         gap = ""
         if r.get("gap_with") is not None and r.get("gap_without") is not None:
-            gap = (f" The train−validation gap went from {_pct(r['gap_without'])} to "
-                   f"{_pct(r['gap_with'])} points.")
+            gap = " " + fmt(_("The train−validation gap went from {before} to {after} points."),
+                            before=_pct(r["gap_without"]), after=_pct(r["gap_with"]))
         change = f"{r['without']} → {r['with']}"
-        factor = str(r["factor"])
+        factor = _(str(r["factor"]))
         factor = factor[:1].upper() + factor[1:]
+        values = dict(factor=factor, where=where, change=change, evidence=ev, gap=gap)
         if r["verdict"] == "hurt":
-            lines.append(f"- **{factor} hurt**{where} ({change}): test accuracy fell by "
-                         f"{_pts(-r['diff']).lstrip('+')} points ({ev}).{gap}")
+            lines.append(fmt(_("- **{factor} hurt**{where} ({change}): test accuracy fell by {effect} points ({evidence})."
+                               "{gap}"), effect=_pts(-r["diff"]).lstrip("+"), **values))
         elif r["verdict"] == "helped":
-            lines.append(f"- **{factor} helped**{where} ({change}): test accuracy rose by "
-                         f"{_pts(r['diff']).lstrip('+')} points ({ev}).{gap}")
+            lines.append(fmt(_("- **{factor} helped**{where} ({change}): test accuracy rose by {effect} points ({evidence})."
+                               "{gap}"), effect=_pts(r["diff"]).lstrip("+"), **values))
         else:
-            lines.append(f"- {factor}{where} ({change}): no detectable effect, {_pts(r['diff'])} "
-                         f"points ({ev}).{gap}")
-    by = {v: [f"{r['factor']} ({r['without']} → {r['with']})" for r in ablation_results if r["verdict"] == v]
+            lines.append(fmt(_("- {factor}{where} ({change}): no detectable effect, {effect} points ({evidence}).{gap}"),
+                             effect=_pts(r["diff"]), **values))
+    by = {v: [f"{_(str(r['factor']))} ({r['without']} → {r['with']})" for r in ablation_results if r["verdict"] == v]
           for v in ("helped", "hurt", "no detectable effect")}
-    summary = []
-    for v in ("helped", "hurt", "no detectable effect"):
-        if by[v]:
-            summary.append(f"{v}: {'; '.join(by[v])}")
-    lines += ["", "In short — " + ". ".join(s[0].upper() + s[1:] for s in summary) + "."]
+    labels = {"helped": N_("Helped: {items}"), "hurt": N_("Hurt: {items}"),
+              "no detectable effect": N_("No detectable effect: {items}")}
+    summary = [fmt(_(labels[v]), items="; ".join(by[v])) for v in ("helped", "hurt", "no detectable effect") if by[v]]
+    lines += ["", fmt(_("In short — {summary}."), summary=". ".join(summary))]
     if curves:
         lines.append("")
         for caption, path in curves.items():

@@ -28,6 +28,7 @@ import numpy as np
 from convbench import config as cfgmod
 from convbench.config import RunConfig
 from convbench.errors import ConvbenchError
+from convbench.i18n import message_data
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, quarantine
 from convbench.tensorboard_events import EpochWriter, flat_hparams, session_dir
 from convbench.train import TrainingDiverged
@@ -147,6 +148,9 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         "mixed_precision": result.mixed_precision,
         "precision_reason": result.precision_reason,
         "notes": result.notes,
+        # The same texts as msgids and arguments, so the report shows them in its own language.
+        "precision_reason_i18n": message_data(result.precision_reason),
+        "notes_i18n": [message_data(n) for n in result.notes],
         "recipe": dataclasses.asdict(recipe),
         "history_csv": f"history/{key}.csv",
         "predictions": f"predictions/{key}.npz",
@@ -256,7 +260,9 @@ def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
     them only for those), and each run's own recipe is compared instead (`_mismatched_recipes`).
     """
     d = cfgmod.to_dict(config)
-    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation", "overrides")},
+    # The report's language is left out too: `--lang es` on the same command re-renders the same results.
+    return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation", "overrides",
+                                                              "lang")},
             "data": data_summary}
 
 

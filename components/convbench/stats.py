@@ -29,6 +29,7 @@ import numpy as np
 from scipy import stats as sps
 
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_, Message
 
 __all__ = [
     "mean_std_ci",
@@ -342,13 +343,13 @@ def seeds_needed(
         "method": "two-sided paired t-test over seeds, noncentral t", "reason": None,
     }
     if d.size < 2:
-        out["reason"] = "one seed: the seed-to-seed spread is unknown; run at least 2 seeds"
+        out["reason"] = N_("one seed: the seed-to-seed spread is unknown; run at least 2 seeds")
         return out
     sd = float(d.std(ddof=1))
     out["sd"] = sd
     effect = abs(float(d.mean()))
     if effect == 0.0:
-        out["reason"] = "the observed mean difference is zero; no number of seeds would detect it"
+        out["reason"] = N_("the observed mean difference is zero; no number of seeds would detect it")
         return out
     if sd == 0.0:
         out["n"] = 2
@@ -356,7 +357,7 @@ def seeds_needed(
         return out
     es = effect / sd
     if _paired_t_power(int(max_n), es, alpha) < power:
-        out["reason"] = f"more than {max_n} seeds would be needed"
+        out["reason"] = Message(N_("more than {max_n} seeds would be needed"), max_n=int(max_n))
         return out
     lo, hi = 2, 2
     while _paired_t_power(hi, es, alpha) < power:
@@ -402,7 +403,7 @@ def images_needed(b: float, c: float, n_images: int, alpha: float = 0.05, power:
         "method": "McNemar sample size, normal approximation (Connor 1987)", "reason": None,
     }
     if delta == 0.0:
-        out["reason"] = "no observed difference between the models; no number of images would detect it"
+        out["reason"] = N_("no observed difference between the models; no number of images would detect it")
         return out
     za = sps.norm.ppf(1.0 - alpha / 2.0)
     zb = sps.norm.ppf(power)
@@ -465,7 +466,8 @@ def paired_comparison(
     }
 
 
-_METHOD = (
+# Shown in the report (translated there): the texts of "method" and "reason" are msgids.
+_METHOD = N_(
     "exact two-sided sign (McNemar) test over test images, seeds pooled per image; "
     "Holm-corrected; paired bootstrap CI over images"
 )

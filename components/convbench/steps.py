@@ -62,12 +62,12 @@ def evaluate_model(dataset: Input[Dataset], model: Input[Model], metrics: Output
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def render_report(dataset: Input[Dataset], models: Input[List[Model]], evaluations: Input[List[Metrics]],
-                  report: Output[Markdown], report_html: Output[HTML], run_dir: Output[Artifact]) -> str:
-    """REPORT.md (figures embedded) and its HTML version, plus the whole run directory; returns the best model."""
+                  report: Output[Markdown], report_html: Output[HTML], run_dir: Output[Artifact], lang: str = "en") -> str:
+    """REPORT.md (figures embedded) and its HTML version, plus the whole run directory, in `lang` (en, es); returns the best model."""
     from convbench.pipeline_lib import report_step
 
     return report_step(dataset.path, [m.path for m in models], run_dir.path, report.path, report_html.path,
-                       [e.path for e in evaluations])
+                       [e.path for e in evaluations], lang=lang)
 
 
 COMPONENTS = (prepare_data, train_model, evaluate_model, render_report)

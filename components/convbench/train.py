@@ -30,6 +30,7 @@ import numpy as np
 
 from convbench.config import AugmentConfig, Recipe, RegularizationConfig, TrainConfig
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_, Message
 from convbench.io import atomic_write
 
 
@@ -121,9 +122,9 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
     from convbench.env import cpu_flags, onednn_enabled
 
     if setting == "off":
-        return "float32", "mixed_precision: off"
+        return "float32", Message(N_("mixed_precision: off"))
     if setting != "auto":
-        return setting, f"mixed_precision: {setting} in the config"
+        return setting, Message(N_("mixed_precision: {setting} in the config"), setting=setting)
     if gpus is None:
         import tensorflow as tf
 
@@ -133,17 +134,20 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
 
         cc = tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
         if cc >= (8, 0):
-            return "mixed_bfloat16", f"GPU compute capability {cc[0]}.{cc[1]} >= 8.0 (bf16 tensor cores)"
-        return "mixed_float16", f"GPU compute capability {cc[0]}.{cc[1]} < 8.0 (fp16 tensor cores, no bf16)"
+            return "mixed_bfloat16", Message(N_("GPU compute capability {capability} >= 8.0 (bf16 tensor cores)"),
+                                             capability=f"{cc[0]}.{cc[1]}")
+        return "mixed_float16", Message(N_("GPU compute capability {capability} < 8.0 (fp16 tensor cores, no bf16)"),
+                                        capability=f"{cc[0]}.{cc[1]}")
     flags = cpu_flags() if flags is None else flags
     isa = "AMX bf16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
     if not isa:
-        return "float32", "CPU without AMX or AVX512-BF16"
+        return "float32", Message(N_("CPU without AMX or AVX512-BF16"))
     if not (onednn_enabled() if onednn is None else onednn):
-        return "float32", f"{isa} present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"
+        return "float32", Message(N_("{isa} present but oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0)"), isa=isa)
     if depthwise:
-        return "float32", f"{isa} present, but depthwise convolutions run slower in bf16 than in float32 on CPUs"
-    return "mixed_bfloat16", f"{isa} present"
+        return "float32", Message(N_("{isa} present, but depthwise convolutions run slower in bf16 than in float32 on CPUs"),
+                                  isa=isa)
+    return "mixed_bfloat16", Message(N_("{isa} present"), isa=isa)
 
 
 
@@ -617,7 +621,7 @@ def run_epochs(
         val_loss, val_acc = trainer.evaluate(val_dataset) if math.isfinite(loss) else (math.nan, 0.0)
         record = EpochRecord(number, phase, loss, acc, val_loss, val_acc, trainer.current_lr(), seconds, images / seconds)
         history.append(record)
-        for quantity, value in (("training loss", loss), ("validation loss", val_loss)):
+        for quantity, value in ((N_("training loss"), loss), (N_("validation loss"), val_loss)):
             if not math.isfinite(value):
                 log(f"[{label}] diverged: {quantity} became {value} at epoch {number} (peak learning rate "
                     f"{trainer.peak_lr:.4g}); stopping this model")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from convbench.models.batchnorm import batch_norm
+from convbench.i18n import N_
 from convbench.models.registry import register_model
 
 # Per-channel mean and std of the CIFAR-10 training pixels (0-255 scale). Baked into the model so
@@ -31,7 +32,8 @@ def _conv_bn(x, filters: int, name: str, weight_init="he_normal"):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-@register_model("cnn_vgg", kind="custom")
+@register_model("cnn_vgg", kind="custom",
+                description=N_("VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head."))
 def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropout: float | None = None):
     """VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head.
 
@@ -64,7 +66,8 @@ def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropout:
     return keras.Model(inputs, outputs, name="cnn_vgg")
 
 
-@register_model("cnn_resnet", kind="custom")
+@register_model("cnn_resnet", kind="custom",
+                description=N_("Residual CNN after ResNet-9 and airbench: conv-pool stages with two identity-skip blocks."))
 def cnn_resnet(num_classes: int, input_shape=(32, 32, 3), width: int = 24, dropout: float | None = None):
     """Residual CNN after ResNet-9 and airbench: conv-pool stages with two identity-skip blocks.
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from convbench.models.batchnorm import batch_norm
 from convbench.models.custom import _normalize
+from convbench.i18n import N_
 from convbench.models.registry import register_model
 
 # airbench scales the learning rate of BatchNorm biases by 64. For SGD (with momentum and
@@ -220,7 +221,8 @@ def initialize_from_data(model, images: np.ndarray) -> list[str]:
     return done
 
 
-@register_model("cnn_airbench", kind="custom")
+@register_model("cnn_airbench", kind="custom",
+                description=N_("Fast CNN after airbench93: patch whitening, identity-initialised conv groups, GELU; 93 % target."))
 def cnn_airbench(num_classes: int, input_shape=(32, 32, 3), widths: tuple[int, int, int] = (64, 128, 128),
                  dropout: float | None = None, activation: str = "gelu"):
     """Fast CNN after airbench93: patch whitening, identity-initialised conv groups, GELU; 93 % target.

