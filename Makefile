@@ -11,12 +11,12 @@ export CONVBENCH_CACHE ?= $(CACHE)/convbench
 export RAY_TRAIN_ENABLE_PRINT_PATCH ?= 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup run test clean gpu-check transfer-table
+.PHONY: setup run test clean gpu-check transfer-table ray-up ray-down
 
 $(BIN)/convbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -e ".[test,dashboard]"
 	touch $@
 
 setup: $(BIN)/convbench
@@ -50,6 +50,21 @@ transfer-table: setup
 	    --config $(TABLE)/r$${r}_b$$b.yaml --out $(TABLE)/r$${r}_b$$b $(ARGS) || exit 1; \
 	done; done
 	$(BIN)/convbench runs --root $(TABLE)
+
+# Watch training in the Ray dashboard (README "Watch it in the Ray dashboard"): a single-user Ray head on
+# this machine, reachable only from it, with the dashboard on http://127.0.0.1:$(RAY_DASHBOARD_PORT) and
+# per-epoch metrics on http://127.0.0.1:$(RAY_METRICS_PORT)/metrics. Then train there:
+#   make run ARGS="--data ../shared/datasets/cifar10-jpeg --ray-address auto --workers 2"
+# `make ray-down` stops it (`ray stop`: every Ray this user started on this machine).
+RAY_DASHBOARD_PORT ?= 8265
+RAY_METRICS_PORT ?= 8266
+ray-up: setup
+	RAY_AUTH_MODE=disabled $(BIN)/ray start --head --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 \
+	  --dashboard-port $(RAY_DASHBOARD_PORT) --metrics-export-port $(RAY_METRICS_PORT) --disable-usage-stats
+	@echo "Ray dashboard: http://127.0.0.1:$(RAY_DASHBOARD_PORT)   train there with --ray-address auto   stop: make ray-down"
+
+ray-down:
+	$(BIN)/ray stop
 
 clean:
 	rm -rf runs .cache

@@ -50,6 +50,22 @@ CHECKPOINT_GLOB = "checkpoint*.npz"  # what convbench.fit writes per epoch (chec
 # polls the workers (every 2 s by default); an epoch counts as finished once Ray has committed its
 # checkpoint, so a shorter poll shortens that wait at the end of each epoch (about 1 s to 0.25 s).
 JOB_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+# On a cluster with a dashboard (attached or submitted runs): each Train run (name, status,
+# attempts, workers and their logs) becomes readable from the dashboard's HTTP API
+# (/api/train/v2/runs/v1). Not on a local Ray, which has no dashboard for its state actor to talk to.
+DASHBOARD_ENV = {"RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
+# Per-epoch Ray metrics of the rank-0 worker (Prometheus gauges; Ray adds the "ray_" prefix), tagged
+# with the Train run's name: what the dashboard's Metrics view charts once Prometheus scrapes Ray.
+EPOCH_GAUGES = {
+    "convbench_epoch": ("epoch", "the last finished epoch (counted across a transfer model's phases)"),
+    "convbench_train_loss": ("train_loss", "training loss of the last epoch"),
+    "convbench_train_accuracy": ("train_accuracy", "training accuracy of the last epoch (0-1)"),
+    "convbench_val_loss": ("val_loss", "validation loss after the last epoch"),
+    "convbench_val_accuracy": ("val_accuracy", "validation accuracy after the last epoch (0-1)"),
+    "convbench_learning_rate": ("lr", "learning rate at the end of the last epoch"),
+    "convbench_images_per_second": ("images_per_s", "training throughput of the last epoch, all workers"),
+}
+GAUGE_TAGS = ("train_run", "model", "seed", "phase")
 
 
 @dataclass(frozen=True)
@@ -200,11 +216,18 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         return
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     sigterm = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-    kwargs: dict = {"log_to_driver": True, "logging_level": "WARNING", "runtime_env": {"env_vars": JOB_ENV}}
+    # The workers of a cluster started elsewhere (`make ray-up`, KubeRay) do not inherit this shell's
+    # TensorFlow log level; without it every worker floods the driver with gRPC notices.
+    env_vars = {**JOB_ENV, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    if options.mode() != "local":
+        env_vars.update(DASHBOARD_ENV)
+    kwargs: dict = {"log_to_driver": True, "logging_level": "WARNING", "runtime_env": {"env_vars": env_vars}}
     if options.mode() == "local":
         # A throwaway single-user Ray: no token file in ~/.ray, no dashboard (it needs ray[default]).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
+        # address="local" always starts a new Ray: a bare ray.init() would attach to a head that
+        # `make ray-up` left running and then refuse num_cpus.
+        kwargs.update(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False)
         # Without the dashboard (ray[default]) Train's placement-group watcher warns every few seconds that
         # the state API is unavailable; on a local throwaway Ray only errors are worth showing.
         kwargs["logging_config"] = ray.LoggingConfig(log_level="ERROR")
@@ -214,6 +237,12 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         context = ray.init(**kwargs)
         log(f"ray: started a local Ray ({os.cpu_count()} CPUs) in {time.perf_counter() - started:.1f} s; it stops when the run ends")
     else:
+        # The run's name on the dashboard's Jobs page (this driver is one Ray job for all its models);
+        # Ray Train's per-report INFO lines stay out of the driver's terminal.
+        from ray.job_config import JobConfig
+
+        kwargs["job_config"] = JobConfig(metadata={"convbench_run": options.run_name or "convbench"})
+        kwargs["logging_config"] = ray.LoggingConfig(log_level="WARNING")
         try:
             context = ray.init(address=options.address, **kwargs)
         except (ConnectionError, TimeoutError, RuntimeError) as exc:
@@ -229,9 +258,15 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
         url = f"http://{url}"
     if url:
         log(f"ray: dashboard {url}")
+    # The driver reads DASHBOARD_ENV too (Train decides on state tracking where the trainer is
+    # built); set for this session only, so a later local run in the same process is unaffected.
+    driver_env = {k: v for k, v in DASHBOARD_ENV.items() if k not in os.environ} if options.mode() != "local" else {}
+    os.environ.update(driver_env)
     try:
         yield url
     finally:
+        for key in driver_env:
+            os.environ.pop(key, None)
         ray.shutdown()
         if sigterm is not None:
             signal.signal(signal.SIGTERM, sigterm)
@@ -440,6 +475,7 @@ def train_worker(loop_config: dict) -> None:
 
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
+    _quiet_train_reports()
     name, seed = loop_config["name"], loop_config["seed"]
     config = from_dict(loop_config["config"], base=RunConfig(), where="ray config")
     data = ray.get(loop_config["data"])
@@ -469,11 +505,16 @@ def train_worker(loop_config: dict) -> None:
         log(f"[{name} seed {seed}] Ray worker group of {size} up (rank 0 pid {os.getpid()}); "
             + (f"resuming after {restored} finished epoch(s)" if restored else "starting from scratch"))
 
+    gauges = epoch_gauges() if rank == 0 else {}
+    gauge_tags = {"train_run": context.get_experiment_name(), "model": name, "seed": str(seed)}
+
     def on_epoch_end(record) -> None:
         metrics = {**dataclasses.asdict(record), "workers": size}
         if rank != 0:
             ray.train.report(metrics)
             return
+        for metric, (field, _) in EPOCH_GAUGES.items():
+            gauges[metric].set(float(metrics[field]), tags={**gauge_tags, "phase": str(metrics["phase"])})
         with tempfile.TemporaryDirectory(prefix="convbench-ckpt-") as tmp:
             for f in model_dir.glob(CHECKPOINT_GLOB):
                 shutil.copy2(f, Path(tmp) / f.name)
@@ -494,6 +535,32 @@ def train_worker(loop_config: dict) -> None:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quiet_train_reports() -> None:
+    """Drop Ray Train's INFO line per `ray.train.report` from the worker's log (the epoch line says it all).
+
+    Ray logs it under a logger named after its source file, outside the "ray.train" hierarchy that
+    LoggingConfig sets, so it is found by that name.
+    """
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:  # another Ray layout: the lines stay, nothing breaks
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
+def epoch_gauges() -> dict:
+    """The Ray metrics (ray.util.metrics.Gauge) of EPOCH_GAUGES, made once per worker process.
+
+    Ray exports them through each node's metrics agent (`ray start --metrics-export-port`), which
+    needs ray[default]; without it Ray records and drops them.
+    """
+    from ray.util.metrics import Gauge
+
+    return {metric: Gauge(metric, description=text, tag_keys=GAUGE_TAGS) for metric, (_, text) in EPOCH_GAUGES.items()}
 
 
 def _restore(checkpoint, model_dir: Path) -> int:
@@ -604,7 +671,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
     submission_id = f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     submission_id = submission_id[-63:].lstrip("-")
     env = dict(runtime_env or {})
-    env["env_vars"] = {**JOB_ENV, **env.get("env_vars", {})}
+    env["env_vars"] = {**JOB_ENV, **DASHBOARD_ENV, **env.get("env_vars", {})}
     client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=env,
                       metadata={"job_name": name, "submitted_by": "convbench"})
     log(f"ray: submitted job {submission_id} to {address}; dashboard {address.rstrip('/')}/#/jobs/{submission_id}")
