@@ -16,11 +16,11 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from convbench.config import describe_augment, training_epochs
+from convbench.config import RunConfig, describe_augment, from_dict, training_epochs
 from convbench.errors import ConvbenchError
 from convbench.glossary import glossary_markdown
 from convbench.i18n import N_, _, check_language, fmt, ngettext, number, pgettext, render_stored, use_language
@@ -456,13 +456,15 @@ def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dic
     }
 
 
-def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
+def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str = "") -> str:
     """The Conclusions section, as the assignment's four questions: which was best, why, what would
     I improve, how would I improve it.
 
     Args:
         results: results.json content.
         histories: per-run histories from `load_histories`.
+        run_path: the run folder as the reader's commands name it (e.g. "runs/quick"); each runnable
+            suggestion then gets its `convbench run` command. "" leaves the commands out.
 
     Returns:
         Markdown text, in the active language (`i18n.use_language`).
@@ -573,20 +575,44 @@ def conclusions(results: dict, histories: dict[str, list[dict]]) -> str:
                 "see at 224 px, and its fine-tuning had a budget of {epochs} epochs. To test it, raise its resolution alone: "
                 "{snippet}."), model=t["name"], accuracy=_pct(t["test_accuracy"]), resolution=str(res), epochs=str(t["epochs_run"]),
                 snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
-    advice = _advice(best, diag[best["name"]], results)
-    for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
-        advice.append((fmt(_("{model} diverged (see Diverged models), so this comparison does not yet say how it ranks."),
-                           model=_md_cell(name)),
-                       fmt(_("Retrain {model} at a lower learning rate, as Diverged models shows."), model=_md_cell(name))))
-    steps = [(what, how) for what, how in advice if what]
-    kept = [how for what, how in advice if not what]
+    advice = advice_steps(results, histories)
+    steps = [step for step in advice if step.what]
+    kept = [step for step in advice if not step.what]
+    wall = float(results.get("wall_seconds") or 0.0)
     lines += ["", "### " + _("What would I improve?"), ""]
-    lines += [f"{i}. {what}" for i, (what, _how) in enumerate(steps, 1)]
+    lines += [f"{i}. {step.what}" for i, step in enumerate(steps, 1)]
     lines += ["", "### " + _("How would I improve it?"), ""]
     if steps:
-        lines += [_("Point by point, in the order above:"), ""]
-    lines += [f"{i}. {how}" for i, how in enumerate([how for _what, how in steps] + kept, 1)]
+        lines += [_("Point by point, in the order above. Each command trains into a new folder beside this one, from "
+                    "this run's config with that one change (the file it names holds it):"), ""]
+    runnable = next_step_configs(results, advice)
+    lines += [f"{i}. {_how_with_command(step, run_path if step.slug in runnable else '', wall)}"
+              for i, step in enumerate(steps + kept, 1)]
     return "\n".join(lines) + "\n"
+
+
+def advice_steps(results: dict, histories: dict[str, list[dict]]) -> list[Step]:
+    """The conclusions' suggestions for a run, best model first, then the diverged models.
+
+    Args:
+        results: results.json content.
+        histories: per-run histories from `load_histories`.
+
+    Returns:
+        The steps ([] when no model finished).
+    """
+    models = sorted(results["models"], key=lambda m: (-m["test_accuracy"], m["name"]))
+    if not models:
+        return []
+    best = models[0]
+    rows = next((histories.get(f"{r['name']}_seed{r['seed']}", []) for r in results["runs"] if r["name"] == best["name"]), [])
+    n_val = int(results.get("data", {}).get("val_images", 0) or 0)
+    steps = _advice(best, model_diagnostics(best, rows, n_val), results)
+    for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
+        steps.append(Step(fmt(_("{model} diverged (see Diverged models), so this comparison does not yet say how it ranks."),
+                              model=_md_cell(name)),
+                          fmt(_("Retrain {model} at a lower learning rate, as Diverged models shows."), model=_md_cell(name))))
+    return steps
 
 
 def _description(name: str) -> str:
@@ -624,22 +650,137 @@ def _compute_parity(models: list[dict], budget: dict) -> str:
                minutes=f"`budget: {{kind: minutes, value: {minutes}}}`", flops="`budget: {kind: train_flops, value: ...}`")
 
 
-def _advice(best: dict, d: dict, results: dict) -> list[tuple[str, str]]:
-    """What limits the best model and how to change that: (what, how) pairs, in the report's language.
+class Step(NamedTuple):
+    """One suggestion of the conclusions.
+
+    Attributes:
+        what: the problem, with the measurement that shows it ("" for a change to keep).
+        how: the change, in words.
+        slug: names the next-step config (`next/<slug>.yaml` in the run folder) and its run folder.
+        change: the config change, shaped as config.yaml (None: nothing to run, e.g. an inference choice).
+        seconds: the estimated wall time of the next run on this machine (None: not estimated).
+    """
+
+    what: str
+    how: str
+    slug: str = ""
+    change: dict | None = None
+    seconds: float | None = None
+
+
+def _setting(config: dict, model: str, section: str, key: str) -> tuple[list[str], object]:
+    """Where a model's setting lives (its override when it has one, else the shared section) and its value."""
+    override = (config.get("overrides") or {}).get(model, {}).get(section) or {}
+    if key in override:
+        return ["overrides", model, section, key], override[key]
+    return [section, key], (config.get(section) or {}).get(key)
+
+
+def _nested(path: list[str], value) -> dict:
+    """{"a": {"b": value}} for path ["a", "b"]."""
+    out: dict = {path[-1]: value}
+    for key in reversed(path[:-1]):
+        out = {key: out}
+    return out
+
+
+def _merge(base: dict, change: dict) -> dict:
+    """base with change written over it, key by key (nested mappings merged, not replaced)."""
+    out = dict(base)
+    for key, value in change.items():
+        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def next_step_configs(results: dict, steps: list[Step]) -> dict[str, dict]:
+    """The config of each runnable step: the run's own config.yaml content with the step's change written over it.
+
+    Args:
+        results: results.json content (its "config" is the run's resolved config).
+        steps: the conclusions' steps (`advice_steps`).
+
+    Returns:
+        slug -> config data, for the steps that carry a change that validates (one that does not, a
+        setting an older run's config cannot take, is offered in words only, without a command).
+    """
+    out = {}
+    for step in steps:
+        if not step.change:
+            continue
+        data = _merge(results.get("config") or {}, step.change)
+        try:
+            from_dict(data, base=RunConfig(), where=f"next/{step.slug}.yaml")
+        except ConvbenchError:
+            continue
+        out[step.slug] = data
+    return out
+
+
+def _minutes(seconds: float) -> str:
+    return fmt(_("{n} min"), n=max(1, round(seconds / 60)))
+
+
+def _how_with_command(step: Step, run_path: str, wall_seconds: float) -> str:
+    """A step's "how", followed by the command that runs it and what it costs."""
+    if not step.change or not run_path:
+        return step.how
+    path = Path(run_path)
+    command = f"convbench run --config {path / 'next' / (step.slug + '.yaml')} --out {path.parent / (path.name + '-' + step.slug)}"
+    if step.seconds:
+        cost = fmt(_("About {estimate} on this machine (this run took {actual}):"), estimate=_minutes(step.seconds),
+                   actual=_minutes(wall_seconds))
+    else:
+        cost = fmt(_("Run it (this run took {actual}):"), actual=_minutes(wall_seconds)) if wall_seconds else _("Run it:")
+    return f"{step.how} {cost}\n\n   ```\n   {command}\n   ```"
+
+
+def _tta_step(best: dict, results: dict) -> Step | None:
+    """Flip test-time augmentation, when the run measured that it helps the best model."""
+    runs = [r for r in results["runs"] if r["name"] == best["name"] and r.get("tta_accuracy") is not None]
+    if not runs:
+        return None
+    gain = float(np.mean([r["tta_accuracy"] - r["test_accuracy"] for r in runs]))
+    images = int(runs[0].get("test_images") or 0)
+    # One test image changes accuracy by 1/images; a gain of a few images is no evidence.
+    if images <= 0 or gain * images < 3:
+        return None
+    latency = runs[0].get("latency_ms_batch1")
+    cost = (fmt(_("twice the prediction cost ({single:.1f} ms → {double:.1f} ms per image at batch 1)"),
+                single=latency, double=2 * latency) if latency else _("twice the prediction cost"))
+    return Step(
+        fmt(_("Predict with flip test-time augmentation: in this run it raised {model}'s test accuracy by {gain} "
+              "({plain} → {tta} on {images} test images), for {cost}."),
+            model=best["name"], gain=_pts(gain), plain=_pct(float(np.mean([r["test_accuracy"] for r in runs]))),
+            tta=_pct(float(np.mean([r["tta_accuracy"] for r in runs]))), images=images, cost=cost),
+        fmt(_("Average the softmax of each image and of its mirror image where you use the model: {snippet}. No "
+              "retraining needed."), snippet="`(model(x) + model(x[:, :, ::-1])) / 2`"))
+
+
+def _advice(best: dict, d: dict, results: dict) -> list[Step]:
+    """What limits the best model and how to change that, as Steps in the report's language.
 
     "what" names the problem with the measurement that shows it, "how" the change to make; a
-    pair with an empty "what" is a change to keep (an ablation that helped).
+    step with an empty "what" is a change to keep (an ablation that helped). A step with a change
+    can be run as it stands (`next_step_configs`), with its cost estimated from this run's times.
     """
-    out: list[tuple[str, str]] = []
+    out: list[Step] = []
+    config = results.get("config") or {}
+    wall = float(results.get("wall_seconds") or 0.0)
+    best_seconds = float(best.get("train_seconds") or 0.0)
     recipe = next((r["recipe"] for r in results["runs"] if r["name"] == best["name"]), {})
     aug = recipe.get("augment", {})
     reg = recipe.get("regularization", {})
     if d["still_improving"]:
-        out.append((
+        section, key = ("transfer", "finetune_epochs") if best["kind"] == "transfer" else ("train", "epochs")
+        where, now = _setting(config, best["name"], section, key)
+        now = int(now or d["epochs"] or 1)
+        more = 2 * now
+        out.append(Step(
             fmt(_("Train longer: validation accuracy gained {gain} over the last epochs and had not plateaued."),
                 gain=_pts(d["late_gain"])),
-            fmt(_("Raise `train.epochs` (now {epochs}) with the same one-cycle schedule stretched over them."),
-                epochs=str(d["epochs"]))))
+            fmt(_("Raise `{setting}` from {now} to {more}, with the same schedule stretched over them."),
+                setting=".".join(where), now=str(now), more=str(more)),
+            "train-longer", _nested(where, more), wall + best_seconds * (more / now - 1) if wall else None))
     transfer = recipe.get("transfer", {})
     head_won = d.get("finetune_best") is not None and d["head_best"] >= d["finetune_best"]
     if best["kind"] == "transfer" and d["overfit"] == "overfit" and (head_won or d.get("finetune_best") is None):
@@ -647,45 +788,67 @@ def _advice(best: dict, d: dict, results: dict) -> list[tuple[str, str]]:
         stronger = ([fmt(_("a head with dropout and BatchNorm, {snippet}"),
                          snippet=f"`overrides: {{{best['name']}: {{transfer: {{head: gap_bn_dropout}}}}}}`")]
                     if transfer.get("head") != "gap_bn_dropout" else [])
-        stronger.append(_("a higher `regularization.weight_decay`"))
-        out.append((
+        where, decay = _setting(config, best["name"], "regularization", "weight_decay")
+        stronger.append(fmt(_("a higher `{setting}` (now {now})"), setting=".".join(where), now=str(decay)))
+        change = (_nested(["overrides", best["name"], "transfer", "head"], "gap_bn_dropout") if len(stronger) == 2
+                  else _nested(where, 2 * float(decay or 5e-4)))
+        out.append(Step(
             fmt(_("Regularize the head: the train-validation gap is {gap}, measured on cached features, which augmentation "
                   "does not reach (it acts only while fine-tuning)."), gap=_pts(d["gap"])),
-            fmt(_("Try {options}."), options=stronger[0] if len(stronger) == 1
-                else fmt(_("{first} or {second}"), first=stronger[0], second=stronger[1]))))
+            fmt(_("Try {options}; the command below tries the first."), options=stronger[0] if len(stronger) == 1
+                else fmt(_("{first} or {second}"), first=stronger[0], second=stronger[1])),
+            "regularize-head", change, wall or None))
     elif d["overfit"] == "overfit":
-        stronger = []
+        # Each stronger setting where the best model reads it (its override, else the shared section).
+        candidates = []
         if not aug.get("cutout"):
-            stronger.append("`augment.cutout: 8`")
+            candidates.append(("augment", "cutout", 8))
         if not aug.get("mixup_alpha") and not aug.get("cutmix_alpha"):
-            stronger.append("`augment.cutmix_alpha: 1.0`")
+            candidates.append(("augment", "cutmix_alpha", 1.0))
         if reg.get("label_smoothing", 0) < 0.1:
-            stronger.append("`regularization.label_smoothing: 0.1`")
-        stronger.append(_("a higher `regularization.weight_decay`"))
-        out.append((fmt(_("Regularize more: the train-validation gap is {gap}."), gap=_pts(d["gap"])),
-                    fmt(_("Add {options}."), options=", ".join(stronger))))
+            candidates.append(("regularization", "label_smoothing", 0.1))
+        where, decay = _setting(config, best["name"], "regularization", "weight_decay")
+        candidates.append(("regularization", "weight_decay", 2 * float(decay or 5e-4)))
+        change: dict = {}
+        names = []
+        for section, key, value in candidates:
+            path = _setting(config, best["name"], section, key)[0]
+            change = _merge(change, _nested(path, value))
+            names.append(f"`{'.'.join(path)}: {number(value, 'g') if isinstance(value, float) else value}`")
+        out.append(Step(fmt(_("Regularize more: the train-validation gap is {gap}."), gap=_pts(d["gap"])),
+                        fmt(_("Set {options}."), options=", ".join(names)), "regularize", change, wall or None))
     elif np.isfinite(d["gap"]) and d["gap"] < 0.01 and not d["still_improving"]:
-        out.append((
+        out.append(Step(
             fmt(_("Add capacity: the train-validation gap is only {gap} and validation accuracy has flattened, so the model "
                   "underfits."), gap=_pts(d["gap"])),
             _("Widen it (`width`) or train it at a higher learning rate.")))
     if best["kind"] == "transfer":
         t = transfer
         if t.get("resolution", 224) < 160:
-            out.append((
+            where, res = _setting(config, best["name"], "transfer", "resolution")
+            res = int(res or t["resolution"])
+            larger = min(224, 2 * res)
+            out.append(Step(
                 fmt(_("Feed the pretrained backbone larger images: it ran at {resolution} px, far below the 224 px it was "
                       "trained at."), resolution=str(t.get("resolution"))),
-                _("Raise `transfer.resolution` (on a GPU, `--preset full` uses 224).")))
+                fmt(_("Raise `{setting}` from {now} to {larger} (on a GPU, `--preset full` uses 224); the backbone's cost "
+                      "grows with the pixel count, {ratio:.1f}x."), setting=".".join(where), now=str(res), larger=str(larger),
+                    ratio=(larger / res) ** 2),
+                f"resolution-{larger}", _nested(where, larger),
+                wall + best_seconds * ((larger / res) ** 2 - 1) if wall else None))
         if head_won:
             epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
-            out.append((
+            more = {"finetune_epochs": max(3, 2 * epochs), "finetune_blocks": blocks + 1}
+            out.append(Step(
                 fmt(_("Fine-tuning did not pay at this budget ({epochs} of the top {blocks})."),
                     epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
                     blocks=fmt(ngettext("{n} block", "{n} blocks", blocks), n=blocks)),
-                fmt(_("Give it more, {more}, or drop it, {drop}, which keeps the same weights for less time."),
-                    more=f"`overrides: {{{best['name']}: {{transfer: {{finetune_epochs: {max(3, 2 * epochs)}, finetune_blocks: "
-                         f"{blocks + 1}}}}}}}`",
-                    drop="`transfer: {finetune_epochs: 0}`")))
+                fmt(_("Give it more, {more} (the command below), or drop it, {drop}, which keeps the same weights for less "
+                      "time."),
+                    more=f"`overrides: {{{best['name']}: {{transfer: {{finetune_epochs: {more['finetune_epochs']}, "
+                         f"finetune_blocks: {more['finetune_blocks']}}}}}}}`",
+                    drop=f"`overrides: {{{best['name']}: {{transfer: {{finetune_epochs: 0}}}}}}`"),
+                "finetune-more", {"overrides": {best["name"]: {"transfer": more}}}, None))
         else:
             epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
             if d.get("finetune_best") is not None:
@@ -696,29 +859,41 @@ def _advice(best: dict, d: dict, results: dict) -> list[tuple[str, str]]:
                 what = fmt(_("Fine-tune more of the backbone: it was fine-tuned for {epochs} of its top {blocks} only."),
                            epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
                            blocks=fmt(ngettext("{n} block", "{n} blocks", blocks), n=blocks))
-            out.append((what, _("Raise `transfer.finetune_epochs` and `transfer.finetune_blocks`.")))
+            more = {"finetune_epochs": max(2, 2 * epochs), "finetune_blocks": blocks + 1}
+            out.append(Step(what, fmt(_("Fine-tune {blocks} for {epochs}: {snippet}."),
+                                      blocks=fmt(ngettext("{n} block", "{n} blocks", more["finetune_blocks"]),
+                                                 n=more["finetune_blocks"]),
+                                      epochs=fmt(ngettext("{n} epoch", "{n} epochs", more["finetune_epochs"]),
+                                                 n=more["finetune_epochs"]),
+                                      snippet=f"`overrides: {{{best['name']}: {{transfer: {{finetune_epochs: "
+                                              f"{more['finetune_epochs']}, finetune_blocks: {more['finetune_blocks']}}}}}}}`"),
+                            "finetune-more", {"overrides": {best["name"]: {"transfer": more}}}, None))
+    tta = _tta_step(best, results)
+    if tta:
+        out.append(tta)
     for e in results.get("ablation_effects", []):
         factor = _(e["factor"])
         if e.get("verdict") == "hurt":
-            out.append((
+            out.append(Step(
                 fmt(_("On {model}, {factor} hurt in the ablation ({without} → {with_}: {effect}, Holm p = {p:.2g}), which "
                       "suggests the model underfits at this budget."), model=e["model"], factor=factor, without=e["without"],
                     with_=e["with"], effect=_pts(e["diff"]), p=e["p_holm"]),
                 fmt(_("Drop {factor} on {model}, or train longer before adding it back."), factor=factor, model=e["model"])))
         elif e.get("verdict") == "helped":
-            out.append(("", fmt(_("Keep {factor} on {model}: it helped in the ablation ({effect}, Holm p = {p:.2g})."),
+            out.append(Step("", fmt(_("Keep {factor} on {model}: it helped in the ablation ({effect}, Holm p = {p:.2g})."),
                                 factor=factor, model=e["model"], effect=_pts(e["diff"]), p=e["p_holm"])))
     seeds = len(best.get("seeds", [0]))
     if seeds < 3:
-        out.append((
+        out.append(Step(
             _("Confirm the ranking with more seeds: it rests on one seed, and a paired test on one seed captures test-set "
               "sampling, not seed-to-seed variation.") if seeds == 1 else
             fmt(_("Confirm the ranking with more seeds: {n} seeds give only a rough estimate of the seed-to-seed variation."),
                 n=seeds),
-            fmt(_("Run with `--seeds 3` (now {n}): it gives a confidence interval for every model."), n=str(seeds))))
-    if not any(what for what, _how in out):
-        out.append((_("The model has converged without overfitting at this budget."),
-                    _("The next gains need a larger budget (`--preset full`).")))
+            fmt(_("Train every model with 3 seeds (now {n}): it gives a confidence interval for every model."), n=str(seeds)),
+            "seeds-3", {"seeds": 3}, wall * 3 / seeds if wall else None))
+    if not any(step.what for step in out):
+        out.append(Step(_("The model has converged without overfitting at this budget."),
+                        _("The next gains need a larger budget (`--preset full`).")))
     return out
 
 
@@ -727,7 +902,8 @@ def _table_header(cells: list[str]) -> list[str]:
     return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
 
 
-def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str], notice: str = "") -> str:
+def render_markdown(results: dict, histories: dict[str, list[dict]], figures: dict[str, str], notice: str = "",
+                    run_path: str = "") -> str:
     """The whole REPORT.md as text (pure: no files read or written), in the active language.
 
     Args:
@@ -735,6 +911,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         histories: per-run histories.
         figures: figure key -> relative path (keys: curves, confusion, per_class, accuracy_flops).
         notice: a paragraph shown first (e.g. `coverage_notice`: a run still in progress).
+        run_path: the run folder as commands name it; the suggestions' commands use it ("" leaves them out).
     """
     models = sorted(results["models"], key=lambda m: (-m["test_accuracy"], m["name"]))  # ties as stats.verdict breaks them
     data = results["data"]
@@ -859,7 +1036,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
             out += ["", _per_class_table(results)]
     for section in results.get("statistics", {}).get("sections_markdown", []):
         out += ["", section]
-    out += ["", conclusions(results, histories)]
+    out += ["", conclusions(results, histories, run_path)]
     body = "\n".join(out).rstrip() + "\n"
     glossary = glossary_markdown(body)
     return body + ("\n" + glossary if glossary else "")
@@ -941,6 +1118,35 @@ def report_language(results: dict, lang: str | None = None) -> str:
         return "en"  # a run folder edited by hand must still render
 
 
+def command_path(run_dir: Path) -> str:
+    """The run folder as a command typed here names it: relative to the working directory when inside it."""
+    resolved = run_dir.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
+
+
+def write_next_steps(run_dir: Path, results: dict, histories: dict[str, list[dict]]) -> str:
+    """Write next/<slug>.yaml for each runnable suggestion; returns the run path their commands use.
+
+    Each file is this run's config with one change (`next_step_configs`). Files of suggestions this
+    render no longer makes are removed.
+    """
+    import yaml
+
+    folder = run_dir / "next"
+    configs = next_step_configs(results, advice_steps(results, histories))
+    for old in folder.glob("*.yaml") if folder.is_dir() else []:
+        if old.stem not in configs:
+            old.unlink()
+    for slug, data in configs.items():
+        folder.mkdir(exist_ok=True)
+        atomic_write_text(folder / f"{slug}.yaml", f"# {slug}: {run_dir.name}'s config with one change (see REPORT.md, "
+                          "Conclusions)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return command_path(run_dir) if configs else ""
+
+
 def render_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: str | None = None) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
@@ -1009,7 +1215,8 @@ def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> 
     notice = coverage_notice(results, owner if owner and owner.get("pid") != os.getpid() else None)
     if notice:
         log(notice.replace("**", ""))
-    text = render_markdown(results, histories, figures, notice)
+    run_path = write_next_steps(run_dir, results, histories)
+    text = render_markdown(results, histories, figures, notice, run_path)
     path = run_dir / "REPORT.md"
     atomic_write_text(path, text)
     log(f"report written: {path}")
