@@ -354,6 +354,7 @@ def test_an_underfit_short_run_is_not_called_overfitting(val_images, epochs, ver
     runs[1].update(test_accuracy=0.20)
     res = _results(runs)
     res["data"]["val_images"] = val_images
+    res["data"]["num_classes"] = 10  # the issue's CIFAR-10 run: 25 % is above guessing (10 %)
     hist = {"cnn_vgg_seed0": _curve(0.25, False)[:epochs], "cnn_resnet_seed0": _curve(0.19, False)[:epochs]}
     text = conclusions(res, hist)
     assert f"train-validation gap +7.60 points ({verdict})" in text
@@ -368,3 +369,20 @@ def test_why_describes_each_model_from_the_registry():
     for name in ("cnn_vgg", "cnn_resnet"):
         assert f"**{name}** ({model_info(name).description.rstrip('.')}):" in why
     assert "**no_longer_registered**:" in why
+
+
+def test_a_model_at_chance_level_is_said_not_to_have_learned_and_is_left_out_of_the_cost_trade_off():
+    """10 classes, 5,000 validation images: 10.5 % is guessing, whatever its train-validation gap."""
+    runs = copy.deepcopy(BASE + [_run("cnn_airbench", "custom", 0.10, 0.105, 0.13, 5e7, 5e5)])
+    res = _results(runs)
+    res["data"]["num_classes"] = 10
+    hist = {f"{r['name']}_seed0": _curve(r["best_val_accuracy"], False) for r in runs}
+    text = conclusions(res, hist)
+    line = next(l for l in text.splitlines() if l.startswith("- **cnn_airbench**"))
+    assert "it has not learned yet: its best validation accuracy is at the level of guessing (10.00 % with 10 classes)" in line
+    assert "overfitting (" not in line and "mild overfitting" not in line
+    # The cheapest model that learned (cnn_vgg, the winner) is the trade-off's reference, not cnn_airbench.
+    assert "cnn_vgg is also the cheapest per image" in text
+    for learned in ("cnn_vgg", "cnn_resnet"):
+        row = next(l for l in text.splitlines() if l.startswith(f"- **{learned}**"))
+        assert "has not learned yet" not in row

@@ -416,13 +416,14 @@ def _pts(x: float) -> str:
     return fmt(_("{value:+.2f} points"), value=100 * x)
 
 
-def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dict:
+def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0, num_classes: int = 0) -> dict:
     """Numbers the conclusions reason with, for one model (first seed's curves).
 
     Verdicts allow for chance: a validation accuracy p on n images varies by about
     2 sqrt(p (1 - p) / n) (two standard errors), so a gap or a late rise within that is not read
     as overfitting or as still improving, and fewer than 3 evaluations cannot tell overfitting from
-    a model that is still learning.
+    a model that is still learning. A model whose best validation accuracy is within that of
+    guessing (1 / num_classes) has learned nothing yet; no other verdict applies to it.
     """
     val = [r["val_accuracy"] for r in rows]
     tail = val[-3:] if len(val) >= 3 else val
@@ -440,7 +441,12 @@ def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0) -> dic
         overfit = "none" if gap < 0.01 else "mild"
     # The kept weights are those of the first evaluation with the highest validation accuracy.
     best_phase = rows[int(np.argmax(val))].get("phase") if val else None
+    chance = 1.0 / num_classes if num_classes else 0.0
+    chance_noise = 2.0 * math.sqrt(chance * (1.0 - chance) / val_images) if val_images and chance else 0.0
     return {
+        "chance": chance,
+        # At most two standard errors (and 2 points) above guessing: nothing learned yet.
+        "at_chance": bool(chance and p <= chance + max(chance_noise, 0.02)),
         # A transfer model's best validation accuracy with the head alone, and after fine-tuning (None: no such phase).
         "head_best": max(head) if head else None,
         "finetune_best": max(tune) if tune else None,
@@ -476,7 +482,8 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
     for r in results["runs"]:
         first_rows.setdefault(r["name"], histories.get(f"{r['name']}_seed{r['seed']}", []))
     n_val = int(results.get("data", {}).get("val_images", 0) or 0)
-    diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], []), n_val) for m in models}
+    n_classes = int(results.get("data", {}).get("num_classes", 0) or 0)
+    diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], []), n_val, n_classes) for m in models}
     best = models[0]
     lines = ["## " + _("Conclusions"), "", "### " + _("Which was best?"), ""]
     seeds = len(best.get("seeds", [0]))
@@ -523,7 +530,11 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
                 mflops=m["flops_per_image"] / 1e6),
             fmt(_("{seconds:.0f} s of training over {epochs}"), seconds=m["train_seconds"], epochs=_epochs_text(m)),
         ]
-        if np.isfinite(d["gap"]):
+        if d["at_chance"]:
+            parts.append(fmt(_("it has not learned yet: its best validation accuracy is at the level of guessing ({chance} "
+                               "with {classes} classes), so its curves say nothing about overfitting"),
+                             chance=_pct(d["chance"]), classes=round(1 / d["chance"])))
+        elif np.isfinite(d["gap"]):
             noise = fmt(_("±{noise:.1f} points, the chance variation of {images:,} validation images"),
                         noise=100 * d["noise"], images=d["val_images"])
             kind = {"overfit": fmt(_("a sign of overfitting: larger than {noise}"), noise=noise),
@@ -552,10 +563,14 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
                                    "{tuned} after fine-tuning), so the head-only weights were kept"),
                                  head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"])))
         lines.append("- " + "; ".join(parts) + ".")
+    # A model at chance level is no point of an accuracy-for-cost trade-off.
+    learned = [m for m in models if not diag[m["name"]]["at_chance"]]
     if len(models) > 1:
-        cheapest = min(models, key=lambda m: m["flops_per_image"])
+        cheapest = min(learned, key=lambda m: m["flops_per_image"]) if len(learned) > 1 and best in learned else None
         lines.append("")
-        if cheapest["name"] == best["name"]:
+        if cheapest is None:
+            pass
+        elif cheapest["name"] == best["name"]:
             lines.append(fmt(_("{model} is also the cheapest per image, so it wins on both accuracy and cost."), model=best["name"]))
         else:
             ratio = best["flops_per_image"] / max(cheapest["flops_per_image"], 1)
@@ -607,7 +622,8 @@ def advice_steps(results: dict, histories: dict[str, list[dict]]) -> list[Step]:
     best = models[0]
     rows = next((histories.get(f"{r['name']}_seed{r['seed']}", []) for r in results["runs"] if r["name"] == best["name"]), [])
     n_val = int(results.get("data", {}).get("val_images", 0) or 0)
-    steps = _advice(best, model_diagnostics(best, rows, n_val), results)
+    n_classes = int(results.get("data", {}).get("num_classes", 0) or 0)
+    steps = _advice(best, model_diagnostics(best, rows, n_val, n_classes), results)
     for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
         steps.append(Step(fmt(_("{model} diverged (see Diverged models), so this comparison does not yet say how it ranks."),
                               model=_md_cell(name)),
