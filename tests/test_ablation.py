@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench import ablation as ab
-from convbench.cli import build_parser, main, resolve_config
+from convbench.experiment import ablation as ab
+from convbench.cli.commands import build_parser, main, resolve_config
 from convbench.config import preset
 from convbench.errors import ConvbenchError
 

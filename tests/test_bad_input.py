@@ -2,9 +2,9 @@
 
 Run: .venv/bin/pytest tests/test_bad_input.py -q -rP --durations=0   (-rP prints what the user sees)
 
-Each refusal drives the real CLI in-process (`convbench.cli.main`) on a tiny synthetic PNG dataset
+Each refusal drives the real CLI in-process (`convbench.cli.commands.main`) on a tiny synthetic PNG dataset
 and checks that stderr is exactly one line naming the problem; two cases run `python -m
-convbench.cli` in a subprocess to prove no traceback reaches a terminal. Inputs convbench accepts
+convbench.cli.commands` in a subprocess to prove no traceback reaches a terminal. Inputs convbench accepts
 (grayscale, RGBA, 16-bit, other sizes, non-image files, corrupt images without --strict) are
 checked for the documented handling: converted / resized / ignored / skipped, and counted.
 """
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import bad_files, class_image, jpeg_bytes, png_bytes, png_header_only, rgb16_png, write_dataset  # noqa: E402
 
 from convbench import cli  # noqa: E402
-from convbench.data import load_dataset, read_image  # noqa: E402
+from convbench.data.datasets import load_dataset, read_image  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -402,7 +402,7 @@ def test_subprocess_shows_one_line_and_no_traceback(data, tmp_path, case):
     env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
            "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
-        [sys.executable, "-m", "convbench.cli", "run", "--data", str(data), "--models", models,
+        [sys.executable, "-m", "convbench.cli.commands", "run", "--data", str(data), "--models", models,
          "--config", str(config), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
@@ -459,7 +459,7 @@ def test_ray_address_auto_without_a_cluster(data, tmp_path):
     env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
            "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_TMPDIR": str(tmp_path / "ray")}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "convbench.cli", *run_args(tmp_path, data, "--ray-address", "auto")],
+    proc = subprocess.run([sys.executable, "-m", "convbench.cli.commands", *run_args(tmp_path, data, "--ray-address", "auto")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     ours = [line for line in proc.stderr.splitlines() if line.startswith("convbench:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

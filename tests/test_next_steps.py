@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from convbench import config as cfgmod
-from convbench.cli import build_parser, resolve_config
-from convbench.report import render_report
+from convbench.cli.commands import build_parser, resolve_config
+from convbench.report.document import render_report
 
 from test_report import _curve, _results, _run
 

@@ -1,6 +1,6 @@
 """Report logic: conclusions in the Markdown sections follow the statistics.
 
-Fixed synthetic per-image results go through convbench.stats and a JSON round trip (as via
+Fixed synthetic per-image results go through convbench.analysis.stats and a JSON round trip (as via
 results.json), then through the renderers.
 
 Run: .venv/bin/pytest tests/test_report_stats.py -q
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from convbench.errors import ConvbenchError
-from convbench.report_stats import (
+from convbench.report.sections import (
     render_ablation_section,
     render_calibration_section,
     render_executive_summary,
@@ -23,7 +23,7 @@ from convbench.report_stats import (
     render_seed_table,
     render_significance_section,
 )
-from convbench.stats import ablation_effects, compare_models
+from convbench.analysis.stats import ablation_effects, compare_models
 
 N_IMAGES = 2000
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convbench.config import AugmentConfig, RegularizationConfig, TrainConfig
-from convbench.train import load_checkpoint, make_schedule
+from convbench.training.loop import load_checkpoint, make_schedule
 
 
 @pytest.mark.parametrize("kind", ["onecycle", "cosine", "constant"])
@@ -33,7 +33,7 @@ def _separable(n=512, seed=0):
 
 
 def _dataset(n=512):
-    from convbench.data import Dataset
+    from convbench.data.datasets import Dataset
 
     x, y = _separable(n)
     xv, yv = _separable(128, seed=1)
@@ -42,7 +42,7 @@ def _dataset(n=512):
 
 def test_training_learns_and_restores_best(tmp_path):
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import train_model
 
     recipe = dataclasses.replace(
         preset("quick").recipe("cnn_vgg"),
@@ -62,7 +62,7 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
     """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never
     stopped, with lookahead too (its slow weights equal the model's at every epoch end)."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import train_model
 
     base = preset("quick").recipe("cnn_vgg")
     train = TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4, lookahead_every=lookahead_every, lookahead_from_epoch=1)
@@ -91,7 +91,7 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
 def test_flops_of_a_known_network():
     import keras
 
-    from convbench.flops import count_flops
+    from convbench.models.flops import count_flops
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 2*3*3*3*4*8*8 = 13,824
@@ -105,7 +105,7 @@ def test_same_seed_reproduces_the_same_metrics():
     """Reproducibility as README states it: the same seed, machine, precision and worker count give
     the same history, every loss and accuracy identical to the last bit."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import train_model
 
     recipe = dataclasses.replace(preset("quick").recipe("cnn_vgg"), train=TrainConfig(epochs=2, global_batch_size=64, seed=3))
     data = _dataset(256)
@@ -124,7 +124,7 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
     """Several steps per compiled call (with a shorter last call: 4 steps in calls of 3 and 1) are the
     same optimisation as one step per call: same losses, same validation accuracy."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import train_model
 
     base = preset("quick").recipe("cnn_vgg")
     data = _dataset(256)
@@ -141,7 +141,7 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
 
 @pytest.mark.parametrize("advanced", [1, 3, 8])
 def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced):
-    from convbench.train import Progress
+    from convbench.training.loop import Progress
 
     lines = []
     progress = Progress("m", log=lines.append, lines_per_epoch=4)
@@ -174,8 +174,8 @@ def test_lookahead_in_the_compiled_loop_follows_its_formula():
     the weights are the slow copy."""
     import keras
 
-    from convbench.augment import make_train_dataset
-    from convbench.train import Trainer, default_strategy
+    from convbench.data.augment import make_train_dataset
+    from convbench.training.loop import Trainer, default_strategy
 
     x, y = _separable(64)
     steps, epochs, every, decay = 4, 2, 2, 0.9

@@ -1,0 +1,277 @@
+"""Calibration: expected calibration error, reliability bins, temperature scaling and the
+reliability diagram.
+
+Pure numpy/scipy; matplotlib is imported only inside `plot_reliability` and used through its
+object API (no pyplot, no global backend switch), so it is safe in headless runs and threads.
+
+Units: probabilities, confidences, accuracies and ECE are fractions in [0, 1]; NLL is the mean
+negative log-likelihood in nats per image; the temperature T is dimensionless (T > 1 softens
+overconfident predictions).
+
+Test: .venv/bin/pytest tests/test_calibration.py -q
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import optimize
+from scipy.special import log_softmax
+
+from convbench.errors import ConvbenchError
+from convbench.io import atomic_write
+
+__all__ = [
+    "softmax",
+    "nll",
+    "fit_temperature",
+    "reliability_bins",
+    "expected_calibration_error",
+    "plot_reliability",
+]
+
+
+def _logits_labels(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2:
+        raise ConvbenchError(f"logits must be a 2-D (images, classes) array with >= 2 classes, got shape {z.shape}")
+    if not np.all(np.isfinite(z)):
+        raise ConvbenchError("logits contain NaN or infinity; check the model output before calibrating")
+    y = _labels(labels, z.shape)
+    return z, y
+
+
+def _labels(labels: Any, shape: tuple[int, ...]) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != shape[0]:
+        raise ConvbenchError(
+            f"labels must be 1-D with one integer class per image ({shape[0]}), got shape {y.shape}; "
+            "pass class indices, not one-hot vectors"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.mod(y, 1) == 0):
+            raise ConvbenchError("labels must be integer class indices, got non-integer values")
+        y = y.astype(np.int64)
+    if y.min() < 0 or y.max() >= shape[1]:
+        raise ConvbenchError(f"labels must lie in [0, {shape[1] - 1}], got [{y.min()}, {y.max()}]")
+    return y.astype(np.int64)
+
+
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not (t > 0.0 and math.isfinite(t)):
+        raise ConvbenchError(f"temperature must be a positive finite number, got {temperature}")
+    return t
+
+
+def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
+    """Class probabilities softmax(logits / T), computed stably.
+
+    Args:
+        logits: (images, classes) array of unnormalised scores.
+        temperature: T > 0; T > 1 flattens the distribution, T < 1 sharpens it.
+
+    Returns:
+        (images, classes) float64 array whose rows sum to 1.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    if z.ndim != 2:
+        raise ConvbenchError(f"logits must be a 2-D (images, classes) array, got shape {z.shape}")
+    t = _check_temperature(temperature)
+    return np.exp(log_softmax(z / t, axis=1))
+
+
+def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the labels under softmax(logits / T).
+
+    Args:
+        logits: (images, classes) array.
+        labels: (images,) integer class indices.
+        temperature: T > 0.
+
+    Returns:
+        Mean NLL in nats per image.
+    """
+    z, y = _logits_labels(logits, labels)
+    t = _check_temperature(temperature)
+    logp = log_softmax(z / t, axis=1)
+    return float(-logp[np.arange(y.size), y].mean())
+
+
+def fit_temperature(
+    logits_val: Any,
+    labels_val: Any,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> float:
+    """Temperature T that minimises the validation NLL (Guo et al., 2017).
+
+    The search runs over log T (bounded scalar minimisation), which keeps T positive and makes the
+    objective well scaled. Fit on the validation split, never on the test set.
+
+    Args:
+        logits_val: (images, classes) validation logits.
+        labels_val: (images,) validation labels.
+        bounds: Smallest and largest T allowed.
+
+    Returns:
+        The fitted temperature (float). It lies at a bound only when the optimum is outside it.
+    """
+    z, y = _logits_labels(logits_val, labels_val)
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not (0.0 < lo < hi and math.isfinite(hi)):
+        raise ConvbenchError(f"bounds must satisfy 0 < low < high, got {bounds}")
+    rows = np.arange(y.size)
+
+    def objective(log_t: float) -> float:
+        logp = log_softmax(z / math.exp(log_t), axis=1)
+        return float(-logp[rows, y].mean())
+
+    res = optimize.minimize_scalar(
+        objective, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": 1e-5}
+    )
+    return float(math.exp(res.x))
+
+
+def _probs_labels(probs: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] < 2:
+        raise ConvbenchError(f"probs must be a 2-D (images, classes) array with >= 2 classes, got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ConvbenchError("probs must be probabilities in [0, 1]; apply calibration.softmax to logits first")
+    if not np.allclose(p.sum(axis=1), 1.0, atol=1e-3):
+        raise ConvbenchError("probs rows must sum to 1; these look like logits, apply calibration.softmax first")
+    return p, _labels(labels, p.shape)
+
+
+def reliability_bins(probs: Any, labels: Any, n_bins: int = 15) -> list[dict[str, Any]]:
+    """Per-bin statistics for a reliability diagram, binned by confidence (max probability).
+
+    Bins are equal-width intervals (lower, upper] over [0, 1] (the first also holds 0), as in
+    Guo et al. (2017).
+
+    Args:
+        probs: (images, classes) predicted probabilities (rows sum to 1).
+        labels: (images,) true class indices.
+        n_bins: Number of bins (15 in the report).
+
+    Returns:
+        One dict per bin with ``lower``, ``upper``, ``count`` (images), ``confidence`` (mean
+        confidence) and ``accuracy`` (fraction correct); the last two are None for empty bins.
+    """
+    p, y = _probs_labels(probs, labels)
+    if int(n_bins) < 1:
+        raise ConvbenchError(f"n_bins must be a positive integer, got {n_bins}")
+    n_bins = int(n_bins)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins)
+    conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
+    acc_sum = np.bincount(idx, weights=correct, minlength=n_bins)
+    bins = []
+    for i in range(n_bins):
+        k = int(counts[i])
+        bins.append({
+            "lower": float(edges[i]), "upper": float(edges[i + 1]), "count": k,
+            "confidence": float(conf_sum[i] / k) if k else None,
+            "accuracy": float(acc_sum[i] / k) if k else None,
+        })
+    return bins
+
+
+def _ece_from_bins(bins: Sequence[dict[str, Any]]) -> float:
+    total = sum(b["count"] for b in bins)
+    if total == 0:
+        raise ConvbenchError("reliability bins are empty; there is nothing to compute an ECE from")
+    return float(sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]) / total)
+
+
+def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> float:
+    """Expected calibration error: sum over bins of |accuracy - confidence| weighted by bin size.
+
+    Args:
+        probs: (images, classes) predicted probabilities (rows sum to 1).
+        labels: (images,) true class indices.
+        n_bins: Number of equal-width confidence bins (15 in the report).
+
+    Returns:
+        ECE as a fraction in [0, 1] (multiply by 100 for percent).
+    """
+    return _ece_from_bins(reliability_bins(probs, labels, n_bins))
+
+
+def plot_reliability(
+    bins_before: Sequence[dict[str, Any]],
+    bins_after: Sequence[dict[str, Any]] | None,
+    path: str | Path,
+    title: str,
+    *,
+    temperature: float | None = None,
+) -> Path:
+    """Write a reliability diagram (before and, optionally, after temperature scaling) as PNG.
+
+    Each panel shows accuracy per confidence bin as bars against the diagonal of perfect
+    calibration, the gap to the mean confidence in red, the ECE in the panel title, and a strip
+    below with the number of images per bin.
+
+    Args:
+        bins_before: reliability_bins output before scaling.
+        bins_after: reliability_bins output after scaling, or None for a single panel.
+        path: Output PNG path; parent folders are created.
+        title: Figure title, e.g. "resnet20: reliability (test set)".
+        temperature: Fitted T, shown in the second panel's title when given.
+
+    Returns:
+        The path written.
+    """
+    from matplotlib.figure import Figure
+
+    from convbench.i18n import _, fmt
+
+    panels = [(_("Before temperature scaling"), bins_before)]
+    if bins_after is not None:
+        after = (fmt(_("After temperature scaling (T = {temperature:.2f})"), temperature=temperature) if temperature
+                 else _("After temperature scaling"))
+        panels.append((after, bins_after))
+    fig = Figure(figsize=(5.2 * len(panels), 5.6), dpi=120, layout="constrained")
+    grid = fig.add_gridspec(2, len(panels), height_ratios=[4, 1])
+    for col, (name, bins) in enumerate(panels):
+        if not bins:
+            raise ConvbenchError(f"{name}: no reliability bins to plot; pass reliability_bins(...) output")
+        ax = fig.add_subplot(grid[0, col])
+        ax_n = fig.add_subplot(grid[1, col], sharex=ax)
+        centers = np.array([(b["lower"] + b["upper"]) / 2 for b in bins])
+        width = float(bins[0]["upper"] - bins[0]["lower"])
+        filled = [i for i, b in enumerate(bins) if b["count"]]
+        acc = np.array([bins[i]["accuracy"] for i in filled])
+        conf = np.array([bins[i]["confidence"] for i in filled])
+        ax.bar(centers[filled], acc, width=width * 0.95, color="#4C72B0", edgecolor="black",
+               linewidth=0.6, label=_("Accuracy"))
+        ax.bar(centers[filled], conf - acc, bottom=acc, width=width * 0.95, color="#DD8452",
+               alpha=0.45, edgecolor="#C44E52", hatch="//", linewidth=0.6, label=_("Gap to confidence"))
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.2, label=_("Perfect calibration"))
+        ece = _ece_from_bins(bins)
+        ax.set_title(fmt(_("{panel}\nECE = {ece:.2f} %"), panel=name, ece=100 * ece), fontsize=11)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel(_("Accuracy in bin"))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=9)
+        ax.tick_params(labelbottom=False)
+        ax_n.bar(centers, [b["count"] for b in bins], width=width * 0.95, color="#8C8C8C")
+        ax_n.set_xlabel(_("Confidence (max softmax probability)"))
+        ax_n.set_ylabel(_("Images"))
+        ax_n.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=12)
+    out = Path(path)
+    from convbench.report.document import localise_ticks
+
+    localise_ticks(fig)
+    # Atomic like every other figure: a full disk leaves the old file (or none), never a 0-byte PNG.
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
+    return out
