@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_data import bad_files, class_image, jpeg_bytes, png_bytes, png_header_only, rgb16_png, write_dataset  # noqa: E402
 
-from convbench import cli  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
 from convbench.data.datasets import load_dataset, read_image  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pytest
 
-from convbench.bench.benchmark import benchmark as bench
+from convbench.bench import benchmark as bench
 from convbench.cli.commands import main
 from convbench.errors import ConvbenchError
 
@@ -291,7 +291,7 @@ def test_gpu_check_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path, 
 
 @pytest.mark.parametrize("name", ["cnn_vgg", "cnn_resnet"])
 def test_torch_twin_has_the_keras_models_trainable_parameters(name):
-    from convbench.bench.benchmark import torch_peer
+    from convbench.bench import torch_peer
     from convbench.models import create_model
 
     if torch_peer.torch_missing():
@@ -308,7 +308,7 @@ def test_torch_twin_has_the_keras_models_trainable_parameters(name):
 
 
 def test_torch_peer_without_torch_says_why():
-    from convbench.bench.benchmark import torch_peer
+    from convbench.bench import torch_peer
 
     reason = torch_peer.torch_missing()
     try:

@@ -274,7 +274,7 @@ def test_the_statistics_sections_in_spanish():
     """The report_stats sections (summary, tests, seeds, calibration, robustness, ablation) in Spanish."""
     import test_report_stats as trs
 
-    from convbench.report.document import sections as rs
+    from convbench.report import sections as rs
     from convbench.analysis.stats import ablation_effects, compare_models
 
     decided = trs._roundtrip(compare_models(trs._predictions({"resnet": 0.90, "vgg": 0.80}, 2, 0), n_boot=200))

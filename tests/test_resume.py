@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import two_classes, write_dataset  # noqa: E402
 from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
 
-from convbench import cli  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, check_writable  # noqa: E402
 from convbench.lock import LOCK_NAME, RunLock, pid_alive, read_lock  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_data import write_dataset  # noqa: E402
 
-from convbench import cli  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
 
 
 @pytest.fixture()

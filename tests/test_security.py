@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import write_dataset  # noqa: E402
 
 from convbench import config as c  # noqa: E402
-from convbench import data as datamod  # noqa: E402
+from convbench.data import datasets as datamod  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -225,7 +225,7 @@ SECRETS = {
 
 
 def test_run_artifacts_hold_no_credentials(tmp_path, monkeypatch, capsys):
-    from convbench.cli.commands import commands as cli
+    from convbench.cli import commands as cli
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)

@@ -18,11 +18,13 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
 from convbench.errors import ConvbenchError
+from convbench.i18n import LANGUAGES, _, check_language, fmt
+from convbench.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -536,3 +538,75 @@ def _coerce(hint, value, where: str, current):
 
 def _bad(where: str, expected: str, value):
     raise ConvbenchError(f"{where} must be {expected}, got {value!r}; fix it in the config file")
+
+
+def with_epochs(cfg, epochs: int):
+    """Every model trains `epochs` epochs of full training (transfer models: fine-tuning epochs, after the head)."""
+    from convbench.config import ModelOverride
+
+    if epochs < 1:
+        raise ConvbenchError(f"--epochs must be >= 1, got {epochs}")
+    overrides = {}
+    for name, over in cfg.overrides.items():
+        train = {k: v for k, v in (over.train or {}).items() if k != "epochs"} or None
+        transfer = {k: v for k, v in (over.transfer or {}).items() if k != "finetune_epochs"} or None
+        overrides[name] = dataclasses.replace(over, train=train, transfer=transfer)
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, epochs=epochs),
+        transfer=dataclasses.replace(cfg.transfer, finetune_epochs=epochs),
+        overrides={k: v for k, v in overrides.items() if v != ModelOverride()},
+    )
+
+
+# `resolve` takes a keyword named `preset`, like the flag; the function stays reachable under this name.
+_named_preset = preset
+
+
+def resolve(*, preset: str | None = None, config_file: str | Path | None = None, data: str | None = None,
+            max_train_images: int | None = None, max_test_images: int | None = None, strict: bool | None = None,
+            models: str | Sequence[str] | None = None, seeds: int | None = None, global_batch_size: int | None = None,
+            epochs: int | None = None, lang: str | None = None,
+            check_model: Callable[[str], Any] | None = None) -> RunConfig:
+    """Preset, then the YAML config file, then the given values: the one way a RunConfig is resolved.
+
+    `convbench run` (and every command with its options) and the pipeline's prepare-data step both
+    call this; None means "not given" for every value.
+
+    Args:
+        preset: quick (the default) or full.
+        config_file: a YAML config applied over the preset.
+        data, max_train_images, max_test_images, strict: the data section's values.
+        models: comma-separated names or a sequence; per-model overrides of other models are dropped.
+        seeds, global_batch_size: as in the config.
+        epochs: every model's epochs of full training (`with_epochs`).
+        lang: the report language (checked).
+        check_model: called with each model name before validation (the registry's `model_info`,
+            which raises for an unknown name); the config layer does not know the registry.
+
+    Returns:
+        The validated RunConfig.
+    """
+    base = _named_preset(preset or "quick")
+    cfg = load_yaml(config_file, base) if config_file else base
+    if preset and config_file:
+        cfg = dataclasses.replace(cfg, preset=preset)
+    data_changes = {k: v for k, v in {
+        "source": data, "max_train_images": max_train_images, "max_test_images": max_test_images,
+        "strict": strict}.items() if v is not None}
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **data_changes))
+    if models:
+        names = tuple(n.strip() for n in (models.split(",") if isinstance(models, str) else models) if n.strip())
+        cfg = dataclasses.replace(cfg, models=names, overrides={k: v for k, v in cfg.overrides.items() if k in names})
+    if seeds is not None:
+        cfg = dataclasses.replace(cfg, seeds=seeds)
+    if global_batch_size is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, global_batch_size=global_batch_size))
+    if epochs is not None:
+        cfg = with_epochs(cfg, epochs)
+    if lang is not None:
+        cfg = dataclasses.replace(cfg, lang=check_language(lang))
+    for name in cfg.models:
+        if check_model is not None:
+            check_model(name)
+    return cfg.validate()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from pathlib import Path
 from importlib import metadata
 
 
@@ -129,3 +130,24 @@ def without_startup_noise(text: str) -> str:
     """`text` without TensorFlow's start-up lines (`STARTUP_NOISE`) and blank lines; the rest kept in order."""
     return "".join(line for line in text.splitlines(keepends=True)
                    if line.strip() and not any(noise in line for noise in STARTUP_NOISE))
+
+
+def setup_environment() -> None:
+    """Point Keras, matplotlib and TensorFlow at the user's cache instead of ~ and quiet TF's logs.
+
+    Runs before TensorFlow is imported. Variables the user already set are kept.
+    """
+    cache = default_cache_dir()
+    os.environ.setdefault("KERAS_HOME", str(cache / "keras"))
+    os.environ.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # Ray's C++ crash handler catches SIGTERM too, prints a stack and aborts, where convbench's own
+    # handler releases the lock, prints one line and exits with 143. Read when ray is imported.
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
+
+def default_cache_dir() -> Path:
+    """$CONVBENCH_CACHE, else ~/.cache/convbench."""
+    env = os.environ.get("CONVBENCH_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "convbench"

@@ -31,7 +31,6 @@ __all__ = [
     "fit_temperature",
     "reliability_bins",
     "expected_calibration_error",
-    "plot_reliability",
 ]
 
 
@@ -205,73 +204,3 @@ def expected_calibration_error(probs: Any, labels: Any, n_bins: int = 15) -> flo
     return _ece_from_bins(reliability_bins(probs, labels, n_bins))
 
 
-def plot_reliability(
-    bins_before: Sequence[dict[str, Any]],
-    bins_after: Sequence[dict[str, Any]] | None,
-    path: str | Path,
-    title: str,
-    *,
-    temperature: float | None = None,
-) -> Path:
-    """Write a reliability diagram (before and, optionally, after temperature scaling) as PNG.
-
-    Each panel shows accuracy per confidence bin as bars against the diagonal of perfect
-    calibration, the gap to the mean confidence in red, the ECE in the panel title, and a strip
-    below with the number of images per bin.
-
-    Args:
-        bins_before: reliability_bins output before scaling.
-        bins_after: reliability_bins output after scaling, or None for a single panel.
-        path: Output PNG path; parent folders are created.
-        title: Figure title, e.g. "resnet20: reliability (test set)".
-        temperature: Fitted T, shown in the second panel's title when given.
-
-    Returns:
-        The path written.
-    """
-    from matplotlib.figure import Figure
-
-    from convbench.i18n import _, fmt
-
-    panels = [(_("Before temperature scaling"), bins_before)]
-    if bins_after is not None:
-        after = (fmt(_("After temperature scaling (T = {temperature:.2f})"), temperature=temperature) if temperature
-                 else _("After temperature scaling"))
-        panels.append((after, bins_after))
-    fig = Figure(figsize=(5.2 * len(panels), 5.6), dpi=120, layout="constrained")
-    grid = fig.add_gridspec(2, len(panels), height_ratios=[4, 1])
-    for col, (name, bins) in enumerate(panels):
-        if not bins:
-            raise ConvbenchError(f"{name}: no reliability bins to plot; pass reliability_bins(...) output")
-        ax = fig.add_subplot(grid[0, col])
-        ax_n = fig.add_subplot(grid[1, col], sharex=ax)
-        centers = np.array([(b["lower"] + b["upper"]) / 2 for b in bins])
-        width = float(bins[0]["upper"] - bins[0]["lower"])
-        filled = [i for i, b in enumerate(bins) if b["count"]]
-        acc = np.array([bins[i]["accuracy"] for i in filled])
-        conf = np.array([bins[i]["confidence"] for i in filled])
-        ax.bar(centers[filled], acc, width=width * 0.95, color="#4C72B0", edgecolor="black",
-               linewidth=0.6, label=_("Accuracy"))
-        ax.bar(centers[filled], conf - acc, bottom=acc, width=width * 0.95, color="#DD8452",
-               alpha=0.45, edgecolor="#C44E52", hatch="//", linewidth=0.6, label=_("Gap to confidence"))
-        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.2, label=_("Perfect calibration"))
-        ece = _ece_from_bins(bins)
-        ax.set_title(fmt(_("{panel}\nECE = {ece:.2f} %"), panel=name, ece=100 * ece), fontsize=11)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(_("Accuracy in bin"))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=9)
-        ax.tick_params(labelbottom=False)
-        ax_n.bar(centers, [b["count"] for b in bins], width=width * 0.95, color="#8C8C8C")
-        ax_n.set_xlabel(_("Confidence (max softmax probability)"))
-        ax_n.set_ylabel(_("Images"))
-        ax_n.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=12)
-    out = Path(path)
-    from convbench.report.document import localise_ticks
-
-    localise_ticks(fig)
-    # Atomic like every other figure: a full disk leaves the old file (or none), never a 0-byte PNG.
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
-    return out

@@ -488,7 +488,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     }
     if fp32_trainer is not None:
         measures["fp32"] = lambda r: trainer_images_per_s(fp32_trainer, lambda e, n: make_dataset(e + 10 * r, n), steps, warmup)
-    from convbench.bench.benchmark import torch_peer
+    from convbench.bench import torch_peer
 
     if torch_peer.torch_missing() is None and name in torch_peer.TWINS:
         for key, bf16 in (("torch_bf16", True), ("torch_fp32", False)):
@@ -724,7 +724,7 @@ def render_markdown(result: dict) -> str:
 
 
 def _torch_peer_status() -> dict:
-    from convbench.bench.benchmark import torch_peer
+    from convbench.bench import torch_peer
 
     missing = torch_peer.torch_missing()
     return {"skipped": missing} if missing else {"torch": torch_peer.torch_version(), "models": list(torch_peer.TWINS)}
@@ -1076,7 +1076,7 @@ def _command_line(args) -> str:
 
 
 def cmd_bench(args) -> int:
-    from convbench.cli.commands import make_logger
+    from convbench.log import make_logger
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("bench-%Y%m%d-%H%M%S")
     log = make_logger(out)

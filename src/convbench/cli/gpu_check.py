@@ -102,7 +102,7 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
 
 
 def cmd_gpu_check(args) -> int:
-    from convbench.cli.commands import make_logger
+    from convbench.log import make_logger
 
     out = Path(args.out)
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
@@ -120,12 +120,4 @@ def add_commands(subparsers) -> None:
     p.add_argument("--max-train-images", type=int, default=0, help="stratified subset of train for the quick run (0 = all)")
     p.add_argument("--max-test-images", type=int, default=0, help="stratified subset of test for the quick run (0 = all)")
     p.set_defaults(func=cmd_gpu_check)
-
-
-if __name__ == "__main__":
-    import sys
-
-    from convbench.cli.commands import main
-
-    raise SystemExit(main(["gpu-check", *sys.argv[1:]]))
 

@@ -39,7 +39,7 @@ RUN_DIR_FILES = ("REPORT.md", "results.json")
 
 def add_commands(subparsers) -> None:
     """Register `convbench pipeline ...` (called by convbench.cli.commands)."""
-    from convbench.cli.commands import add_lang_option, add_run_options
+    from convbench.cli.options import add_lang_option, add_run_options
 
     p = subparsers.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit to a cluster, or run locally on CPU")
     sub = p.add_subparsers(dest="pipeline_command", required=True)
@@ -477,7 +477,7 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 
 
 def cmd_local(args) -> int:
-    from convbench.cli.commands import open_run_folder, resolve_config
+    from convbench.cli.options import open_run_folder, resolve_config
 
     config = resolve_config(args)
     out, log = open_run_folder(args.out, config, kind="pipeline")

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convbench.env import default_cache_dir
 from convbench.errors import ConvbenchError
 
 IMAGE_SIZE = 32
@@ -110,12 +111,6 @@ class Dataset:
 
 # ---------------------------------------------------------------------------------------------
 # Public entry points
-
-
-def default_cache_dir() -> Path:
-    """$CONVBENCH_CACHE, else ~/.cache/convbench."""
-    env = os.environ.get("CONVBENCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "convbench"
 
 
 def load_dataset(

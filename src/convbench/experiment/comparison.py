@@ -344,16 +344,6 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
         results = _run_locked(config, out_dir, log, train_fn or train_and_evaluate)
     finally:
         lock.release()
-    if config.ablation.variants:
-        from convbench.experiment.ablation import run_ablation
-        from convbench.models import list_models
-        from convbench.report.document import render_report
-
-        models = config.ablation.models or tuple(m for m in config.models if m in list_models("custom"))
-        log(f"ablation of {', '.join(models)}: {', '.join(config.ablation.variants)}")
-        ablation_config = dataclasses.replace(config, models=models, overrides={k: v for k, v in config.overrides.items() if k in models})
-        run_ablation(ablation_config, out_dir, config.ablation.variants, log=log)
-        render_report(out_dir, log=log)
     return results
 
 

@@ -32,7 +32,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import tempfile
+
+from convbench import config as cfgmod
+from convbench import rundir
 from convbench.config import RunConfig
+from convbench.models import model_info
 from convbench.errors import ConvbenchError
 
 RUNS_FILE = "runs.json"
@@ -62,26 +67,16 @@ def resolve_config(data_source: str, models: list[str], preset: str = "quick", e
     Returns:
         The validated RunConfig.
     """
-    import tempfile
-
-    from convbench.cli.commands import add_run_options, resolve_config as resolve_args
-
-    # `convbench run`'s own parser supplies "not given" for every option these parameters leave out.
-    parser = argparse.ArgumentParser(add_help=False)
-    add_run_options(parser)
-    args = parser.parse_args([])
-    given = dict(preset=preset or None, data=data_source or None, models=",".join(models) if models else None,
-                 epochs=epochs or None, seeds=seeds or None, global_batch_size=global_batch_size or None,
-                 max_train_images=max_train_images or None, max_test_images=max_test_images or None)
-    for key, value in given.items():
-        setattr(args, key, value)
+    given = dict(preset=preset or None, data=data_source or None, models=list(models) if models else None, epochs=epochs or None,
+                 seeds=seeds or None, global_batch_size=global_batch_size or None,
+                 max_train_images=max_train_images or None, max_test_images=max_test_images or None,
+                 check_model=model_info)
     if not config_yaml.strip():
-        return resolve_args(args)
+        return cfgmod.resolve(**given)
     with tempfile.TemporaryDirectory(prefix="convbench-config-") as tmp:
-        path = Path(tmp) / "config.yaml"
+        path = Path(tmp) / rundir.CONFIG
         path.write_text(config_yaml, encoding="utf-8")
-        args.config = str(path)
-        return resolve_args(args)
+        return cfgmod.resolve(config_file=path, **given)
 
 
 def config_to_json(config: RunConfig) -> str:
@@ -300,7 +295,7 @@ def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out:
     shutil.rmtree(work / "dataset", ignore_errors=True)
     shutil.copytree(dataset_dir, work / "dataset")
     if options.mode() == "submit":
-        entry = (f"python -m convbench.orchestrate.ray_train train-model --dataset {work / 'dataset'} "
+        entry = (f"python -m convbench.orchestrate.ray_job train-model --dataset {work / 'dataset'} "
                  f"--model {model_name} --out {work / 'out'} --workers {options.workers} "
                  f"--gpus-per-worker {options.gpus_per_worker} --run-name {options.run_name}")
         ray_train.submit_job(options.address, entry, job, log)

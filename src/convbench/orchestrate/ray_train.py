@@ -490,7 +490,7 @@ def train_worker(loop_config: dict) -> None:
     out_dir = Path(loop_config["out_dir"]) if rank == 0 else scratch
     model_dir = out_dir / "models" / name / f"seed{seed}"
     epoch_log = Path(loop_config["epoch_log"])
-    from convbench.cli.commands import make_logger
+    from convbench.log import make_logger
 
     log = make_logger(out_dir if rank == 0 else None)
 
@@ -730,36 +730,3 @@ def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Calla
                 "--workers", str(options.workers), "--gpus-per-worker", str(options.gpus_per_worker)]
         return submit_job(options.address, " ".join(args), job_name(options.run_name, "run"), log,
                           runtime_env={"working_dir": tmp})
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m convbench.orchestrate.ray_train train-model ...`: the entrypoint of the pipeline's Ray jobs."""
-    import argparse
-
-    from convbench.cli.commands import make_logger, setup_environment
-
-    setup_environment()
-    parser = argparse.ArgumentParser(prog="python -m convbench.orchestrate.ray_train")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train-model", help="train one model of a saved Dataset on the Ray cluster this job runs in")
-    p.add_argument("--dataset", required=True, help="a Dataset artifact folder (pipeline_lib.prepare_data: arrays, manifest, config)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True, help="run-directory layout for this model's files")
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--gpus-per-worker", type=int, default=0)
-    p.add_argument("--run-name", default="")
-    args = parser.parse_args(argv)
-    from convbench.orchestrate.kfp_steps import train_here
-
-    options = RayOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address="auto",
-                         run_name=args.run_name or "convbench")
-    try:
-        train_here(args.dataset, args.model, args.out, options, log=make_logger(Path(args.out)))
-    except ConvbenchError as exc:
-        print(f"convbench: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

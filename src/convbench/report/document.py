@@ -22,9 +22,14 @@ import numpy as np
 
 from convbench.config import RunConfig, describe_augment, from_dict, training_epochs
 from convbench.errors import ConvbenchError
+from convbench import rundir
+from convbench.analysis.ablation import load_ledger
+from convbench.report.ablation import render_ablation_markdown, replot_ablation_curves
 from convbench.report.glossary import glossary_markdown
 from convbench.i18n import N_, _, check_language, fmt, ngettext, number, pgettext, render_stored, use_language
 from convbench.io import atomic_write, atomic_write_text
+from convbench.report.figures import (localise_ticks, model_colour, plot_accuracy_vs_flops, plot_confusion_matrices,
+                                      plot_learning_curves, plot_per_class, pyplot, save_figure)
 
 # Thresholds the conclusions use; named so the report can quote them.
 OVERFIT_GAP = 0.05  # train accuracy minus validation accuracy above this reads as overfitting
@@ -193,177 +198,6 @@ def damaged_predictions(run_dir: Path, runs: list[dict]) -> list[tuple[dict, Pat
 
 # ---------------------------------------------------------------------------------------------
 # Figures
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend with convbench's figure style (never opens a window)."""
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.dpi": 110, "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
-
-
-def save_figure(fig, path: Path) -> None:
-    """Write a figure as PNG atomically and free it (tick numbers in the active language's decimal mark)."""
-    localise_ticks(fig)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", bbox_inches="tight"))
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-
-def localise_ticks(fig) -> None:
-    """Make every numeric tick label of `fig` use the active language's decimal mark (0,5 in Spanish).
-
-    The axes keep their own locators and formatters (log axes, offsets); only the text they produce
-    is rewritten. Fixed labels (class names) are left as they are.
-    """
-    if number(0.5, ".1f") == "0.5":
-        return
-    from matplotlib.ticker import FixedFormatter, Formatter, NullFormatter
-
-    mark = number(0.5, ".1f")[1]
-
-    class Localised(Formatter):
-        def __init__(self, inner):
-            self.inner = inner
-
-        def set_axis(self, axis):
-            super().set_axis(axis)
-            self.inner.set_axis(axis)
-
-        def set_locs(self, locs):
-            self.inner.set_locs(locs)
-
-        def __call__(self, x, pos=None):
-            return self.inner(x, pos).replace(".", mark)
-
-        def format_ticks(self, values):
-            return [t.replace(".", mark) for t in self.inner.format_ticks(values)]
-
-        def get_offset(self):
-            return self.inner.get_offset().replace(".", mark)
-
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            for get, put in ((axis.get_major_formatter, axis.set_major_formatter),
-                             (axis.get_minor_formatter, axis.set_minor_formatter)):
-                inner = get()
-                if not isinstance(inner, (FixedFormatter, NullFormatter, Localised)):
-                    put(Localised(inner))
-
-
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-
-
-def model_colour(name: str) -> str:
-    """The one colour a model has in every figure of every report (by its place in the registry)."""
-    from convbench.models import list_models
-
-    names = list_models()
-    index = names.index(name) if name in names else len(names) + sum(map(ord, name))
-    return _PALETTE[index % len(_PALETTE)]
-
-
-def _model_of(key: str) -> str:
-    """"cnn_vgg_seed0" -> "cnn_vgg"."""
-    return key.rsplit("_seed", 1)[0]
-
-
-def plot_learning_curves(histories: dict[str, list[dict]], path: Path) -> None:
-    """Accuracy and loss per epoch: train dashed, validation solid, one colour per model; a transfer
-    model's switch from head training to fine-tuning is marked with a dotted line."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for key, rows in sorted(histories.items()):
-        c = model_colour(_model_of(key))
-        ep = [r["epoch"] for r in rows]
-        switch = next((r["epoch"] for r in rows if r.get("phase") == "finetune"), None)
-        if switch is not None and switch > ep[0]:
-            for ax in axes:
-                ax.axvline(switch - 0.5, color=c, ls=":", lw=1)
-            axes[0].annotate(fmt(_("{model}: fine-tuning starts"), model=_model_of(key)), (switch - 0.5, 0.02),
-                             xycoords=("data", "axes fraction"), rotation=90, fontsize=7, color=c, ha="right", va="bottom")
-        axes[0].plot(ep, [r["train_accuracy"] for r in rows], "--", color=c, alpha=0.7)
-        axes[0].plot(ep, [r["val_accuracy"] for r in rows], "-o", color=c, ms=3, label=key)
-        axes[1].plot(ep, [r["train_loss"] for r in rows], "--", color=c, alpha=0.7)
-        axes[1].plot(ep, [r["val_loss"] for r in rows], "-o", color=c, ms=3, label=key)
-    xlabel = _("epoch")
-    if any(r.get("phase") == "head" for rows in histories.values() for r in rows):
-        xlabel = _("epoch (transfer: head rounds, then epochs)")
-    axes[0].set(title=_("Accuracy (dashed: train on augmented batches, solid: validation)"), xlabel=xlabel,
-                ylabel=_("accuracy"))
-    axes[1].set(title=_("Loss (dashed: train, solid: validation)"), xlabel=xlabel, ylabel=_("cross-entropy"))
-    for ax in axes:
-        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
-    axes[0].legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def plot_confusion_matrices(runs: list[dict], class_names: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix per model (first seed)."""
-    plt = pyplot()
-    first = {}
-    for r in runs:
-        first.setdefault(r["name"], r)
-    n = len(first)
-    # Room for the rotated class names between panels, and one colour bar for all of them.
-    fig, axes = plt.subplots(1, n, figsize=(4.8 * n + 0.8, 4.6), squeeze=False, constrained_layout=True)
-    for ax, (name, r) in zip(axes[0], first.items()):
-        cm = np.asarray(r["confusion_matrix"], dtype=float)
-        cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        image = ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(fmt(_("{model} (seed {seed})"), model=name, seed=str(r["seed"])))
-        ticks = range(len(class_names))
-        small = len(class_names) <= 20
-        ax.set_xticks(ticks if small else [])
-        ax.set_yticks(ticks if small else [])
-        if small:
-            ax.set_xticklabels(class_names, rotation=90, fontsize=7)
-            ax.set_yticklabels(class_names, fontsize=7)
-            for i in ticks:
-                for j in ticks:
-                    if cm[i, j] >= 0.05:
-                        ax.text(j, i, number(cm[i, j], ".2f"), ha="center", va="center", fontsize=6,
-                                color="white" if cm[i, j] > 0.5 else "black")
-        ax.set_xlabel(_("predicted"))
-        ax.set_ylabel(_("true"))
-        ax.grid(False)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=_("fraction of the true class"))
-    save_figure(fig, path)
-
-
-def plot_per_class(models: dict[str, list[float]], class_names: list[str], path: Path) -> None:
-    """Grouped bars of per-class test accuracy (recall)."""
-    plt = pyplot()
-    k = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(8, 0.6 * k * max(1, len(models)) / 2), 4))
-    width = 0.8 / max(1, len(models))
-    for i, (name, recall) in enumerate(models.items()):
-        ax.bar(np.arange(k) + i * width - 0.4 + width / 2, recall, width, label=name, color=model_colour(name))
-    ax.set_xticks(np.arange(k))
-    ax.set_xticklabels(class_names, rotation=45 if k <= 20 else 90, ha="right", fontsize=8 if k <= 20 else 5)
-    ax.set(ylabel=_("test accuracy (recall)"), ylim=(0, 1), title=_("Per-class test accuracy"))
-    ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
-def plot_accuracy_vs_flops(models: list[dict], path: Path) -> None:
-    """Test accuracy against forward GFLOPs per image (log scale), error bars over seeds."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in models:
-        g = m["flops_per_image"] / 1e9
-        ax.errorbar([g], [m["test_accuracy"]], yerr=[m.get("test_accuracy_std", 0.0)], fmt="o", capsize=3, color=model_colour(m["name"]))
-        ax.annotate(fmt(_("{model}\n{params:.2f}M params"), model=m["name"], params=m["params"] / 1e6), (g, m["test_accuracy"]),
-                    textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set(xlabel=_("forward GFLOPs per image (log)"), ylabel=_("test accuracy"), title=_("Accuracy vs compute"))
-    save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1055,17 +889,13 @@ def _per_class_table(results: dict) -> str:
 
 def _ablation_effects(run_dir: Path) -> list[dict]:
     try:
-        return json.loads((run_dir / "ablation.json").read_text()).get("effects") or []
+        return json.loads(rundir.ablation_path(run_dir).read_text()).get("effects") or []
     except (OSError, json.JSONDecodeError):
         return []
 
 
 def _ablation_markdown(run_dir: Path) -> str | None:
     """The ablation section (None without ablation.json); its figures are redrawn in the report's language."""
-    try:
-        from convbench.experiment.ablation import load_ledger, render_ablation_markdown, replot_ablation_curves
-    except ImportError:
-        return None
     try:
         ledger = load_ledger(run_dir)
     except ConvbenchError:
@@ -1200,7 +1030,7 @@ def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> 
     figures["per_class"] = "figures/per_class_accuracy.png"
     plot_accuracy_vs_flops(results["models"], fig_dir / "accuracy_vs_flops.png")
     figures["accuracy_flops"] = "figures/accuracy_vs_flops.png"
-    from convbench.analysis.extras import analyze_run
+    from convbench.report.extras import analyze_run
     from convbench.io import atomic_write_json
 
     results["statistics"] = analyze_run(run_dir, results, histories)

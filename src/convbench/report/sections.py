@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from convbench.data.datasets import corruptions as _corruptions
+from convbench.data import corruptions as _corruptions
 from convbench.errors import ConvbenchError
 from convbench.i18n import N_, _, fmt, join_names, ngettext, number, translate_text
 from convbench.analysis.stats import mean_std_ci
