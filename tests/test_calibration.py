@@ -15,11 +15,11 @@ from convbench.analysis.calibration import (
     expected_calibration_error,
     fit_temperature,
     nll,
-    plot_reliability,
     reliability_bins,
     softmax,
 )
 from convbench.errors import ConvbenchError
+from convbench.report.figures import plot_reliability
 
 K = 10
 

@@ -208,7 +208,7 @@ def test_submit_to_an_unreachable_host_is_one_clear_error(tmp_path):
 def test_pipeline_arguments_follow_the_run_options(tmp_path):
     import argparse
 
-    from convbench.cli.commands import add_run_options
+    from convbench.cli.options import add_run_options
     from convbench.cli.pipeline import _add_pipeline_params, pipeline_arguments
 
     parser = argparse.ArgumentParser()
@@ -286,11 +286,11 @@ def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_
     (no error), and the report step renders a report naming it, which the local runner's check accepts."""
     from convbench.io import atomic_write_json, atomic_write_text
     from convbench.cli.pipeline import verify_run_dir
-    from convbench.orchestrate.kfp_steps import assemble_run, dataset_config, evaluate_models, history_metrics, prepare_data
+    from convbench.orchestrate.kfp_steps import assemble_run, dataset_config, evaluate_models, history_metrics, prepare_dataset
     from convbench.experiment.comparison import DIVERGED
 
     dataset = tmp_path / "dataset"
-    prepare_data(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
+    prepare_dataset(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
     model_dir = tmp_path / "model"
     atomic_write_text(model_dir / "history" / "cnn_vgg_seed0.csv",
                       "epoch,phase,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,images_per_s\n"

@@ -204,7 +204,7 @@ def test_every_model_trains_under_every_precision_policy(name, policy):
     """A short training of each model in each policy: finite losses, float32 logits, the policy recorded."""
     from convbench.config import TrainConfig, preset
     from convbench.data.datasets import Dataset
-    from convbench.training.recipes import train_model
+    from convbench.training.recipes import fit_model
     from convbench.models import model_info
 
     x, y = two_classes(64)
@@ -214,7 +214,7 @@ def test_every_model_trains_under_every_precision_policy(name, policy):
     recipe = dataclasses.replace(base, train=TrainConfig(epochs=1, global_batch_size=32, mixed_precision=policy, eval_batch_size=32),
                                  transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1,
                                                               finetune_blocks=1))
-    model, result = train_model(name, data, recipe, log=lambda m: None, weights=None)
+    model, result = fit_model(name, data, recipe, log=lambda m: None, weights=None)
     expected = "float32" if policy == "off" else policy
     assert result.mixed_precision == expected
     assert result.precision_reason.startswith("mixed_precision:")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from convbench.report.document import conclusions, render_markdown, render_report
+from convbench.report.document import conclusions, render_markdown, write_report
 
 
 def _run(name, kind, acc, val, train_at_best, flops, params, seed=0):
@@ -159,7 +159,7 @@ def test_render_report_writes_pngs(tmp_path):
     for name in ("cnn_vgg", "cnn_resnet"):
         pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
     (tmp_path / "results.json").write_text(json.dumps(res))
-    path = render_report(tmp_path, log=lambda m: None)
+    path = write_report(tmp_path, log=lambda m: None)
     text = path.read_text()
     for png in ("learning_curves", "confusion_matrices", "per_class_accuracy", "accuracy_vs_flops"):
         data = (tmp_path / "figures" / f"{png}.png").read_bytes()
@@ -171,7 +171,7 @@ def test_report_of_missing_run_is_one_clear_line(tmp_path):
     from convbench.errors import ConvbenchError
 
     with pytest.raises(ConvbenchError, match="results.json does not exist"):
-        render_report(tmp_path / "nowhere")
+        write_report(tmp_path / "nowhere")
 
 
 def test_ablation_verdicts_reach_the_advice():
@@ -308,7 +308,7 @@ def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):
     """Issue 16, one train-time definition: the budget table's total time is each model's train time
     (the whole training call); a transfer model's feature caching counts before its first round, a
     custom model's validation time is spread over its epochs."""
-    from convbench.analysis.extras import budget_curves
+    from convbench.report.extras import budget_curves
 
     runs = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5),
             _run("efficientnet_lite0", "transfer", 0.85, 0.84, 0.86, 1.4e8, 3.6e6)]

@@ -443,7 +443,7 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     TrainingDiverged that names the loss, the epoch and the peak learning rate, and carries the history."""
     from convbench.config import TrainConfig, preset
     from convbench.data.datasets import Dataset
-    from convbench.training.recipes import train_model
+    from convbench.training.recipes import fit_model
     from convbench.training.loop import TrainingDiverged
 
     x, y = two_classes(64)
@@ -454,7 +454,7 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=4, finetune_epochs=1, head_lr_per_1024=1e35))
     lines: list[str] = []
     with pytest.raises(TrainingDiverged) as info:
-        train_model(name, data, recipe, log=lines.append, weights=None)
+        fit_model(name, data, recipe, log=lines.append, weights=None)
     exc = info.value
     assert exc.epoch == 1 and exc.quantity in ("training loss", "validation loss")
     assert exc.lr == pytest.approx(1e35 * 32 / 1024)
@@ -519,14 +519,14 @@ def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_p
 
 def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
     """Every model diverged: `convbench report` writes a report that says so, not an error."""
-    from convbench.report.document import render_report
+    from convbench.report.document import write_report
 
     entry = {"name": "cnn_vgg", "kind": "custom", "seed": 0, "status": "diverged", "history_csv": "history/x.csv",
              "diverged": {"epoch": 3, "phase": "train", "quantity": "training loss", "value": "inf", "lr": 9.5,
                           "lr_setting": "train.lr_per_1024", "lr_setting_value": 38.0}}
     atomic_write_json(tmp_path / "results.json", {"runs": [], "diverged": [entry], "models": []})
     lines: list[str] = []
-    text = render_report(tmp_path, lines.append).read_text()
+    text = write_report(tmp_path, lines.append).read_text()
     assert "every one diverged" in text and "training loss became inf at epoch 3" in text and "lr_per_1024: 3.8" in text
     assert "every model diverged" in lines[-1]
 
@@ -541,7 +541,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     resumed one, shows every epoch once in train/ and validation/, with the HParams."""
     from convbench.config import TrainConfig, preset
     from convbench.data.datasets import Dataset
-    from convbench.training.recipes import train_model
+    from convbench.training.recipes import fit_model
     from convbench.training.tensorboard_events import EpochWriter, flat_hparams
     from convbench.training.loop import load_checkpoint
 
@@ -553,7 +553,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1))
     session = tmp_path / "tensorboard" / f"{name}_seed0"
     live = EpochWriter(session, fresh=True)
-    _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
+    _, first = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
                            on_epoch_end=live.write_epoch)
     live.close()
     epochs = [r.epoch for r in first.history]
@@ -563,7 +563,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     assert 0 < state["call_seconds"] <= first.train_seconds
     assert state["call_seconds"] >= sum(r["seconds"] for r in state["history"])
     lines: list[str] = []
-    _, resumed = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
+    _, resumed = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
     assert any("epochs already done" in line for line in lines)
     assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
     assert resumed.train_seconds > state["call_seconds"]
@@ -674,13 +674,13 @@ def _copy_run(finished_run, tmp_path: Path) -> tuple[Path, list[str]]:
 @pytest.mark.parametrize("damage", ["empty", "binary", "other columns"])
 def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_path, damage):
     """Issue 19 case 3: `convbench report` with a garbage history CSV renders, with one warning."""
-    from convbench.report.document import render_report
+    from convbench.report.document import write_report
 
     out, _ = _copy_run(finished_run, tmp_path)
     path = out / "history" / "cnn_resnet_seed0.csv"
     path.write_bytes({"empty": b"", "binary": bytes(range(256)) * 4, "other columns": b"a,b\n1,2\n"}[damage])
     lines: list[str] = []
-    text = render_report(out, lines.append).read_text()
+    text = write_report(out, lines.append).read_text()
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1 and "cnn_resnet_seed0.csv is damaged" in warnings[0] and "left out of the report" in warnings[0]
     assert "| cnn_resnet |" in text and "| cnn_vgg |" in text

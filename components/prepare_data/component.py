@@ -12,7 +12,7 @@ from convbench.components.image import IMAGE
 def prepare_data(data_source: str, models: List[str], preset: str, epochs: int, seeds: int, max_train_images: int,
                  max_test_images: int, global_batch_size: int, config_yaml: str, dataset: Output[Dataset]) -> str:
     """Validate and decode the images into the uint8 Dataset artifact (with the resolved config); returns the config JSON."""
-    from convbench.orchestrate.kfp_steps import prepare_data as run
+    from convbench.orchestrate.kfp_steps import prepare_dataset as run
 
     return run(dataset.path, dataset.metadata, data_source, models, preset, epochs, seeds, max_train_images,
                max_test_images, global_batch_size, config_yaml)

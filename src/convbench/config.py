@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from convbench.errors import ConvbenchError
-from convbench.i18n import LANGUAGES, _, check_language, fmt
+from convbench.i18n import _, check_language, fmt, LANGUAGES
 from convbench.io import atomic_write_text
 
 
@@ -54,7 +54,6 @@ class AugmentConfig:
 
 def describe_augment(augment: Mapping[str, Any]) -> list[str]:
     """The active augmentations of an `AugmentConfig` in its saved (dict) form, as short labels (in the report's language)."""
-    from convbench.i18n import _, fmt
 
     a = augment
     flip = (_("alternating flip") if a.get("alternate_flip") else _("flip")) if a["flip"] else ""
@@ -262,7 +261,6 @@ class RunConfig:
         if not 0 < a.alpha < 1 or a.calibration_bins < 2 or a.robustness_images < 0 or not 1 <= a.corruption_severities <= 5:
             raise ConvbenchError("analysis: alpha must be in (0, 1), calibration_bins >= 2, robustness_images >= 0, "
                                  "corruption_severities in 1..5; fix the analysis block of the config")
-        from convbench.i18n import LANGUAGES
 
         if self.lang not in LANGUAGES:
             raise ConvbenchError(f"lang must be {' or '.join(LANGUAGES)}, got {self.lang!r}; pass --lang es (or en), "
@@ -461,7 +459,6 @@ def load_yaml(path: str | Path, base: RunConfig | None = None) -> RunConfig:
 
 def save_yaml(config: RunConfig, path: str | Path) -> None:
     """Write config.yaml (the resolved config of a run)."""
-    from convbench.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
 
@@ -542,7 +539,6 @@ def _bad(where: str, expected: str, value):
 
 def with_epochs(cfg, epochs: int):
     """Every model trains `epochs` epochs of full training (transfer models: fine-tuning epochs, after the head)."""
-    from convbench.config import ModelOverride
 
     if epochs < 1:
         raise ConvbenchError(f"--epochs must be >= 1, got {epochs}")

@@ -13,7 +13,7 @@ from convbench import rundir
 from convbench.analysis.stats import ablation_effects
 from convbench.config import describe_augment
 from convbench.errors import ConvbenchError
-from convbench.i18n import N_, _, fmt, number
+from convbench.i18n import _, fmt, N_, number
 
 LEDGER_NAME = rundir.ABLATION_LEDGER
 BASELINE = "aug=crop+flip"
@@ -156,7 +156,6 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
     Returns:
         (stats.ablation_effects results of all models concatenated, JSON-safe; model -> seeds used)
     """
-    from convbench.analysis.stats import ablation_effects
 
     run_dir = Path(run_dir)
     all_correct: dict[str, list[np.ndarray]] = {}

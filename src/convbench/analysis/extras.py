@@ -12,7 +12,7 @@ Two halves:
 
     convbench report RUN_DIR     # recomputes this analysis from RUN_DIR's saved predictions
 
-Its figures and sections are in the report's language (`convbench.i18n`, set by `report.render_report`).
+Its figures and sections are in the report's language (`convbench.i18n`, set by `report.document.write_report`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from convbench.analysis.stats import compare_models
 from convbench.config import AnalysisConfig
+from convbench.data.corruptions import corrupt, DEFAULT_CORRUPTIONS
+from convbench.data.datasets import stratified_subset
 from convbench.i18n import _, fmt, number
+from convbench.training.evaluation import predict_logits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -31,7 +35,6 @@ from convbench.i18n import _, fmt, number
 
 def fixed_indices(labels: np.ndarray, n: int, seed: int = 1234) -> np.ndarray:
     """The same stratified test images for every model of a run."""
-    from convbench.data.datasets import stratified_subset
 
     n = min(n, len(labels))
     return stratified_subset(labels, n, np.random.default_rng(seed)) if n else np.zeros(0, dtype=np.int64)
@@ -39,7 +42,6 @@ def fixed_indices(labels: np.ndarray, n: int, seed: int = 1234) -> np.ndarray:
 
 def corrupted_sets(images: np.ndarray, severities: int) -> dict[tuple[str, int], np.ndarray]:
     """Every default corruption at severities 1..N of `images` (deterministic: seed 0)."""
-    from convbench.data.corruptions import DEFAULT_CORRUPTIONS, corrupt
 
     return {(c, s): corrupt(images, c, s, seed=0) for c in DEFAULT_CORRUPTIONS for s in range(1, severities + 1)}
 
@@ -72,7 +74,6 @@ def measure_extras(model, data, analysis: AnalysisConfig, test_logits: np.ndarra
     Returns:
         (JSON-ready numbers for the results entry, arrays to store in the predictions file)
     """
-    from convbench.training.evaluation import predict_logits
 
     numbers: dict = {}
     arrays: dict = {}
@@ -129,7 +130,6 @@ def _load_predictions(run_dir: Path, results: dict) -> dict[str, list[dict]]:
 
 def significance(preds: dict[str, list[dict]], alpha: float) -> dict | None:
     """compare_models over the models whose seeds all predicted the same test images."""
-    from convbench.analysis.stats import compare_models
 
     if len(preds) < 2:
         return None

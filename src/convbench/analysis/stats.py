@@ -29,7 +29,7 @@ import numpy as np
 from scipy import stats as sps
 
 from convbench.errors import ConvbenchError
-from convbench.i18n import N_, Message
+from convbench.i18n import Message, N_
 
 __all__ = [
     "mean_std_ci",

@@ -44,7 +44,16 @@ from typing import Callable
 
 import numpy as np
 
+from convbench.bench import torch_peer
+from convbench.config import AugmentConfig, preset, Recipe, RegularizationConfig, TrainConfig, TransferConfig
+from convbench.data.datasets import load_dataset
+from convbench.env import describe_environment
 from convbench.errors import ConvbenchError
+from convbench.io import atomic_write_json, atomic_write_text, check_writable
+from convbench.log import make_logger
+from convbench.models import list_models, model_info
+from convbench.models.flops import count_flops, layer_flops
+from convbench.training.loop import make_optimizer, make_schedule, run_epochs, Trainer
 
 # The issue's targets on a 2-core CPU; bench.json states each as met or not.
 PIPELINE_RATIO_TARGET = 3.0  # input pipeline img/s over the fastest model's training img/s
@@ -102,7 +111,6 @@ def training_flops_per_image(model) -> int:
         FLOPs per image.
     """
     from convbench.training.recipes import leaf_layers
-    from convbench.models.flops import layer_flops
 
     layers = leaf_layers(model)
     flops = [layer_flops(layer) for layer in layers]
@@ -331,8 +339,6 @@ def compile_like_notebook(model, train_config, regularization, precision: str, s
     """
     import keras
 
-    from convbench.training.loop import make_optimizer, make_schedule
-
     with strategy.scope():
         schedule = make_schedule(train_config, steps, 1)
         optimizer = make_optimizer(train_config, regularization, schedule, precision)
@@ -389,8 +395,6 @@ def bench_recipe(name: str, batch_size: int, transfer_resolution: int):
     Transfer models run their fine-tuning phase (top blocks unfrozen, BatchNorm frozen) with the
     fine-tuning optimizer (AdamW), at `transfer_resolution`.
     """
-    from convbench.config import preset
-    from convbench.models import model_info
 
     recipe = preset("quick").recipe(name)
     train = dataclasses.replace(recipe.train, global_batch_size=batch_size)
@@ -404,7 +408,6 @@ def bench_recipe(name: str, batch_size: int, transfer_resolution: int):
 def _build(name: str, num_classes: int, recipe, strategy):
     """The model as it trains: custom CNNs whole; transfer models in their fine-tuning phase."""
     from convbench.training.recipes import build_model, unfreeze_top_blocks
-    from convbench.models import model_info
 
     model, strategy, precision = build_model(name, num_classes, recipe, strategy, weights=None)
     note = ""
@@ -448,9 +451,6 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     """
     from convbench.data.augment import make_train_dataset
     from convbench.training.recipes import initialize_from_first_batch, model_precision
-    from convbench.models.flops import count_flops
-    from convbench.models import model_info
-    from convbench.training.loop import Trainer
 
     kind = model_info(name).kind
     model, strategy, precision, note = _build(name, num_classes, recipe, strategy)
@@ -488,7 +488,6 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     }
     if fp32_trainer is not None:
         measures["fp32"] = lambda r: trainer_images_per_s(fp32_trainer, lambda e, n: make_dataset(e + 10 * r, n), steps, warmup)
-    from convbench.bench import torch_peer
 
     if torch_peer.torch_missing() is None and name in torch_peer.TWINS:
         for key, bf16 in (("torch_bf16", True), ("torch_fp32", False)):
@@ -724,7 +723,6 @@ def render_markdown(result: dict) -> str:
 
 
 def _torch_peer_status() -> dict:
-    from convbench.bench import torch_peer
 
     missing = torch_peer.torch_missing()
     return {"skipped": missing} if missing else {"torch": torch_peer.torch_version(), "models": list(torch_peer.TWINS)}
@@ -762,7 +760,6 @@ def airbench_recipe(epochs: int, batch_size: int = 1024, seed: int = 0):
         batch_size: global batch (the learning rate scales linearly with it).
         seed: training seed.
     """
-    from convbench.config import AugmentConfig, Recipe, RegularizationConfig, TrainConfig, TransferConfig
 
     momentum = 0.85
     return Recipe(
@@ -821,8 +818,6 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
 
     from convbench.data.augment import make_eval_dataset, make_train_dataset
     from convbench.training.recipes import build_model, initialize_from_first_batch
-    from convbench.models.flops import count_flops
-    from convbench.training.loop import Trainer, run_epochs
 
     if max_minutes <= 0:
         raise ConvbenchError(f"--max-minutes must be > 0, got {max_minutes}")
@@ -907,7 +902,6 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
 
 def default_models() -> list[str]:
     """Every custom CNN and the EfficientNet-Lite0 fine-tuning path."""
-    from convbench.models import list_models
 
     return list_models("custom") + [DEFAULT_TRANSFER]
 
@@ -945,10 +939,6 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     Returns:
         The bench.json content.
     """
-    from convbench.config import AugmentConfig, TrainConfig
-    from convbench.env import describe_environment
-    from convbench.io import atomic_write_json, atomic_write_text, check_writable
-    from convbench.models import model_info
 
     out = Path(out_dir)
     check_writable(out)
@@ -974,7 +964,6 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     data = None
     need = _images_needed(batch_size, steps, warmup, steps_per_execution or TrainConfig().steps_per_execution)
     if data_source:
-        from convbench.data.datasets import load_dataset
 
         data = load_dataset(data_source, max_train_images=max_train_images, max_test_images=max_test_images, log=log)
         x, y, num_classes = data.x_train, data.y_train, data.num_classes
@@ -1076,7 +1065,6 @@ def _command_line(args) -> str:
 
 
 def cmd_bench(args) -> int:
-    from convbench.log import make_logger
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("bench-%Y%m%d-%H%M%S")
     log = make_logger(out)

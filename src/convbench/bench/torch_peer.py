@@ -17,6 +17,7 @@ import os
 import time
 
 from convbench.errors import ConvbenchError
+from convbench.models.custom import CIFAR_MEAN, CIFAR_STD
 
 TWINS = ("cnn_vgg", "cnn_resnet")
 
@@ -44,8 +45,6 @@ def build_torch_twin(name: str, num_classes: int = 10):
         raise ConvbenchError(f"no PyTorch twin of {name!r}; the peer covers {', '.join(TWINS)}")
     import torch
     from torch import nn
-
-    from convbench.models.custom import CIFAR_MEAN, CIFAR_STD
 
     def conv_bn(cin, cout):
         # Keras' momentum 0.9 is PyTorch's 0.1 (the weight of the new batch).

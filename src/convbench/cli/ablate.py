@@ -7,19 +7,18 @@ import json
 from pathlib import Path
 
 from convbench import rundir
-from convbench.analysis.ablation import BASELINE, DEFAULT_VARIANTS, PRECISION_VARIANT, VARIANTS, parse_variants
+from convbench.analysis.ablation import BASELINE, DEFAULT_VARIANTS, parse_variants, PRECISION_VARIANT, VARIANTS
 from convbench.cli.options import add_lang_option, add_run_options, open_run_folder, resolve_config
 from convbench.errors import ConvbenchError
 from convbench.experiment.ablation import run_ablation
 from convbench.i18n import LANGUAGES
 from convbench.models import model_info
-from convbench.report.document import render_report
+from convbench.report.document import write_report
 
 
 
 def add_commands(subparsers) -> None:
     """Add `convbench ablate` to the CLI (called by convbench.cli.commands.build_parser)."""
-    from convbench.cli.options import add_lang_option, add_run_options
 
     p = subparsers.add_parser(
         "ablate", help="train recipe variants (augmentation none/crop+flip/full, regularizers off) and test what helped")
@@ -37,7 +36,6 @@ def _recorded_language(run_dir: Path) -> str | None:
         lang = (json.loads((run_dir / "results.json").read_text()).get("config") or {}).get("lang")
     except (OSError, ValueError, AttributeError):
         return None
-    from convbench.i18n import LANGUAGES
 
     return lang if lang in LANGUAGES else None
 
@@ -45,8 +43,6 @@ def _recorded_language(run_dir: Path) -> str | None:
 
 def cmd_ablate(args) -> int:
     """`convbench ablate`: run the ablation into --out, then re-render its REPORT.md if it has one."""
-    from convbench.cli.options import open_run_folder, resolve_config
-    from convbench.models import model_info
 
     variants = parse_variants(args.variants)
     cfg = resolve_config(args)
@@ -65,10 +61,9 @@ def cmd_ablate(args) -> int:
     log(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
     run_ablation(cfg, out, variants, log=log)
     if (out / "results.json").exists():
-        from convbench.report.document import render_report
 
         try:
-            render_report(out, log=log, lang=lang)
+            write_report(out, log=log, lang=lang)
         except ConvbenchError as exc:
             log(f"REPORT.md not re-rendered: {exc}")
     else:

@@ -23,19 +23,24 @@ from typing import Callable
 from convbench.bench import benchmark
 from convbench.cli import ablate, gpu_check, pipeline
 from convbench.cli.options import add_lang_option, add_run_options, open_run_folder, resolve_config
-from convbench.env import setup_environment
-from convbench.errors import INTERRUPTED, ConvbenchError, interrupt_status, raise_terminated
+from convbench.config import preset
+from convbench.env import cpu_model, import_tensorflow_quietly, setup_environment
+from convbench.errors import ConvbenchError, interrupt_status, INTERRUPTED, raise_terminated
 from convbench.experiment.ablation import run_configured_ablation
+from convbench.experiment.comparison import run_comparison
+from convbench.experiment.run_folders import describe_runs, format_runs
+from convbench.models import create_model, list_models, model_info
+from convbench.models.flops import count_flops
+from convbench.orchestrate import ray_train
+from convbench.report.document import write_report
 
 
 def cmd_run(args) -> int:
-    from convbench.experiment.comparison import run_comparison
 
     cfg = resolve_config(args)
     out, log = open_run_folder(args.out, cfg)
     log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
     log(device_line(cfg))
-    from convbench.orchestrate import ray_train
 
     if ray_train.wants_ray(args.workers, args.ray_address):
         options = ray_train.RayOptions(workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker or 0,
@@ -52,7 +57,6 @@ def cmd_run(args) -> int:
 
 def device_line(cfg) -> str:
     """One line on what this machine trains on and in which precision each model runs."""
-    from convbench.env import cpu_model
     from convbench.training.recipes import model_precision
 
     import tensorflow as tf
@@ -67,23 +71,18 @@ def device_line(cfg) -> str:
 
 
 def cmd_report(args) -> int:
-    from convbench.report.document import render_report
 
     # --lang wins; without it the report is rendered in the language the run recorded (`run --lang`).
-    render_report(Path(args.run_dir), lang=args.lang)
+    write_report(Path(args.run_dir), lang=args.lang)
     return 0
 
 
 def cmd_models(args) -> int:
-    from convbench.models import list_models, model_info
 
     names = list_models()
     if args.names:
         print("\n".join(names))
         return 0
-    from convbench.config import preset
-    from convbench.models.flops import count_flops
-    from convbench.models import create_model
 
     quick = preset("quick")
     print(f"{'name':<20} {'kind':<9} {'params':>10} {'MFLOPs':>9}  input  description")
@@ -101,7 +100,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from convbench.experiment.run_folders import describe_runs, format_runs
 
     root = Path(args.root)
     print(format_runs(describe_runs(root), root))
@@ -145,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in TENSORFLOW_COMMANDS:
-        from convbench.env import import_tensorflow_quietly
 
         import_tensorflow_quietly()
     main_thread = threading.current_thread() is threading.main_thread()

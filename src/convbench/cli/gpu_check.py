@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from convbench.bench.benchmark import run_bench
+from convbench.config import preset
 from convbench.errors import ConvbenchError
+from convbench.experiment.comparison import run_comparison
+from convbench.io import atomic_write_json
+from convbench.log import make_logger
+from convbench.training.loop import choose_precision, default_strategy
 
 NO_GPU = ("no GPU is visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); run gpu-check on a machine "
           "with an NVIDIA GPU and driver, with TensorFlow's CUDA build (`pip install -e \".[gpu]\"`, which `make gpu-check` does)")
@@ -57,11 +63,6 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
 
     import tensorflow as tf
 
-    from convbench.bench.benchmark import run_bench
-    from convbench.config import preset
-    from convbench.experiment.comparison import run_comparison
-    from convbench.training.loop import choose_precision, default_strategy
-
     out = Path(out_dir)
     started = time.perf_counter()
     gpus = describe_gpus()
@@ -94,7 +95,6 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
               "replicas": replicas, "bench": rows, "quick": {"data": data, "wall_seconds": quick_seconds, "test_accuracy": accuracies,
                                                               "report": str(out / "quick" / "REPORT.md")},
               "total_seconds": time.perf_counter() - started, "tensorflow": tf.__version__}
-    from convbench.io import atomic_write_json
 
     atomic_write_json(out / "gpu-check.json", result)
     log(f"[gpu-check] done in {result['total_seconds'] / 60:.1f} min; {out / 'gpu-check.json'}")
@@ -102,7 +102,6 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
 
 
 def cmd_gpu_check(args) -> int:
-    from convbench.log import make_logger
 
     out = Path(args.out)
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None

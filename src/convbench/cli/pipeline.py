@@ -31,7 +31,12 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from convbench.errors import ConvbenchError
+from convbench import config as cfgmod
+from convbench.cli.options import add_lang_option, add_run_options, open_run_folder, resolve_config
+from convbench.errors import ConvbenchError, raise_terminated
+from convbench.i18n import check_language
+from convbench.lock import pid_alive
+from convbench.pipelines.comparison import build_pipeline
 
 STEPS = ("prepare-data", "train-model", "evaluate-model", "render-report")
 RUN_DIR_FILES = ("REPORT.md", "results.json")
@@ -39,7 +44,6 @@ RUN_DIR_FILES = ("REPORT.md", "results.json")
 
 def add_commands(subparsers) -> None:
     """Register `convbench pipeline ...` (called by convbench.cli.commands)."""
-    from convbench.cli.options import add_lang_option, add_run_options
 
     p = subparsers.add_parser("pipeline", help="the Kubeflow pipeline: compile, submit to a cluster, or run locally on CPU")
     sub = p.add_subparsers(dest="pipeline_command", required=True)
@@ -99,8 +103,6 @@ def compile_pipeline(path: str | Path, image: str | None = None, shared_pvc: str
     """
     from kfp import compiler
 
-    from convbench.pipelines.comparison import build_pipeline
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(image, shared_pvc, shared_mount, ray_token_secret), str(path))
@@ -138,7 +140,6 @@ def pipeline_arguments(args) -> dict:
 
 def _lang_argument(args) -> str | None:
     """The pipeline's `lang` from `--lang` or the --config file's `lang:` (None: the pipeline's default, en)."""
-    from convbench.i18n import check_language
 
     if getattr(args, "lang", None):
         return check_language(args.lang)
@@ -219,8 +220,6 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
 
     import kfp.local
 
-    from convbench import config as cfgmod
-
     source = Path(config.data.source)
     data_source = str(source.resolve()) if source.exists() else config.data.source  # steps may run elsewhere
     arguments = pipeline_arguments(args)
@@ -241,7 +240,6 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     # Steps are subprocesses of this interpreter: make `python3` and `convbench` resolve to it, too.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     log(f"pipeline local: {len(config.models)} model(s) x {config.seeds} seed(s); kfp outputs in {root}")
-    from convbench.pipelines.comparison import build_pipeline
 
     pipeline = build_pipeline(local=True)
     messages = _LogCapture()
@@ -311,8 +309,6 @@ def _stop_steps_on_signals(log: Callable[[str], None]) -> dict:
     """
     import threading
 
-    from convbench.errors import raise_terminated
-
     if threading.current_thread() is not threading.main_thread():
         return {}
 
@@ -347,8 +343,6 @@ def descendants(pid: int) -> list[int]:
 def stop_descendants(grace_s: float = 10.0) -> list[int]:
     """SIGTERM every descendant of this process, SIGKILL those still alive after `grace_s`; returns the pids."""
     import time
-
-    from convbench.lock import pid_alive
 
     pids = descendants(os.getpid())
     for pid in pids:
@@ -477,7 +471,6 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 
 
 def cmd_local(args) -> int:
-    from convbench.cli.options import open_run_folder, resolve_config
 
     config = resolve_config(args)
     out, log = open_run_folder(args.out, config, kind="pipeline")

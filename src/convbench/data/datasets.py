@@ -29,6 +29,7 @@ import numpy as np
 
 from convbench.env import default_cache_dir
 from convbench.errors import ConvbenchError
+from convbench.io import atomic_write, atomic_write_json
 
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what PIL decodes that image datasets ship in
@@ -216,7 +217,6 @@ def stratified_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
 
 def save_dataset(ds: Dataset, folder: str | Path) -> None:
     """Write a Dataset as `arrays.npz` + `manifest.json` (the pipeline's Dataset artifact)."""
-    from convbench.io import atomic_write, atomic_write_json
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,6 @@ def _load_cifar(name: str, cache: Path, log):
 
 
 def _download(url: str, dest: Path, md5: str, log) -> None:
-    from convbench.io import atomic_write
 
     log(f"downloading {url} -> {dest}")
     try:
@@ -376,7 +375,6 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
         missing = [train_classes[i] for i in range(len(train_classes)) if i not in present]
         if missing:
             raise ConvbenchError(f"no readable {split} images left for classes {missing} in {root}; fix or replace those files")
-    from convbench.io import atomic_write_json
 
     try:
         # The issues file first: the .npz appearing is what marks the cache complete.
@@ -484,7 +482,6 @@ def read_image(path: Path) -> tuple[np.ndarray | None, set[str], str | None]:
 
 
 def _write_cache(path: Path, x_tr, y_tr, x_te, y_te, names) -> None:
-    from convbench.io import atomic_write
 
     arrays = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, class_names=np.array(names))
     atomic_write(path, lambda tmp: _savez(tmp, arrays))

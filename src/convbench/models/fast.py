@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
+from convbench.i18n import N_
 from convbench.models.batchnorm import batch_norm
 from convbench.models.custom import _normalize
-from convbench.i18n import N_
 from convbench.models.registry import register_model
 
 # airbench scales the learning rate of BatchNorm biases by 64. For SGD (with momentum and

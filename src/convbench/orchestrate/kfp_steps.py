@@ -34,11 +34,26 @@ from typing import Callable
 
 import tempfile
 
-from convbench import config as cfgmod
-from convbench import rundir
-from convbench.config import RunConfig
-from convbench.models import model_info
+from convbench import config as cfgmod, rundir
+from convbench.config import from_dict, RunConfig, to_dict
+from convbench.data.datasets import read_saved_dataset, save_dataset
+from convbench.env import describe_environment, import_tensorflow_quietly
 from convbench.errors import ConvbenchError
+from convbench.experiment.comparison import (
+    DIVERGED,
+    load_data,
+    results_document,
+    run_key,
+    saved_recipe,
+    split_diverged,
+    train_and_evaluate,
+)
+from convbench.i18n import check_language
+from convbench.io import atomic_write_json, atomic_write_text
+from convbench.models import model_info
+from convbench.orchestrate import ray_train
+from convbench.report.document import predictions_problem, write_report
+from convbench.training.evaluation import confusion_matrix
 
 RUNS_FILE = "runs.json"
 CONFIG_FILE = "config.json"
@@ -48,7 +63,7 @@ CONFIG_FILE = "config.json"
 # Config
 
 
-def resolve_config(data_source: str, models: list[str], preset: str = "quick", epochs: int = 0, seeds: int = 0,
+def pipeline_config(data_source: str, models: list[str], preset: str = "quick", epochs: int = 0, seeds: int = 0,
                    max_train_images: int = 0, max_test_images: int = 0, global_batch_size: int = 0,
                    config_yaml: str = "") -> RunConfig:
     """The RunConfig that pipeline parameters describe, resolved exactly as `convbench run` resolves flags.
@@ -81,14 +96,12 @@ def resolve_config(data_source: str, models: list[str], preset: str = "quick", e
 
 def config_to_json(config: RunConfig) -> str:
     """Canonical JSON of a config: the parameter that keys the training steps' cache."""
-    from convbench.config import to_dict
 
     return json.dumps(to_dict(config), sort_keys=True)
 
 
 def config_from_json(text: str) -> RunConfig:
     """Inverse of `config_to_json`."""
-    from convbench.config import from_dict
 
     try:
         data = json.loads(text)
@@ -101,7 +114,7 @@ def config_from_json(text: str) -> RunConfig:
 # Steps
 
 
-def prepare_data(dataset_dir: str, metadata: dict, data_source: str, models: list[str], preset: str = "quick",
+def prepare_dataset(dataset_dir: str, metadata: dict, data_source: str, models: list[str], preset: str = "quick",
                  epochs: int = 0, seeds: int = 0, max_train_images: int = 0, max_test_images: int = 0,
                  global_batch_size: int = 0, config_yaml: str = "", log: Callable[[str], None] = print) -> str:
     """Resolve the config, load and validate the data, save it as the Dataset artifact.
@@ -109,17 +122,14 @@ def prepare_data(dataset_dir: str, metadata: dict, data_source: str, models: lis
     Args:
         dataset_dir: where the Dataset artifact goes.
         metadata: the artifact's metadata dict, updated with the data summary.
-        data_source .. config_yaml: see `resolve_config`.
+        data_source .. config_yaml: see `pipeline_config`.
         log: progress output.
 
     Returns:
         The resolved config as JSON (also saved in the Dataset as config.json).
     """
-    from convbench.data.datasets import save_dataset
-    from convbench.io import atomic_write_text
-    from convbench.experiment.comparison import load_data
 
-    config = resolve_config(data_source, models, preset, epochs, seeds, max_train_images, max_test_images,
+    config = pipeline_config(data_source, models, preset, epochs, seeds, max_train_images, max_test_images,
                             global_batch_size, config_yaml)
     # The report step's `lang` parameter decides the language; the Dataset's config keeps the default,
     # so the training steps, whose cache is keyed on the Dataset, never rerun for another language.
@@ -171,7 +181,6 @@ def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int
     Returns:
         The result entries, one per seed (also written to model_dir/runs.json).
     """
-    from convbench.orchestrate import ray_train
 
     config = dataset_config(dataset_dir)
     if model_name not in config.models:
@@ -220,11 +229,6 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     Returns:
         The result entries, one per seed.
     """
-    from convbench.orchestrate import ray_train
-    from convbench.data.datasets import read_saved_dataset
-    from convbench.env import describe_environment, import_tensorflow_quietly
-    from convbench.io import atomic_write_json
-    from convbench.experiment.comparison import split_diverged, train_and_evaluate
 
     import_tensorflow_quietly()
     config = dataset_config(dataset_dir)
@@ -256,8 +260,6 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
 
 def _finished_seeds(out: Path, model_name: str, config: RunConfig, log: Callable[[str], None]) -> dict[int, dict]:
     """Seeds of `model_name` an earlier, interrupted train step already finished in `out`, with the same recipe."""
-    from convbench.report.document import predictions_problem
-    from convbench.experiment.comparison import DIVERGED, saved_recipe
 
     path = out / RUNS_FILE
     if not path.exists():
@@ -283,7 +285,6 @@ def _finished_seeds(out: Path, model_name: str, config: RunConfig, log: Callable
 
 def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out: Path, options, shared_dir: str,
                       log: Callable[[str], None]) -> list[dict]:
-    from convbench.orchestrate import ray_train
 
     if not shared_dir:
         raise ConvbenchError(
@@ -378,10 +379,6 @@ def evaluate_models(dataset_dir: str, model_dir: str, log_metric: Callable[[str,
     """
     import numpy as np
 
-    from convbench.io import atomic_write_json
-
-    from convbench.training.evaluation import confusion_matrix
-
     manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
     names = list(manifest["class_names"])
     runs = read_runs(model_dir)
@@ -454,12 +451,6 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     Returns:
         The REPORT.md path.
     """
-    from convbench import config as cfgmod
-    from convbench.io import atomic_write_json
-    from convbench.report.document import render_report
-    from convbench.experiment.comparison import results_document, run_key, split_diverged
-
-    from convbench.i18n import check_language
 
     config = dataclasses.replace(dataset_config(dataset_dir), lang=check_language(lang))
     manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
@@ -491,7 +482,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     results = results_document(config, manifest, runs, environment, diverged=diverged,
                                wall_seconds=sum(r.get("train_seconds", 0.0) for r in runs + diverged), pipeline=True)
     atomic_write_json(out / "results.json", results)
-    return render_report(out, log=log)
+    return write_report(out, log=log)
 
 
 def embed_figures(markdown: str, run_dir: Path) -> str:

@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m convbench.orchestrate.ray_job")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-model", help="train one model of a saved Dataset on the Ray cluster this job runs in")
-    p.add_argument("--dataset", required=True, help="a Dataset artifact folder (pipeline_lib.prepare_data: arrays, manifest, config)")
+    p.add_argument("--dataset", required=True, help="a Dataset artifact folder (kfp_steps.prepare_dataset: arrays, manifest, config)")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="run-directory layout for this model's files")
     p.add_argument("--workers", type=int, default=1)

@@ -42,8 +42,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from convbench.config import RunConfig, TrainConfig
+from convbench import config as cfgmod
+from convbench.config import from_dict, RunConfig, TrainConfig
+from convbench.env import import_tensorflow_quietly
 from convbench.errors import ConvbenchError, raise_terminated
+from convbench.experiment import comparison as runner
+from convbench.experiment.comparison import train_and_evaluate
+from convbench.io import atomic_write_json, atomic_write_text
+from convbench.log import make_logger
+from convbench.training.loop import default_strategy, load_checkpoint
 
 CHECKPOINT_GLOB = "checkpoint*.npz"  # what convbench.training.recipes writes per epoch (checkpoint-head/finetune for transfer)
 # Environment of every process of a convbench Ray job. Train's controller collects reports when it
@@ -333,9 +340,6 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
-    from convbench import config as cfgmod
-    from convbench.io import atomic_write_text
-
     out_dir = Path(out_dir).resolve()
     recipe = config.recipe(name)
     plan = plan_batches(recipe.train, options.workers, options.gpus_per_worker)
@@ -457,8 +461,6 @@ def worker_strategy(world_size: int):
     """MultiWorkerMirroredStrategy across several workers, else MirroredStrategy over local GPUs (or the CPU)."""
     import tensorflow as tf
 
-    from convbench.training.loop import default_strategy
-
     if world_size > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     return default_strategy()
@@ -469,17 +471,12 @@ def train_worker(loop_config: dict) -> None:
     import ray
     import ray.train
 
-    from convbench.config import from_dict
-    from convbench.io import atomic_write_json
-    from convbench.experiment.comparison import train_and_evaluate
-
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
     _quiet_train_reports()
     name, seed = loop_config["name"], loop_config["seed"]
     config = from_dict(loop_config["config"], base=RunConfig(), where="ray config")
     data = ray.get(loop_config["data"])
-    from convbench.env import import_tensorflow_quietly
 
     tf = import_tensorflow_quietly()
 
@@ -490,7 +487,6 @@ def train_worker(loop_config: dict) -> None:
     out_dir = Path(loop_config["out_dir"]) if rank == 0 else scratch
     model_dir = out_dir / "models" / name / f"seed{seed}"
     epoch_log = Path(loop_config["epoch_log"])
-    from convbench.log import make_logger
 
     log = make_logger(out_dir if rank == 0 else None)
 
@@ -567,7 +563,6 @@ def _restore(checkpoint, model_dir: Path) -> int:
     """Make model_dir hold exactly the checkpoint's files; returns the epochs it had finished."""
     if checkpoint is None:
         return 0
-    from convbench.training.loop import load_checkpoint
 
     model_dir.mkdir(parents=True, exist_ok=True)
     for f in model_dir.glob(CHECKPOINT_GLOB):
@@ -609,7 +604,6 @@ def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptio
     Returns:
         The results dict (None-free only for local and attached runs; a submitted run returns {}).
     """
-    from convbench.experiment import comparison as runner
 
     out_dir = Path(out_dir)
     options = dataclasses.replace(options, run_name=options.run_name or out_dir.name)
@@ -714,7 +708,6 @@ def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Calla
     The job runs the same command with `--ray-address auto`, so each model trains there as a Ray
     Train run named `<run>-<model>-seed<k>`. The config travels in the job's working_dir.
     """
-    from convbench import config as cfgmod
 
     source = config.data.source
     # The job runs in its own working directory on the cluster: relative paths would point nowhere.

@@ -8,9 +8,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from convbench import rundir
-from convbench.analysis.ablation import BASELINE, PRECISION_VARIANT, REGULARIZERS, VARIANTS, _on_alias, describe_recipe, load_ledger
+from convbench.analysis.ablation import (
+    _on_alias,
+    BASELINE,
+    describe_recipe,
+    load_ledger,
+    PRECISION_VARIANT,
+    REGULARIZERS,
+    VARIANTS,
+)
 from convbench.errors import ConvbenchError
 from convbench.i18n import _, fmt, number, render_stored
+from convbench.report.figures import pyplot, save_figure
 from convbench.report.sections import render_ablation_section
 
 
@@ -30,8 +39,6 @@ def plot_ablation_curves(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
         The seed plotted, or None when no history of the model could be read.
     """
     import pandas as pd
-
-    from convbench.report.figures import pyplot, save_figure
 
     own = [e for e in runs if e["model"] == model and (not seeds or int(e["seed"]) in seeds)]
     if not own:
@@ -112,7 +119,6 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
     Returns:
         Markdown starting with a level-2 heading, or None when the folder has no ablation.json.
     """
-    from convbench.report.sections import render_ablation_section
 
     run_dir = Path(run_dir)
     try:

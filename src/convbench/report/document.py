@@ -20,16 +20,27 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from convbench.config import RunConfig, describe_augment, from_dict, training_epochs
-from convbench.errors import ConvbenchError
 from convbench import rundir
 from convbench.analysis.ablation import load_ledger
+from convbench.config import describe_augment, from_dict, RunConfig, training_epochs
+from convbench.errors import ConvbenchError
+from convbench.i18n import _, check_language, fmt, N_, ngettext, number, pgettext, render_stored, use_language
+from convbench.io import atomic_write, atomic_write_json, atomic_write_text
+from convbench.lock import live_owner
+from convbench.models import model_info
 from convbench.report.ablation import render_ablation_markdown, replot_ablation_curves
+from convbench.report.extras import analyze_run
+from convbench.report.figures import (
+    localise_ticks,
+    model_colour,
+    plot_accuracy_vs_flops,
+    plot_confusion_matrices,
+    plot_learning_curves,
+    plot_per_class,
+    pyplot,
+    save_figure,
+)
 from convbench.report.glossary import glossary_markdown
-from convbench.i18n import N_, _, check_language, fmt, ngettext, number, pgettext, render_stored, use_language
-from convbench.io import atomic_write, atomic_write_text
-from convbench.report.figures import (localise_ticks, model_colour, plot_accuracy_vs_flops, plot_confusion_matrices,
-                                      plot_learning_curves, plot_per_class, pyplot, save_figure)
 
 # Thresholds the conclusions use; named so the report can quote them.
 OVERFIT_GAP = 0.05  # train accuracy minus validation accuracy above this reads as overfitting
@@ -451,7 +462,6 @@ def advice_steps(results: dict, histories: dict[str, list[dict]]) -> list[Step]:
 
 def _description(name: str) -> str:
     """" (what the registry says the model is)", or "" for a name it no longer holds (an old run)."""
-    from convbench.models import model_info
 
     try:
         return f" ({_(model_info(name).description).rstrip('.')})"
@@ -977,7 +987,7 @@ def write_next_steps(run_dir: Path, results: dict, histories: dict[str, list[dic
     return command_path(run_dir) if configs else ""
 
 
-def render_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: str | None = None) -> Path:
+def write_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: str | None = None) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
     Args:
@@ -994,10 +1004,10 @@ def render_report(run_dir: str | Path, log: Callable[[str], None] = print, lang:
         lang = check_language(lang)  # a bad --lang fails before results.json is even read
     results = load_results(run_dir)
     with use_language(report_language(results, lang)):
-        return _render_report(run_dir, results, log)
+        return _write_report(run_dir, results, log)
 
 
-def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> Path:
+def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> Path:
     if not results.get("runs") and results.get("diverged"):
         names = ", ".join(dict.fromkeys(r["name"] for r in results["diverged"]))
         path = run_dir / "REPORT.md"
@@ -1030,8 +1040,6 @@ def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> 
     figures["per_class"] = "figures/per_class_accuracy.png"
     plot_accuracy_vs_flops(results["models"], fig_dir / "accuracy_vs_flops.png")
     figures["accuracy_flops"] = "figures/accuracy_vs_flops.png"
-    from convbench.report.extras import analyze_run
-    from convbench.io import atomic_write_json
 
     results["statistics"] = analyze_run(run_dir, results, histories)
     results["ablation_effects"] = _ablation_effects(run_dir)
@@ -1039,7 +1047,6 @@ def _render_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> 
     if ablation:
         results["statistics"]["sections_markdown"].append(ablation)
     atomic_write_json(run_dir / "statistics.json", {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
-    from convbench.lock import live_owner
 
     owner = live_owner(run_dir)
     notice = coverage_notice(results, owner if owner and owner.get("pid") != os.getpid() else None)

@@ -11,14 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from convbench import rundir
+from convbench.analysis.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    reliability_bins,
+    softmax,
+)
 from convbench.analysis.extras import _load_predictions, significance
+from convbench.analysis.stats import mean_std_ci
 from convbench.config import AnalysisConfig
 from convbench.i18n import _, fmt, number
+from convbench.report import sections as rs
+from convbench.report.figures import model_colour, plot_reliability, pyplot, save_figure
 
 
 def calibration_rows(preds: dict[str, list[dict]], bins: int, fig_dir: Path) -> tuple[list[dict], dict[str, str]]:
     """ECE before/after temperature scaling (fit on validation, scored on test), first seed's diagram."""
-    from convbench.analysis.calibration import expected_calibration_error, fit_temperature, nll, plot_reliability, reliability_bins, softmax
 
     rows, figures = [], {}
     for name, runs in preds.items():
@@ -49,7 +58,6 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     transfer model's head phase, the backbone's forward pass is paid once (feature caching) and the
     head's own cost is negligible next to it.
     """
-    from convbench.report.figures import model_colour, pyplot, save_figure
 
     plt = pyplot()
     n_train = results["data"]["train_images"]
@@ -110,7 +118,6 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
 
 def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Path) -> bool:
     """Grid: a row per model of its most confident test mistakes (true → predicted, confidence)."""
-    from convbench.report.figures import pyplot, save_figure
 
     rows = [(name, runs[0]) for name, runs in preds.items() if "mistake_images" in runs[0] and len(runs[0]["mistake_images"])]
     if not rows:
@@ -136,7 +143,6 @@ def plot_mistakes(preds: dict[str, list[dict]], class_names: list[str], path: Pa
 
 def plot_saliency(preds: dict[str, list[dict]], class_names: list[str], path: Path) -> bool:
     """Grid: the fixed test images (top row) and each model's input-gradient saliency below them."""
-    from convbench.report.figures import pyplot, save_figure
 
     rows = [(name, runs[0]) for name, runs in preds.items() if "saliency" in runs[0]]
     if not rows:
@@ -201,8 +207,6 @@ def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) 
     Returns:
         {"verdict": compare_models output or None, "summary_markdown": str, "sections_markdown": [str]}
     """
-    from convbench.report import sections as rs
-    from convbench.analysis.stats import mean_std_ci
 
     cfg = results.get("config", {})
     acfg = {**AnalysisConfig().__dict__, **cfg.get("analysis", {})}

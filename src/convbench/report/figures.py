@@ -12,6 +12,7 @@ from convbench.analysis.calibration import _ece_from_bins
 from convbench.errors import ConvbenchError
 from convbench.i18n import _, fmt, number
 from convbench.io import atomic_write
+from convbench.models import list_models
 
 
 def pyplot():
@@ -84,7 +85,6 @@ _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 def model_colour(name: str) -> str:
     """The one colour a model has in every figure of every report (by its place in the registry)."""
-    from convbench.models import list_models
 
     names = list_models()
     index = names.index(name) if name in names else len(names) + sum(map(ord, name))
@@ -218,8 +218,6 @@ def plot_reliability(
         The path written.
     """
     from matplotlib.figure import Figure
-
-    from convbench.i18n import _, fmt
 
     panels = [(_("Before temperature scaling"), bins_before)]
     if bins_after is not None:

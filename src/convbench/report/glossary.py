@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from convbench.i18n import N_, _
+from convbench.i18n import _, N_
 
 # (term as the glossary shows it, regex of the spellings that trigger it, one or two plain sentences),
 # in English; each is translated where it is used, the regex too (it must match the report's wording

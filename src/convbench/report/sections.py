@@ -8,7 +8,7 @@ statistic backs it. Each renderer returns a Markdown string that starts with its
 Units in: fractions in [0, 1] (accuracy, ECE, gaps). Units out: percent for levels, percentage
 points ("points") for differences.
 
-Test: .venv/bin/pytest tests/test_report_stats.py -q
+Test: .venv/bin/pytest tests/test_report_sections.py -q
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from convbench.analysis.stats import mean_std_ci
 from convbench.data import corruptions as _corruptions
 from convbench.errors import ConvbenchError
-from convbench.i18n import N_, _, fmt, join_names, ngettext, number, translate_text
-from convbench.analysis.stats import mean_std_ci
+from convbench.i18n import _, fmt, join_names, N_, ngettext, number, translate_text
 
 __all__ = [
     "render_executive_summary",

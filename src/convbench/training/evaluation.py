@@ -4,7 +4,7 @@ Test accuracy, per-class precision/recall/F1, confusion matrix, parameters, FLOP
 latency and batch-256 throughput on this machine. The test split is only ever used here, after
 training and model selection are finished.
 
-    python -c "import convbench.training.evaluation as e; help(e.evaluate_model)"
+    python -c "import convbench.training.evaluation as e; help(e.score_model)"
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import weakref
 
 import numpy as np
+from convbench.models.flops import count_flops
 
 
 _INFERENCE_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -77,7 +78,7 @@ def measure_speed(model, input_shape, repeats: int = 30, batch: int = 256) -> di
     return {"latency_ms_batch1": float(np.median(times) * 1000), f"throughput_images_per_s_batch{batch}": float(runs * batch / elapsed)}
 
 
-def evaluate_model(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str], batch_size: int = 512,
+def score_model(model, x_test: np.ndarray, y_test: np.ndarray, class_names: list[str], batch_size: int = 512,
                    measure_latency: bool = True) -> tuple[dict, np.ndarray]:
     """Score a model on the test split.
 
@@ -92,7 +93,6 @@ def evaluate_model(model, x_test: np.ndarray, y_test: np.ndarray, class_names: l
     Returns:
         (metrics dict, test logits (N, K) float32)
     """
-    from convbench.models.flops import count_flops
 
     logits = predict_logits(model, x_test, batch_size)
     pred = logits.argmax(axis=1)

@@ -6,7 +6,7 @@ CPU (default strategy), several GPUs (MirroredStrategy) and Ray workers (MultiWo
 
 Split as Ray's TensorFlow examples are: dataset function (`convbench.data.augment.make_train_dataset`),
 model function (`convbench.models.create_model`), per-epoch loop (`Trainer.run_epochs`), driver
-(`train_model`, `convbench.experiment.comparison`).
+(`fit_model`, `convbench.experiment.comparison`).
 
 Every epoch it writes an atomic checkpoint (weights, optimizer state including the step count that
 drives the LR schedule, history, best weights), so a killed run resumes at the next epoch.
@@ -29,9 +29,11 @@ from typing import Callable
 import numpy as np
 
 from convbench.config import AugmentConfig, Recipe, RegularizationConfig, TrainConfig
+from convbench.env import cpu_flags, onednn_enabled
 from convbench.errors import ConvbenchError
-from convbench.i18n import N_, Message
+from convbench.i18n import Message, N_
 from convbench.io import atomic_write
+from convbench.models import create_model
 
 
 @dataclass
@@ -119,7 +121,6 @@ def choose_precision(setting: str, gpus: list | None = None, flags: set[str] | N
     Returns:
         (policy, reason), e.g. ("mixed_bfloat16", "AMX bf16 present").
     """
-    from convbench.env import cpu_flags, onednn_enabled
 
     if setting == "off":
         return "float32", Message(N_("mixed_precision: off"))
@@ -659,7 +660,6 @@ def run_epochs(
 def smoke(argv: list[str] | None = None) -> int:
     """Train cnn_vgg for two epochs on random data; proves the loop runs end to end."""
     from convbench.data.augment import make_eval_dataset, make_train_dataset
-    from convbench.models import create_model
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (512, 32, 32, 3), dtype=np.uint8)

@@ -30,25 +30,28 @@ from typing import Callable
 
 import numpy as np
 
-from convbench.data.augment import make_eval_dataset, make_train_dataset
 from convbench.config import AugmentConfig, BudgetConfig, Recipe
+from convbench.data.augment import make_eval_dataset, make_train_dataset
 from convbench.data.datasets import Dataset
 from convbench.errors import ConvbenchError
-from convbench.i18n import N_, Message
+from convbench.i18n import Message, N_
 from convbench.io import quarantine
+from convbench.models import create_model, initialize_from_data, model_info
+from convbench.models.batchnorm import synchronized_statistics
+from convbench.models.flops import count_flops
 from convbench.models.transfer import POOLING_HEADS
 from convbench.training.loop import (
-    EpochRecord,
-    Stopwatch,
-    TrainingDiverged,
-    TrainResult,
-    Trainer,
     choose_precision,
     default_strategy,
+    EpochRecord,
     load_checkpoint,
     restore_optimizer,
     restore_variables,
     run_epochs,
+    Stopwatch,
+    Trainer,
+    TrainingDiverged,
+    TrainResult,
 )
 
 NO_AUGMENT = AugmentConfig(crop_padding=0, flip=False)
@@ -56,7 +59,6 @@ NO_AUGMENT = AugmentConfig(crop_padding=0, flip=False)
 
 def model_kwargs(name: str, recipe: Recipe, weights: str | None = "imagenet") -> dict:
     """Builder options the recipe implies for a model."""
-    from convbench.models import model_info
 
     kwargs: dict = {}
     if recipe.regularization.dropout >= 0:
@@ -69,7 +71,6 @@ def model_kwargs(name: str, recipe: Recipe, weights: str | None = "imagenet") ->
 
 def model_precision(name: str, recipe: Recipe) -> tuple[str, str]:
     """(Keras dtype policy, reason) for training `name` with `recipe` on this machine (`choose_precision`)."""
-    from convbench.models import model_info
 
     return choose_precision(recipe.train.mixed_precision, depthwise=model_info(name).depthwise)
 
@@ -77,9 +78,6 @@ def model_precision(name: str, recipe: Recipe) -> tuple[str, str]:
 def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weights: str | None = "imagenet"):
     """Set the precision policy and build the model under the strategy's scope."""
     import keras
-
-    from convbench.models import create_model
-    from convbench.models.batchnorm import synchronized_statistics
 
     strategy = strategy or default_strategy()
     precision, _ = model_precision(name, recipe)
@@ -90,7 +88,7 @@ def build_model(name: str, num_classes: int, recipe: Recipe, strategy=None, weig
     return model, strategy, precision
 
 
-def train_model(
+def fit_model(
     name: str,
     data: Dataset,
     recipe: Recipe,
@@ -121,7 +119,6 @@ def train_model(
     Returns:
         (model with best weights, TrainResult)
     """
-    from convbench.models import model_info
 
     model, strategy, precision = build_model(name, data.num_classes, recipe, strategy, weights)
     label = label or name
@@ -173,7 +170,6 @@ def initialize_from_first_batch(model, images: np.ndarray, labels: np.ndarray, n
     Returns:
         The names of the layers initialised (empty for models without such a layer).
     """
-    from convbench.models import initialize_from_data
 
     if not any(hasattr(layer, "initialize_from_data") for layer in model.layers):
         return []
@@ -205,7 +201,6 @@ def apply_budget(recipe: Recipe, budget: BudgetConfig | None, model, data: Datas
     """
     if budget is None or budget.kind == "none":
         return recipe, None, ""
-    from convbench.models.flops import count_flops
 
     n = len(data.y_train)
     if budget.kind == "epochs":

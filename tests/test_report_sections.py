@@ -3,7 +3,7 @@
 Fixed synthetic per-image results go through convbench.analysis.stats and a JSON round trip (as via
 results.json), then through the renderers.
 
-Run: .venv/bin/pytest tests/test_report_stats.py -q
+Run: .venv/bin/pytest tests/test_report_sections.py -q
 """
 
 from __future__ import annotations
