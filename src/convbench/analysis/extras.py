@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convbench import rundir
 from convbench.analysis.stats import compare_models
 from convbench.config import AnalysisConfig
 from convbench.data.corruptions import corrupt, DEFAULT_CORRUPTIONS
@@ -120,7 +121,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def _load_predictions(run_dir: Path, results: dict) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in results["runs"]:
-        path = run_dir / r.get("predictions", f"predictions/{r['name']}_seed{r['seed']}.npz")
+        path = run_dir / r.get("predictions", rundir.predictions_file(r["name"], r["seed"]))
         if not path.exists():
             continue
         with np.load(path, allow_pickle=False) as z:

@@ -33,7 +33,7 @@ def add_commands(subparsers) -> None:
 def _recorded_language(run_dir: Path) -> str | None:
     """The report language a `convbench run` recorded in run_dir/results.json (None without one)."""
     try:
-        lang = (json.loads((run_dir / "results.json").read_text()).get("config") or {}).get("lang")
+        lang = (json.loads(rundir.results_path(run_dir).read_text()).get("config") or {}).get("lang")
     except (OSError, ValueError, AttributeError):
         return None
 
@@ -60,7 +60,7 @@ def cmd_ablate(args) -> int:
     cfg = dataclasses.replace(cfg, lang=lang)
     log(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
     run_ablation(cfg, out, variants, log=log)
-    if (out / "results.json").exists():
+    if rundir.results_path(out).exists():
 
         try:
             write_report(out, log=log, lang=lang)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from convbench import rundir
 from convbench.bench.benchmark import run_bench
 from convbench.config import preset
 from convbench.errors import ConvbenchError
@@ -93,7 +94,7 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
         + ", ".join(f"{k} {v:.2%}" for k, v in accuracies.items()))
     result = {"gpus": gpus, "precision": policy, "precision_reason": reason, "strategy": type(strategy).__name__,
               "replicas": replicas, "bench": rows, "quick": {"data": data, "wall_seconds": quick_seconds, "test_accuracy": accuracies,
-                                                              "report": str(out / "quick" / "REPORT.md")},
+                                                              "report": str(rundir.report_path(out / "quick"))},
               "total_seconds": time.perf_counter() - started, "tensorflow": tf.__version__}
 
     atomic_write_json(out / "gpu-check.json", result)

@@ -31,6 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
+from convbench import rundir
 from convbench import config as cfgmod
 from convbench.cli.options import add_lang_option, add_run_options, open_run_folder, resolve_config
 from convbench.errors import ConvbenchError, raise_terminated
@@ -39,7 +40,7 @@ from convbench.lock import pid_alive
 from convbench.pipelines.comparison import build_pipeline
 
 STEPS = ("prepare-data", "train-model", "evaluate-model", "render-report")
-RUN_DIR_FILES = ("REPORT.md", "results.json")
+RUN_DIR_FILES = (rundir.REPORT, rundir.RESULTS)
 
 
 def add_commands(subparsers) -> None:
@@ -270,12 +271,12 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
         target = out / item.name
         if item.is_dir():
             shutil.copytree(item, target, dirs_exist_ok=True)
-        elif item.name == "run.log" and target.exists():
+        elif item.name == rundir.LOG and target.exists():
             with open(target, "a", encoding="utf-8") as fh:
                 fh.write(item.read_text(encoding="utf-8", errors="replace"))
         else:
             shutil.copy2(item, target)
-    return out / "REPORT.md"
+    return rundir.report_path(out)
 
 
 def drop_empty_cache_entries(cache_root: Path, log: Callable[[str], None] = print) -> list[Path]:
@@ -462,7 +463,7 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
         if not (run_dir / name).is_file():
             raise ConvbenchError(f"pipeline step render-report left no {name} in {run_dir}, although kfp reported success "
                                  "(kubeflow/pipelines#13332); see the step logs above")
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads(rundir.results_path(run_dir).read_text())
     have = {(r["name"], r["seed"]) for r in results.get("runs", []) + results.get("diverged", [])}
     want = {(m, config.train.seed + k) for m in config.models for k in range(config.seeds)}
     if want - have:

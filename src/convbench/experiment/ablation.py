@@ -268,7 +268,7 @@ def ledger_entry(model: str, variant: str, seed: int, result: Mapping[str, Any],
 
 def _main_run_results(run_dir: Path, data_summary: dict) -> list[dict]:
     """Finished runs of `convbench run` in this folder on the same data (reusable baselines)."""
-    path = run_dir / "results.json"
+    path = rundir.results_path(run_dir)
     if not path.exists():
         return []
     try:
@@ -364,7 +364,7 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
         if not skipped_i18n[model]:
             del skipped_i18n[model]
 
-    cfgmod.save_yaml(config, run_dir / "ablation" / "config.yaml")  # only once the plan agrees with earlier runs
+    cfgmod.save_yaml(config, rundir.config_path(run_dir / "ablation"))  # only once the plan agrees with earlier runs
     main_runs = _main_run_results(run_dir, summary)
     state = {"data": summary, "alpha": config.analysis.alpha, "variants": variants_info, "skipped": skipped,
              "skipped_i18n": skipped_i18n}
@@ -396,7 +396,7 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
             runs.remove(old)
         match = next((r for r in main_runs if r["name"] == model and int(r["seed"]) == seed and _plain(r["recipe"]) == expected), None)
         if variant == BASELINE and match is not None and _files_present(run_dir, {"history_csv": match["history_csv"], "predictions": match["predictions"]}):
-            runs.append(ledger_entry(model, variant, seed, match, "", "results.json"))
+            runs.append(ledger_entry(model, variant, seed, match, "", rundir.RESULTS))
             log(f"[ablation] {label}: same recipe, seed and data as the `convbench run` in {run_dir}; reusing it")
             reused += 1
         else:
@@ -422,7 +422,7 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
     effects, used_seeds = compute_effects(run_dir, runs, config.analysis.alpha, log)
     curves, curve_seeds = {}, {}
     for model in dict.fromkeys(e["model"] for e in runs):
-        rel = f"figures/ablation_{model}.png"
+        rel = rundir.ablation_figure(model)
         with use_language(getattr(config, "lang", None)):
             seed = plot_ablation_curves(run_dir, runs, model, run_dir / rel, seeds=used_seeds.get(model))
         if seed is not None:

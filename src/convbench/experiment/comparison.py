@@ -25,6 +25,8 @@ from typing import Callable
 
 import numpy as np
 
+from convbench import rundir
+from convbench.rundir import run_key
 from convbench import config as cfgmod
 from convbench.analysis.extras import measure_extras
 from convbench.config import RunConfig
@@ -49,10 +51,6 @@ def load_data(config: RunConfig, log=print):
 
     d = config.data
     return load_dataset(d.source, d.cache_dir or None, d.val_fraction, d.split_seed, d.max_train_images, d.max_test_images, d.strict, log)
-
-
-def run_key(name: str, seed: int) -> str:
-    return f"{name}_seed{seed}"
 
 
 def history_to_csv(history) -> str:
@@ -85,12 +83,12 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     recipe = config.recipe(name)
     recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=seed))
     key = run_key(name, seed)
-    model_dir = out_dir / "models" / name / f"seed{seed}"
+    model_dir = rundir.model_dir(out_dir, name, seed)
     label = f"{name} seed {seed}"
     events = None
     if shard[0] == 0:
         # No checkpoint left means this model starts from scratch: an earlier attempt's events go.
-        events = EpochWriter(session_dir(out_dir, key), fresh=not any(model_dir.glob("checkpoint*.npz")))
+        events = EpochWriter(session_dir(out_dir, key), fresh=not any(model_dir.glob(rundir.CHECKPOINT_GLOB)))
     callback = _chain(events.write_epoch if events else None, on_epoch_end)
     try:
         model, result = fit_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
@@ -121,10 +119,10 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
     extras, extra_arrays = measure_extras(model, data, config.analysis, test_logits, recipe.train.eval_batch_size)
     best_path = model_dir / "best.weights.h5"
     atomic_write(best_path, lambda tmp: _save_weights(model, tmp))
-    atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(result.history))
-    atomic_write(out_dir / "predictions" / f"{key}.npz",
+    atomic_write_text(out_dir / rundir.history_file(name, seed), history_to_csv(result.history))
+    atomic_write(out_dir / rundir.predictions_file(name, seed),
                  lambda tmp: _save_predictions(tmp, test_logits, data.y_test, val_logits, data.y_val, extra_arrays))
-    for stale in model_dir.glob("checkpoint*.npz"):
+    for stale in model_dir.glob(rundir.CHECKPOINT_GLOB):
         stale.unlink()  # the best weights and history are saved; resume state is no longer needed
     last = result.history[-1]
     best = next(r for r in result.history if r.epoch == result.best_epoch)
@@ -156,7 +154,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         "notes_i18n": [message_data(n) for n in result.notes],
         "recipe": dataclasses.asdict(recipe),
         "history_csv": f"history/{key}.csv",
-        "predictions": f"predictions/{key}.npz",
+        "predictions": rundir.predictions_file(name, seed),
         "checkpoint": str(best_path.relative_to(out_dir)),
         **{k: v for k, v in metrics.items() if k not in ("params", "flops_per_image", "test_accuracy", "trainable_params")},
         **extras,
@@ -196,8 +194,8 @@ def _diverged_entry(name: str, seed: int, recipe, out_dir: Path, exc) -> dict:
 
     key = run_key(name, seed)
     kind = model_info(name).kind
-    atomic_write_text(out_dir / "history" / f"{key}.csv", history_to_csv(exc.history))
-    for stale in (out_dir / "models" / name / f"seed{seed}").glob("checkpoint*.npz"):
+    atomic_write_text(out_dir / rundir.history_file(name, seed), history_to_csv(exc.history))
+    for stale in rundir.model_dir(out_dir, name, seed).glob(rundir.CHECKPOINT_GLOB):
         stale.unlink()  # the state of a diverged model is no use to resume from
     # The setting to lower: a transfer model's phases both scale from the head's learning rate.
     setting, value = (("transfer.head_lr_per_1024", recipe.transfer.head_lr_per_1024) if kind == "transfer"
@@ -351,7 +349,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
 
     data = load_data(config, log)
     log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
-    results_path = out_dir / "results.json"
+    results_path = rundir.results_path(out_dir)
     fingerprint = config_fingerprint(config, data.summary())
     previous = read_previous_results(results_path, log)
     runs: list[dict] = []
@@ -386,7 +384,7 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
         raise ConvbenchError(
             f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
         )
-    cfgmod.save_yaml(config, out_dir / "config.yaml")
+    cfgmod.save_yaml(config, rundir.config_path(out_dir))
     results = results_document(config, data.summary(), runs, describe_environment(), diverged=diverged)
     done = {run_key(r["name"], r["seed"]) for r in runs + diverged}
     started = time.perf_counter()

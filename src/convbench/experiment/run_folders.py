@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from convbench import rundir
 from convbench import config as cfgmod
 from convbench.errors import ConvbenchError
 from convbench.experiment.comparison import _mismatched_recipes, config_fingerprint
@@ -134,7 +135,7 @@ def describe_runs(root: Path = DEFAULT_ROOT) -> list[dict]:
         return rows
     latest = (root / LATEST).resolve() if (root / LATEST).is_symlink() else None
     for folder in sorted((f for f in root.iterdir() if f.is_dir() and not f.is_symlink()), key=lambda f: f.stat().st_mtime, reverse=True):
-        if not ((folder / "results.json").exists() or (folder / "config.yaml").exists()):
+        if not (rundir.results_path(folder).exists() or rundir.config_path(folder).exists()):
             continue
         rows.append({**_summary(folder), "latest": latest == folder.resolve()})
     return rows
@@ -143,7 +144,7 @@ def describe_runs(root: Path = DEFAULT_ROOT) -> list[dict]:
 def _read_results(folder: Path) -> dict:
     """A folder's results.json as a dict, {} when it is missing or unreadable (nothing is moved)."""
     try:
-        results = json.loads((folder / "results.json").read_text())
+        results = json.loads(rundir.results_path(folder).read_text())
     except (OSError, ValueError):
         return {}
     return results if isinstance(results, dict) else {}
@@ -153,7 +154,7 @@ def _summary(folder: Path) -> dict:
     results = _read_results(folder)
     config = None
     try:
-        config = cfgmod.from_dict(results["config"]) if isinstance(results.get("config"), dict) else cfgmod.load_yaml(folder / "config.yaml")
+        config = cfgmod.from_dict(results["config"]) if isinstance(results.get("config"), dict) else cfgmod.load_yaml(rundir.config_path(folder))
     except (ConvbenchError, OSError, ValueError, TypeError, KeyError):  # another version's or a damaged config
         config = None
     finished = [r for r in results.get("runs", []) if isinstance(r, dict) and "test_accuracy" in r]

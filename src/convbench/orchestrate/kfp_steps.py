@@ -43,7 +43,6 @@ from convbench.experiment.comparison import (
     DIVERGED,
     load_data,
     results_document,
-    run_key,
     saved_recipe,
     split_diverged,
     train_and_evaluate,
@@ -460,12 +459,12 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     environment = {}
     for model_dir in model_dirs:
         src = Path(model_dir)
-        for sub in ("history", "predictions", "models", "tensorboard"):
+        for sub in (rundir.HISTORY_DIR, rundir.PREDICTIONS_DIR, rundir.MODELS_DIR, rundir.TENSORBOARD_DIR):
             if (src / sub).is_dir():
                 shutil.copytree(src / sub, out / sub, dirs_exist_ok=True)
-        if (src / "run.log").exists():
-            with open(out / "run.log", "a", encoding="utf-8") as fh:
-                fh.write((src / "run.log").read_text(encoding="utf-8", errors="replace"))
+        if rundir.log_path(src).exists():
+            with open(rundir.log_path(out), "a", encoding="utf-8") as fh:
+                fh.write(rundir.log_path(src).read_text(encoding="utf-8", errors="replace"))
         data = json.loads((src / RUNS_FILE).read_text())
         environment = environment or data.get("environment", {})
         for run in data["runs"] + data.get("diverged", []):
@@ -477,11 +476,11 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
                if run_key(name, config.train.seed + k) not in by_key]
     if missing:
         raise ConvbenchError(f"no trained results for {', '.join(missing)}; their train_model steps did not finish")
-    cfgmod.save_yaml(config, out / "config.yaml")
+    cfgmod.save_yaml(config, rundir.config_path(out))
     runs, diverged = split_diverged(runs)
     results = results_document(config, manifest, runs, environment, diverged=diverged,
                                wall_seconds=sum(r.get("train_seconds", 0.0) for r in runs + diverged), pipeline=True)
-    atomic_write_json(out / "results.json", results)
+    atomic_write_json(rundir.results_path(out), results)
     return write_report(out, log=log)
 
 
@@ -612,7 +611,7 @@ def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(content, encoding="utf-8")
     (Path(run_dir) / "REPORT.html").write_text(page, encoding="utf-8")
-    results = json.loads((Path(run_dir) / "results.json").read_text())
+    results = json.loads(rundir.results_path(run_dir).read_text())
     if not results["models"]:
         log(f"report: {report} ({time.perf_counter() - started:.1f} s); every model diverged")
         return ""

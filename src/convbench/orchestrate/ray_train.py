@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from convbench import rundir
 from convbench import config as cfgmod
 from convbench.config import from_dict, RunConfig, TrainConfig
 from convbench.env import import_tensorflow_quietly
@@ -52,7 +53,7 @@ from convbench.io import atomic_write_json, atomic_write_text
 from convbench.log import make_logger
 from convbench.training.loop import default_strategy, load_checkpoint
 
-CHECKPOINT_GLOB = "checkpoint*.npz"  # what convbench.training.recipes writes per epoch (checkpoint-head/finetune for transfer)
+CHECKPOINT_GLOB = rundir.CHECKPOINT_GLOB  # what convbench.training.recipes writes per epoch (checkpoint-head/finetune for transfer)
 # Environment of every process of a convbench Ray job. Train's controller collects reports when it
 # polls the workers (every 2 s by default); an epoch counts as finished once Ray has committed its
 # checkpoint, so a shorter poll shortens that wait at the end of each epoch (about 1 s to 0.25 s).
@@ -346,7 +347,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
     _check_steps(data, recipe.train.global_batch_size)
     job = job_name(options.run_name or out_dir.name, name, seed)
     storage = Path(options.storage_path or out_dir / "ray")
-    model_dir = out_dir / "models" / name / f"seed{seed}"
+    model_dir = rundir.model_dir(out_dir, name, seed)
     epoch_log = storage / f"{job}.epochs.jsonl"
     result_file = storage / f"{job}.result.json"
     result_file.unlink(missing_ok=True)
@@ -485,7 +486,7 @@ def train_worker(loop_config: dict) -> None:
     # Only rank 0 writes the run directory; the others keep their per-epoch checkpoints to themselves.
     scratch = None if rank == 0 else Path(tempfile.mkdtemp(prefix=f"convbench-rank{rank}-"))
     out_dir = Path(loop_config["out_dir"]) if rank == 0 else scratch
-    model_dir = out_dir / "models" / name / f"seed{seed}"
+    model_dir = rundir.model_dir(out_dir, name, seed)
     epoch_log = Path(loop_config["epoch_log"])
 
     log = make_logger(out_dir if rank == 0 else None)
@@ -718,7 +719,7 @@ def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Calla
         raise ConvbenchError(f"with an http:// Ray address --out must be an absolute path on the cluster's shared storage "
                              f"(e.g. /data/runs/NAME), not {str(out_dir)!r}")
     with tempfile.TemporaryDirectory(prefix="convbench-job-") as tmp:
-        cfgmod.save_yaml(config, Path(tmp) / "config.yaml")
+        cfgmod.save_yaml(config, rundir.config_path(tmp))
         args = ["convbench", "run", "--config", "config.yaml", "--out", str(out_dir), "--ray-address", "auto",
                 "--workers", str(options.workers), "--gpus-per-worker", str(options.gpus_per_worker)]
         return submit_job(options.address, " ".join(args), job_name(options.run_name, "run"), log,

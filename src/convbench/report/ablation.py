@@ -104,7 +104,7 @@ def replot_ablation_curves(run_dir: str | Path, ledger: Mapping[str, Any]) -> No
     """
     run_dir = Path(run_dir)
     for model, seed in (ledger.get("curve_seeds") or {}).items():
-        rel = next((r for r in (ledger.get("curves") or {}).values() if r == f"figures/ablation_{model}.png"), None)
+        rel = next((r for r in (ledger.get("curves") or {}).values() if r == rundir.ablation_figure(model)), None)
         if rel is not None:
             plot_ablation_curves(run_dir, ledger.get("runs", []), model, run_dir / rel, seeds=[int(seed)])
 
@@ -162,7 +162,7 @@ def render_ablation_markdown(run_dir: str | Path) -> str | None:
     if curves:
         lines.append("")
         for caption, rel in curves.items():
-            model = next((m for m in seeds if rel == f"figures/ablation_{m}.png"), None)
+            model = next((m for m in seeds if rel == rundir.ablation_figure(m)), None)
             if model is not None:
                 caption = curve_caption(model, seeds[model])
             lines += [f"![{caption}]({rel})", ""]

@@ -50,7 +50,7 @@ CLOSE_CALL = 0.01  # accuracy differences below this are within typical seed-to-
 
 def load_results(run_dir: Path) -> dict:
     """results.json of a run directory, with a clear error when it is missing or broken."""
-    path = Path(run_dir) / "results.json"
+    path = rundir.results_path(run_dir)
     try:
         results = json.loads(path.read_text())
     except FileNotFoundError:
@@ -159,7 +159,7 @@ def load_histories(run_dir: Path, results: dict, log: Callable[[str], None] = pr
 
     out = {}
     for r in results.get("runs", []) + results.get("diverged", []):
-        path = Path(run_dir) / r.get("history_csv", f"history/{r['name']}_seed{r['seed']}.csv")
+        path = Path(run_dir) / r.get("history_csv", rundir.history_file(r["name"], r["seed"]))
         if not path.exists():
             continue
         try:
@@ -172,7 +172,7 @@ def load_histories(run_dir: Path, results: dict, log: Callable[[str], None] = pr
             log(f"warning: {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 f"the learning curve of {r['name']} seed {r['seed']} is left out of the report")
             continue
-        out[f"{r['name']}_seed{r['seed']}"] = frame.to_dict("records")
+        out[rundir.run_key(r["name"], r["seed"])] = frame.to_dict("records")
     return out
 
 
@@ -200,7 +200,7 @@ def damaged_predictions(run_dir: Path, runs: list[dict]) -> list[tuple[dict, Pat
     """(run, predictions path, problem) for every finished run whose saved predictions are unusable."""
     out = []
     for r in runs:
-        path = Path(run_dir) / r.get("predictions", f"predictions/{r['name']}_seed{r['seed']}.npz")
+        path = Path(run_dir) / r.get("predictions", rundir.predictions_file(r["name"], r["seed"]))
         problem = predictions_problem(path)
         if problem:
             out.append((r, path, problem))
@@ -319,7 +319,7 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
         return "## " + _("Conclusions") + "\n\n" + _("No model finished training, so nothing can be concluded yet.") + "\n"
     first_rows = {}
     for r in results["runs"]:
-        first_rows.setdefault(r["name"], histories.get(f"{r['name']}_seed{r['seed']}", []))
+        first_rows.setdefault(r["name"], histories.get(rundir.run_key(r["name"], r["seed"]), []))
     n_val = int(results.get("data", {}).get("val_images", 0) or 0)
     diag = {m["name"]: model_diagnostics(m, first_rows.get(m["name"], []), n_val) for m in models}
     best = models[0]
@@ -450,7 +450,7 @@ def advice_steps(results: dict, histories: dict[str, list[dict]]) -> list[Step]:
     if not models:
         return []
     best = models[0]
-    rows = next((histories.get(f"{r['name']}_seed{r['seed']}", []) for r in results["runs"] if r["name"] == best["name"]), [])
+    rows = next((histories.get(rundir.run_key(r["name"], r["seed"]), []) for r in results["runs"] if r["name"] == best["name"]), [])
     n_val = int(results.get("data", {}).get("val_images", 0) or 0)
     steps = _advice(best, model_diagnostics(best, rows, n_val), results)
     for name in dict.fromkeys(r["name"] for r in results.get("diverged") or []):
@@ -975,7 +975,7 @@ def write_next_steps(run_dir: Path, results: dict, histories: dict[str, list[dic
     """
     import yaml
 
-    folder = run_dir / "next"
+    folder = rundir.next_dir(run_dir)
     configs = next_step_configs(results, advice_steps(results, histories))
     for old in folder.glob("*.yaml") if folder.is_dir() else []:
         if old.stem not in configs:
@@ -1010,7 +1010,7 @@ def write_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: 
 def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> Path:
     if not results.get("runs") and results.get("diverged"):
         names = ", ".join(dict.fromkeys(r["name"] for r in results["diverged"]))
-        path = run_dir / "REPORT.md"
+        path = rundir.report_path(run_dir)
         atomic_write_text(path, fmt(_("# convbench report: {models}"), models=names) + "\n\n"
                           + _("No model finished training: every one diverged.") + "\n\n" + diverged_markdown(results))
         log(f"report written: {path} (every model diverged)")
@@ -1027,26 +1027,26 @@ def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> P
         raise ConvbenchError(f"{path} is damaged ({problem}); run the same `convbench run` command again: it sets the file "
                              f"aside and retrains {run['name']} seed {run['seed']} (the other models are kept)")
     histories = load_histories(run_dir, results, log)
-    fig_dir = run_dir / "figures"
+    fig_dir = rundir.figures_dir(run_dir)
     figures = {}
     plot_learning_curves(histories, fig_dir / "learning_curves.png")
-    figures["curves"] = "figures/learning_curves.png"
+    figures["curves"] = f"{rundir.FIGURES_DIR}/learning_curves.png"
     plot_confusion_matrices(results["runs"], results["data"]["class_names"], fig_dir / "confusion_matrices.png")
-    figures["confusion"] = "figures/confusion_matrices.png"
+    figures["confusion"] = f"{rundir.FIGURES_DIR}/confusion_matrices.png"
     per_class = {}
     for r in results["runs"]:
         per_class.setdefault(r["name"], r["per_class"]["recall"])
     plot_per_class(per_class, results["data"]["class_names"], fig_dir / "per_class_accuracy.png")
-    figures["per_class"] = "figures/per_class_accuracy.png"
+    figures["per_class"] = f"{rundir.FIGURES_DIR}/per_class_accuracy.png"
     plot_accuracy_vs_flops(results["models"], fig_dir / "accuracy_vs_flops.png")
-    figures["accuracy_flops"] = "figures/accuracy_vs_flops.png"
+    figures["accuracy_flops"] = f"{rundir.FIGURES_DIR}/accuracy_vs_flops.png"
 
     results["statistics"] = analyze_run(run_dir, results, histories)
     results["ablation_effects"] = _ablation_effects(run_dir)
     ablation = _ablation_markdown(run_dir)
     if ablation:
         results["statistics"]["sections_markdown"].append(ablation)
-    atomic_write_json(run_dir / "statistics.json", {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
+    atomic_write_json(rundir.statistics_path(run_dir), {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
 
     owner = live_owner(run_dir)
     notice = coverage_notice(results, owner if owner and owner.get("pid") != os.getpid() else None)
@@ -1054,7 +1054,7 @@ def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> P
         log(notice.replace("**", ""))
     run_path = write_next_steps(run_dir, results, histories)
     text = render_markdown(results, histories, figures, notice, run_path)
-    path = run_dir / "REPORT.md"
+    path = rundir.report_path(run_dir)
     atomic_write_text(path, text)
     log(f"report written: {path}")
     return path

@@ -45,7 +45,7 @@ def calibration_rows(preds: dict[str, list[dict]], bins: int, fig_dir: Path) -> 
                 path = fig_dir / f"reliability_{name}.png"
                 plot_reliability(reliability_bins(before, p["test_labels"], bins), reliability_bins(after, p["test_labels"], bins),
                                  path, fmt(_("{model}: reliability on the test set"), model=name), temperature=t)
-                figures[name] = f"figures/{path.name}"
+                figures[name] = f"{rundir.FIGURES_DIR}/{path.name}"
         rows.append(row)
     return rows, figures
 
@@ -65,7 +65,7 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     rows, seen = [], set()
     for r in results["runs"]:
-        rows_h = histories.get(f"{r['name']}_seed{r['seed']}")
+        rows_h = histories.get(rundir.run_key(r["name"], r["seed"]))
         if not rows_h or r["name"] in seen:
             continue  # first seed of each model only, to keep the plot readable
         seen.add(r["name"])
@@ -112,7 +112,7 @@ def budget_curves(results: dict, histories: dict[str, list[dict]], target: float
     axes[0].legend(fontsize=8)
     path = fig_dir / "accuracy_vs_budget.png"
     save_figure(fig, path)
-    return f"figures/{path.name}", rows
+    return f"{rundir.FIGURES_DIR}/{path.name}", rows
 
 
 
@@ -211,7 +211,7 @@ def analyze_run(run_dir: Path, results: dict, histories: dict[str, list[dict]]) 
     cfg = results.get("config", {})
     acfg = {**AnalysisConfig().__dict__, **cfg.get("analysis", {})}
     budget = cfg.get("budget", {"kind": "none", "target_accuracy": 0.8})
-    fig_dir = run_dir / "figures"
+    fig_dir = rundir.figures_dir(run_dir)
     preds = _load_predictions(run_dir, results)
     names = results["data"]["class_names"]
     sections: list[str] = []

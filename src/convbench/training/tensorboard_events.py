@@ -21,7 +21,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable
 
-TENSORBOARD_DIR = "tensorboard"
+from convbench import rundir
+
+TENSORBOARD_DIR = rundir.TENSORBOARD_DIR
 
 
 def session_dir(out_dir: Path, key: str) -> Path:
