@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import optimize
-from scipy.special import log_softmax
 
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write
@@ -32,6 +30,19 @@ __all__ = [
     "reliability_bins",
     "expected_calibration_error",
 ]
+
+
+# scipy is imported on first use (about 2 s): the CLI's start-up (`convbench runs`, `--help`) never needs it.
+def _log_softmax(*args, **kwargs):
+    from scipy.special import log_softmax
+
+    return log_softmax(*args, **kwargs)
+
+
+def _minimize_scalar(*args, **kwargs):
+    from scipy import optimize
+
+    return optimize.minimize_scalar(*args, **kwargs)
 
 
 def _logits_labels(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +92,7 @@ def softmax(logits: Any, temperature: float = 1.0) -> np.ndarray:
     if z.ndim != 2:
         raise ConvbenchError(f"logits must be a 2-D (images, classes) array, got shape {z.shape}")
     t = _check_temperature(temperature)
-    return np.exp(log_softmax(z / t, axis=1))
+    return np.exp(_log_softmax(z / t, axis=1))
 
 
 def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
@@ -97,7 +108,7 @@ def nll(logits: Any, labels: Any, temperature: float = 1.0) -> float:
     """
     z, y = _logits_labels(logits, labels)
     t = _check_temperature(temperature)
-    logp = log_softmax(z / t, axis=1)
+    logp = _log_softmax(z / t, axis=1)
     return float(-logp[np.arange(y.size), y].mean())
 
 
@@ -126,10 +137,10 @@ def fit_temperature(
     rows = np.arange(y.size)
 
     def objective(log_t: float) -> float:
-        logp = log_softmax(z / math.exp(log_t), axis=1)
+        logp = _log_softmax(z / math.exp(log_t), axis=1)
         return float(-logp[rows, y].mean())
 
-    res = optimize.minimize_scalar(
+    res = _minimize_scalar(
         objective, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": 1e-5}
     )
     return float(math.exp(res.x))

@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
 from convbench.errors import ConvbenchError
 from convbench.i18n import Message, N_
@@ -46,6 +45,13 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- input checks
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: it costs about 2 s, and `convbench runs`/`--help` never need it."""
+    from scipy import stats
+
+    return stats
 
 
 def _check_probability(value: float, name: str, *, open_interval: bool = True) -> float:
@@ -154,7 +160,7 @@ def mean_std_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, 
             "note": "one value: no spread or confidence interval can be estimated; run at least 2 seeds",
         }
     std = float(arr.std(ddof=1))
-    half = float(sps.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
+    half = float(_scipy_stats().t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return {
         "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "n": n,
         "confidence": confidence,
@@ -166,7 +172,7 @@ def _two_sided_binomial_half(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     # Binomial(n, 1/2) is symmetric, so the two-sided exact p-value is twice the smaller tail.
-    return float(min(1.0, 2.0 * sps.binom.cdf(min(b, c), n, 0.5)))
+    return float(min(1.0, 2.0 * _scipy_stats().binom.cdf(min(b, c), n, 0.5)))
 
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, Any]:
@@ -307,9 +313,9 @@ def bootstrap_diff_ci(
 
 def _paired_t_power(n: int, effect_over_sd: float, alpha: float) -> float:
     df = n - 1
-    tcrit = sps.t.ppf(1.0 - alpha / 2.0, df)
+    tcrit = _scipy_stats().t.ppf(1.0 - alpha / 2.0, df)
     ncp = effect_over_sd * math.sqrt(n)
-    return float(sps.nct.sf(tcrit, df, ncp) + sps.nct.cdf(-tcrit, df, ncp))
+    return float(_scipy_stats().nct.sf(tcrit, df, ncp) + _scipy_stats().nct.cdf(-tcrit, df, ncp))
 
 
 def seeds_needed(
@@ -405,8 +411,8 @@ def images_needed(b: float, c: float, n_images: int, alpha: float = 0.05, power:
     if delta == 0.0:
         out["reason"] = N_("no observed difference between the models; no number of images would detect it")
         return out
-    za = sps.norm.ppf(1.0 - alpha / 2.0)
-    zb = sps.norm.ppf(power)
+    za = _scipy_stats().norm.ppf(1.0 - alpha / 2.0)
+    zb = _scipy_stats().norm.ppf(power)
     n = (za * math.sqrt(psi) + zb * math.sqrt(max(psi - delta**2, 0.0))) ** 2 / delta**2
     out["n"] = int(math.ceil(n))
     return out

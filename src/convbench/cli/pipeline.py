@@ -37,7 +37,6 @@ from convbench.cli.options import add_lang_option, add_run_options, open_run_fol
 from convbench.errors import ConvbenchError, raise_terminated
 from convbench.i18n import check_language
 from convbench.lock import pid_alive
-from convbench.pipelines.comparison import build_pipeline
 
 STEPS = ("prepare-data", "train-model", "evaluate-model", "render-report")
 RUN_DIR_FILES = (rundir.REPORT, rundir.RESULTS)
@@ -106,6 +105,8 @@ def compile_pipeline(path: str | Path, image: str | None = None, shared_pvc: str
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from convbench.pipelines.comparison import build_pipeline  # kfp: about 3 s to import
+
     compiler.Compiler().compile(build_pipeline(image, shared_pvc, shared_mount, ray_token_secret), str(path))
     return path
 
@@ -241,6 +242,8 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     # Steps are subprocesses of this interpreter: make `python3` and `convbench` resolve to it, too.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     log(f"pipeline local: {len(config.models)} model(s) x {config.seeds} seed(s); kfp outputs in {root}")
+
+    from convbench.pipelines.comparison import build_pipeline  # kfp: about 3 s to import
 
     pipeline = build_pipeline(local=True)
     messages = _LogCapture()
