@@ -87,7 +87,7 @@ def test_dockerignore_is_an_allow_list() -> None:
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "components", "pipelines", "build/docker-ca.crt"}
+    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "src", "components", "pipelines", "build/docker-ca.crt"}
 
 
 def _docker_unavailable() -> str | None:
