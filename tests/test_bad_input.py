@@ -402,7 +402,7 @@ def test_subprocess_shows_one_line_and_no_traceback(data, tmp_path, case):
     env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
            "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
-        [sys.executable, "-m", "convbench.cli.commands", "run", "--data", str(data), "--models", models,
+        [sys.executable, "-m", "convbench.cli", "run", "--data", str(data), "--models", models,
          "--config", str(config), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
@@ -459,7 +459,7 @@ def test_ray_address_auto_without_a_cluster(data, tmp_path):
     env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
            "MPLCONFIGDIR": str(tmp_path / "mpl"), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_TMPDIR": str(tmp_path / "ray")}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "convbench.cli.commands", *run_args(tmp_path, data, "--ray-address", "auto")],
+    proc = subprocess.run([sys.executable, "-m", "convbench.cli", *run_args(tmp_path, data, "--ray-address", "auto")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     ours = [line for line in proc.stderr.splitlines() if line.startswith("convbench:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr

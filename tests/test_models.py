@@ -92,7 +92,7 @@ def test_a_cpu_machine_sees_no_tensorflow_startup_noise(tmp_path):
     env = {**os.environ, "CONVBENCH_CACHE": str(tmp_path / "cache"), "KERAS_HOME": str(tmp_path / "keras"),
            "MPLCONFIGDIR": str(tmp_path / "mpl")}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    proc = subprocess.run([sys.executable, "-m", "convbench.cli.commands", "models", "--names"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "convbench.cli", "models", "--names"], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == list_models()

@@ -2,7 +2,7 @@
 
     .venv/bin/pytest -q tests/test_pipeline.py
 
-The local runs are subprocesses (`python -m convbench.cli.commands pipeline local ...`), as a user runs them;
+The local runs are subprocesses (`python -m convbench.cli pipeline local ...`), as a user runs them;
 each pipeline step is in turn a subprocess that kfp's SubprocessRunner starts.
 """
 
@@ -102,7 +102,7 @@ def test_image_can_be_overridden(tmp_path):
 def _run_cli(args: list[str], tmp_path: Path, timeout: int = 400) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["TMPDIR"] = str(tmp_path)  # kfp's and the steps' temporary files stay inside the test's folder
-    return subprocess.run([sys.executable, "-m", "convbench.cli.commands", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "convbench.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=tmp_path)
 
 
@@ -239,7 +239,7 @@ def test_sigterm_stops_every_step_and_the_same_command_resumes(tiny_data, tmp_pa
 
     (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "convbench.cli.commands", "pipeline", "local", "--data", str(tiny_data), "--models", "cnn_vgg",
+    args = [sys.executable, "-m", "convbench.cli", "pipeline", "local", "--data", str(tiny_data), "--models", "cnn_vgg",
             "--epochs", str(EPOCHS), "--config", str(tmp_path / "fast.yaml"), "--out", str(out)]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
 

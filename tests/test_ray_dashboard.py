@@ -146,7 +146,7 @@ def test_run_shows_in_the_dashboard_by_name_with_workers_logs_and_epoch_metrics(
     watcher.start()
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "convbench.cli.commands", "run", "--data", str(data), "--models", "cnn_vgg",
+            [sys.executable, "-m", "convbench.cli", "run", "--data", str(data), "--models", "cnn_vgg",
              "--epochs", str(EPOCHS), "--config", str(tmp_path / "fast.yaml"), "--out", str(out),
              "--ray-address", "auto", "--workers", "2"],
             env=env, capture_output=True, text=True, timeout=900)

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/pytest tests/test_resume.py -q -rP --durations=0
 
-The kill test starts `python -m convbench.cli.commands run` with two models on a tiny synthetic dataset,
+The kill test starts `python -m convbench.cli run` with two models on a tiny synthetic dataset,
 SIGKILLs it once the first model is finished and the second has written an epoch checkpoint, runs
 the same command again and checks what the issue asks: the finished model is reused untouched,
 the interrupted one resumes at its next epoch (history complete, each epoch once, learning-rate
@@ -86,7 +86,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     }))
     out = tmp_path / "run"
     argv = ["run", "--data", str(data), "--models", "cnn_vgg,cnn_resnet", "--config", str(config), "--out", str(out)]
-    command = [sys.executable, "-m", "convbench.cli.commands", *argv]
+    command = [sys.executable, "-m", "convbench.cli", *argv]
     checkpoint = out / "models" / "cnn_resnet" / "seed0" / "checkpoint.npz"
     import convbench.models  # noqa: F401 - import TensorFlow now, not while racing the first run
 
@@ -600,7 +600,7 @@ def test_interrupted_run_says_one_line_and_the_same_command_resumes(tmp_path, ho
         "analysis": {"robustness_images": 0, "tta_flip": False, "saliency_images": 0, "mistakes": 0},
     }))
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "convbench.cli.commands", "run", "--data", str(data), "--models", "cnn_vgg", "--config", str(config),
+    command = [sys.executable, "-m", "convbench.cli", "run", "--data", str(data), "--models", "cnn_vgg", "--config", str(config),
                "--out", str(out), *(["--workers", "2"] if ray else [])]
     # Ray's socket paths must stay under 108 bytes: a short folder beside pytest's own.
     env = {**_env(tmp_path), "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray", dir=tmp_path.parents[1])}

@@ -15,7 +15,7 @@ Transfer models train in two phases:
    `finetune_lr_factor` times its phase-1 rate and each lower block at `finetune_lr_decay` times
    the rate above it. The best epoch (or the head alone, if fine-tuning never beats it) is kept.
 
-    python -m convbench.cli.commands run --models cnn_vgg --max-train-images 500 --epochs 1 --out /tmp/cb
+    python -m convbench.cli run --models cnn_vgg --max-train-images 500 --epochs 1 --out /tmp/cb
 """
 
 from __future__ import annotations
