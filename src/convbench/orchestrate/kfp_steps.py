@@ -35,6 +35,7 @@ from typing import Callable
 import tempfile
 
 from convbench import config as cfgmod, rundir
+from convbench.rundir import run_key
 from convbench.config import from_dict, RunConfig, to_dict
 from convbench.data.datasets import read_saved_dataset, save_dataset
 from convbench.env import describe_environment, import_tensorflow_quietly
