@@ -308,7 +308,7 @@ def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):
     """Issue 16, one train-time definition: the budget table's total time is each model's train time
     (the whole training call); a transfer model's feature caching counts before its first round, a
     custom model's validation time is spread over its epochs."""
-    from convbench.report.extras import budget_curves
+    from convbench.report.analysis_sections import budget_curves
 
     runs = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5),
             _run("efficientnet_lite0", "transfer", 0.85, 0.84, 0.86, 1.4e8, 3.6e6)]

@@ -28,7 +28,7 @@ import numpy as np
 from convbench import rundir
 from convbench.rundir import run_key
 from convbench import config as cfgmod
-from convbench.analysis.extras import measure_extras
+from convbench.analysis.probes import measure_extras
 from convbench.config import RunConfig
 from convbench.data.datasets import load_dataset
 from convbench.env import describe_environment

@@ -29,7 +29,7 @@ from convbench.io import atomic_write, atomic_write_json, atomic_write_text
 from convbench.lock import live_owner
 from convbench.models import model_info
 from convbench.report.ablation import render_ablation_markdown, replot_ablation_curves
-from convbench.report.extras import analyze_run
+from convbench.report.analysis_sections import analyze_run
 from convbench.report.figures import (
     localise_ticks,
     model_colour,

@@ -18,7 +18,7 @@ from convbench.analysis.calibration import (
     reliability_bins,
     softmax,
 )
-from convbench.analysis.extras import _load_predictions, significance
+from convbench.analysis.probes import _load_predictions, significance
 from convbench.analysis.stats import mean_std_ci
 from convbench.config import AnalysisConfig
 from convbench.i18n import _, fmt, number
