@@ -210,7 +210,7 @@ class RunConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     # Language of REPORT.md and its figures: "en" or "es" (`--lang`). Not part of what a run folder's
-    # results are compared on (`runner.config_fingerprint`): another language re-renders, never retrains.
+    # results are compared on (`experiment.comparison.config_fingerprint`): another language re-renders, never retrains.
     lang: str = "en"
 
     def recipe(self, model_name: str) -> Recipe:

@@ -208,7 +208,7 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
 
     Args:
         args: `convbench run`-style options (the pipeline and Ray ones are read from them).
-        config: the RunConfig those options resolve to (`cli.resolve_config(args)`).
+        config: the RunConfig those options resolve to (`cli.options.resolve_config(args)`).
         out: the run directory to fill (REPORT.md, results.json, figures/, ...).
         log: progress output.
 

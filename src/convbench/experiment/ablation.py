@@ -23,7 +23,7 @@ precision=float32 -> precision=auto (both = the baseline run).
 
 Layout in the run directory:
     ablation.json                     ledger of finished (model, variant, seed) runs, effects, figures
-    ablation/<model>/<variant>/       what `runner.train_and_evaluate` writes per variant
+    ablation/<model>/<variant>/       what `experiment.comparison.train_and_evaluate` writes per variant
                                       (history/, predictions/, models/)
     figures/ablation_<model>.png      learning curves of every variant (first seed)
 

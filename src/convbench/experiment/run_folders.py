@@ -4,7 +4,7 @@
     convbench run --data ../shared/datasets/cifar10-jpeg --epochs 8 # another config: a new folder
     convbench runs                                                  # list them
 
-The hash is of the config part a run folder's ledger compares (`runner.config_fingerprint`:
+The hash is of the config part a run folder's ledger compares (`experiment.comparison.config_fingerprint`:
 everything but the model list, seeds, per-model overrides, latency and ablation settings), so:
 - changing an option (epochs, data, batch size, ...) and running again starts a new folder, where
   before it stopped with "holds results of a different config";

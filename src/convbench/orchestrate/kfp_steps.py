@@ -6,7 +6,7 @@ Artifacts between the steps:
   steps' cache on data and config together, and avoids passing a task's output parameter into the
   ParallelFor (kfp's local runner substitutes the loop item for it).
 - Model: one model's slice of a run directory: `runs.json` (the result entries of its seeds, as
-  `runner.train_and_evaluate` returns them), `history/`, `predictions/`, `models/<name>/seed<k>/`,
+  `experiment.comparison.train_and_evaluate` returns them), `history/`, `predictions/`, `models/<name>/seed<k>/`,
   `run.log`.
 - The report step merges the Model artifacts into a run directory that matches `convbench run`'s
   (results.json, REPORT.md, figures/, ...), and writes REPORT.md and REPORT.html with the figures

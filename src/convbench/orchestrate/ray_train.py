@@ -320,7 +320,7 @@ def _resources(options: RayOptions) -> dict:
 
 def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_dir: str | Path, options: RayOptions,
                            log: Callable[[str], None] = print) -> dict:
-    """Train one (model, seed) under Ray Train, then evaluate it: `runner.train_and_evaluate` on Ray workers.
+    """Train one (model, seed) under Ray Train, then evaluate it: `experiment.comparison.train_and_evaluate` on Ray workers.
 
     Needs a Ray connection (`ray_session`). Writes the same files under out_dir as the plain path;
     out_dir must be visible to the rank-0 worker and to this process (shared storage on clusters).
@@ -335,7 +335,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         log: progress output.
 
     Returns:
-        The run's result entry, as `runner.train_and_evaluate` returns it, plus a "distributed" record.
+        The run's result entry, as `experiment.comparison.train_and_evaluate` returns it, plus a "distributed" record.
     """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
@@ -594,7 +594,7 @@ def _quiet(message: str) -> None:
 
 
 def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptions, log: Callable[[str], None] = print) -> dict:
-    """`runner.run_comparison` with every (model, seed) trained under Ray Train.
+    """`experiment.comparison.run_comparison` with every (model, seed) trained under Ray Train.
 
     Args:
         config: a validated RunConfig.

@@ -27,7 +27,7 @@ TENSORBOARD_DIR = rundir.TENSORBOARD_DIR
 
 
 def session_dir(out_dir: Path, key: str) -> Path:
-    """The TensorBoard folder of one (model, seed), `key` as `runner.run_key` forms it."""
+    """The TensorBoard folder of one (model, seed), `key` as `rundir.run_key` forms it."""
     return Path(out_dir) / TENSORBOARD_DIR / key
 
 
