@@ -1,18 +1,11 @@
-"""Beyond test accuracy: significance, seeds, calibration, robustness, budgets and error analysis.
+"""Beyond test accuracy, the numbers: test-time probes and significance (no figures, no Markdown).
 
-Two halves:
 - `measure_extras(model, data, config)` runs right after a model is evaluated (it needs the model):
   flip-TTA accuracy, accuracy under CIFAR-10-C-style corruptions generated here, the most confident
   mistakes and input-gradient saliency maps for a fixed set of test images. Arrays go into the run's
   predictions file, numbers into its results entry.
-- `analyze_run(run_dir, results)` runs when the report is rendered, from saved files only: paired
-  significance tests (McNemar, Holm, bootstrap), seed statistics, calibration with temperature
-  scaling, robustness tables, accuracy against wall time and training FLOPs, time-to-target, and
-  the figures for all of them. Re-rendering a report therefore never needs the models again.
-
-    convbench report RUN_DIR     # recomputes this analysis from RUN_DIR's saved predictions
-
-Its figures and sections are in the report's language (`convbench.i18n`, set by `report.document.write_report`).
+- `significance(preds, alpha)` compares the models on saved predictions; `report.analysis_sections`
+  turns it, with calibration, robustness and budgets, into the report's sections and figures.
 """
 
 from __future__ import annotations
