@@ -87,3 +87,8 @@ def figures_dir(run_dir: str | Path) -> Path:
 
 def next_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / NEXT_DIR
+
+
+def ablation_figure(model: str) -> str:
+    """figures/ablation_<model>.png, relative to the run directory: one model's ablation learning curves."""
+    return f"{FIGURES_DIR}/ablation_{model}.png"
