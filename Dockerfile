@@ -43,6 +43,7 @@ RUN set -eu; \
 FROM deps AS wheel
 WORKDIR /src
 COPY pyproject.toml README.m[d] /src/
+COPY src/ /src/src/
 COPY components/ /src/components/
 COPY pipelines/ /src/pipelines/
 RUN touch README.md && /opt/venv/bin/pip wheel --no-deps --no-build-isolation -w /wheels /src
@@ -63,8 +64,8 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=wheel /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir --disable-pip-version-check /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
-    && /opt/venv/bin/python -c "import convbench.cli, convbench.k8s_render"
-# The image's own reference (k8s/IMAGE, passed by make image) for convbench.k8s_render.default_image().
+    && /opt/venv/bin/python -c "import convbench.cli.commands, convbench.orchestrate.k8s_render"
+# The image's own reference (k8s/IMAGE, passed by make image) for convbench.orchestrate.k8s_render.default_image().
 ARG IMAGE_REF=""
 ENV PATH=/opt/venv/bin:$PATH \
     CONVBENCH_IMAGE=${IMAGE_REF} \

@@ -27,7 +27,9 @@ setup: $(BIN)/convbench
 run: setup
 	$(BIN)/convbench run $(ARGS)
 
+# lint-imports first: the layers of README "How the code is laid out" (contracts in pyproject.toml).
 test: setup
+	$(BIN)/lint-imports
 	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q $(ARGS)
 
 # On a machine with NVIDIA GPUs: TensorFlow's CUDA build, then devices, precision, replicas, bench

@@ -59,10 +59,10 @@ image:
 	echo "built $(IMAGE) ($(VARIANT)) in $$(( $$(date +%s) - start )) s, $$($(DOCKER) image inspect -f '{{.Size}}' $(IMAGE)) bytes"
 
 constraints:
-	$(BIN)/python k8s/lock.py
+	$(BIN)/python tools/pin_constraints.py
 
 k8s-validate:
-	$(BIN)/python -m convbench.k8s_render validate
+	$(BIN)/python -m convbench.orchestrate.k8s_render validate
 
 kind-up:
 	$(KIND) create cluster --config k8s/kind-config.yaml --name $(KIND_CLUSTER)

@@ -20,7 +20,7 @@ from typing import List
 from kfp import dsl
 from kfp.dsl import Artifact
 
-from convbench import steps
+import convbench.components as steps
 
 PIPELINE_NAME = "convbench-comparison"
 DEFAULT_MODELS = ["cnn_vgg", "cnn_resnet", "efficientnet_lite0"]

@@ -1,4 +1,4 @@
-"""Train one model with `convbench.fit.train_model` on 1 replica and on 2 (MirroredStrategy); print JSON.
+"""Train one model with `convbench.training.recipes.fit_model` on 1 replica and on 2 (MirroredStrategy); print JSON.
 
     python tests/mirrored_run.py cnn_vgg [--sync-batchnorm] [--precision off]
 
@@ -37,12 +37,12 @@ def main() -> None:
     [cpu] = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from convbench.augment import make_train_dataset
+    from convbench.data.augment import make_train_dataset
     from convbench.config import RegularizationConfig, TrainConfig, preset
-    from convbench.data import Dataset
-    from convbench.fit import train_model
+    from convbench.data.datasets import Dataset
+    from convbench.training.recipes import fit_model
     from convbench.models import model_info
-    from convbench.train import Trainer
+    from convbench.training.loop import Trainer
 
     x, y = separable(256, 0)
     xv, yv = separable(64, 1)
@@ -60,13 +60,13 @@ def main() -> None:
     if transfer:
         # keras.applications backbones with random weights (no ImageNet weights can be downloaded
         # in the tests) give near-constant features at 32 px; the test needs to know.
-        from convbench.fit import build_model
+        from convbench.training.recipes import build_model
 
         probe, _, _ = build_model(args.model, 2, recipe, weights=None)
         out["feature_std"] = float(probe.get_layer("features")(x[:16].astype("float32"), training=False).numpy().std(axis=0).mean())
     for label, strategy in (("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
                             ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-        model, result = train_model(args.model, data, recipe, log=lambda m: None, strategy=strategy, weights=None)
+        model, result = fit_model(args.model, data, recipe, log=lambda m: None, strategy=strategy, weights=None)
         # How the Trainer splits a global batch over this strategy's replicas.
         trainer = Trainer(model, recipe.train, RegularizationConfig(), strategy, 1, 1)
         images, _ = next(iter(trainer._distribute(make_train_dataset(x, y, 2, 32, recipe.augment, 0, 0))))

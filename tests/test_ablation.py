@@ -16,8 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench import ablation as ab
-from convbench.cli import build_parser, main, resolve_config
+from convbench.analysis import ablation as abn
+from convbench.experiment import ablation as ab
+from convbench.report import ablation as abr
+from convbench.cli.commands import build_parser, main
+from convbench.cli.options import resolve_config
 from convbench.config import preset
 from convbench.errors import ConvbenchError
 
@@ -46,21 +49,21 @@ ARGS = ["--models", "cnn_vgg", "--epochs", "1", "--global-batch-size", "32", "--
 
 
 def test_parse_variants_adds_the_baseline_and_rejects_bad_names():
-    assert ab.parse_variants(None) == ab.DEFAULT_VARIANTS
-    assert ab.parse_variants("all") == ab.DEFAULT_VARIANTS
-    assert ab.PRECISION_VARIANT not in ab.DEFAULT_VARIANTS  # float32 runs only when named
-    assert ab.parse_variants("precision=float32") == ("aug=crop+flip", "precision=float32")
-    assert ab.parse_variants("dropout=off, aug=none") == ("aug=none", "aug=crop+flip", "dropout=off")
+    assert abn.parse_variants(None) == abn.DEFAULT_VARIANTS
+    assert abn.parse_variants("all") == abn.DEFAULT_VARIANTS
+    assert abn.PRECISION_VARIANT not in abn.DEFAULT_VARIANTS  # float32 runs only when named
+    assert abn.parse_variants("precision=float32") == ("aug=crop+flip", "precision=float32")
+    assert abn.parse_variants("dropout=off, aug=none") == ("aug=none", "aug=crop+flip", "dropout=off")
     with pytest.raises(ConvbenchError, match="unknown ablation variant 'aug=heavy'"):
-        ab.parse_variants("aug=heavy")
+        abn.parse_variants("aug=heavy")
     with pytest.raises(ConvbenchError, match="nothing to compare"):
-        ab.parse_variants("aug=crop+flip")
+        abn.parse_variants("aug=crop+flip")
 
 
 def test_variant_recipes_change_only_what_they_name():
     cfg = preset("quick")  # crop 4 + flip, label smoothing 0.1, weight decay 5e-4, cnn_resnet override epochs 4
     base = cfg.recipe("cnn_resnet")
-    r = {v: ab.variant_config(cfg, "cnn_resnet", v).recipe("cnn_resnet") for v in ab.VARIANTS}
+    r = {v: ab.variant_config(cfg, "cnn_resnet", v).recipe("cnn_resnet") for v in abn.VARIANTS}
     # The baseline is the quick recipe itself, so a `convbench run` of it can be reused.
     assert r["aug=crop+flip"] == base
     assert (r["aug=none"].augment.crop_padding, r["aug=none"].augment.flip) == (0, False)
@@ -69,11 +72,11 @@ def test_variant_recipes_change_only_what_they_name():
     assert r["weight_decay=off"].regularization == dataclasses.replace(base.regularization, weight_decay=0.0)
     assert r["label_smoothing=off"].regularization == dataclasses.replace(base.regularization, label_smoothing=0.0)
     assert r["precision=float32"] == dataclasses.replace(base, train=dataclasses.replace(base.train, mixed_precision="off"))
-    for v in ab.VARIANTS:
+    for v in abn.VARIANTS:
         assert r[v].train.epochs == base.train.epochs != cfg.train.epochs, "the model override is kept"
         assert r[v].transfer == base.transfer
     assert ab.recipe_diff(base, r["weight_decay=off"]) == {"regularization": {"weight_decay": 0.0}}
-    assert [c["without"] + ">" + c["with"] for c in ab.contrasts(ab.VARIANTS)] == [
+    assert [c["without"] + ">" + c["with"] for c in abn.contrasts(abn.VARIANTS)] == [
         "aug=none>aug=crop+flip", "aug=crop+flip>aug=full", "dropout=off>dropout=on",
         "weight_decay=off>weight_decay=on", "label_smoothing=off>label_smoothing=on", "precision=float32>precision=auto"]
 
@@ -83,7 +86,7 @@ def test_full_policy_keeps_a_configured_mixup():
     cfg = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, mixup_alpha=0.2, cutout=6))
     full = ab.variant_config(cfg, "cnn_vgg", "aug=full").recipe("cnn_vgg").augment
     assert (full.cutout, full.mixup_alpha, full.cutmix_alpha) == (6, 0.2, 0.0)
-    base = ab.variant_config(cfg, "cnn_vgg", ab.BASELINE).recipe("cnn_vgg").augment
+    base = ab.variant_config(cfg, "cnn_vgg", abn.BASELINE).recipe("cnn_vgg").augment
     assert (base.cutout, base.mixup_alpha) == (0, 0.0), "the baseline is crop+flip only"
 
 
@@ -132,7 +135,7 @@ def test_effects_verdicts_and_section_follow_the_predictions(tmp_path):
     dropout_off = base | (rng.random(n) < 0.9)  # dropout off is clearly better: dropout hurt
     runs = [_fake_run(tmp_path, "cnn_vgg", v, 0, c, g) for v, c, g in
             (("aug=crop+flip", base, 0.02), ("aug=none", none, 0.20), ("dropout=off", dropout_off, 0.04))]
-    effects, used = ab.compute_effects(tmp_path, runs, alpha=0.05)
+    effects, used = abn.compute_effects(tmp_path, runs, alpha=0.05)
     assert used == {"cnn_vgg": [0]}
     by = {e["factor"]: e for e in effects}
     assert set(by) == {"augmentation (crop+flip)", "dropout"}
@@ -144,19 +147,19 @@ def test_effects_verdicts_and_section_follow_the_predictions(tmp_path):
 
     # A second model joins the same Holm family: three p-values, the smallest multiplied by 3.
     runs_two = runs + [_fake_run(tmp_path, "cnn_resnet", v, 0, c, 0.0) for v, c in (("aug=crop+flip", base), ("aug=none", base))]
-    joint, _ = ab.compute_effects(tmp_path, runs_two, alpha=0.05)
+    joint, _ = abn.compute_effects(tmp_path, runs_two, alpha=0.05)
     assert [(e["model"], e["without"]) for e in joint] == [
         ("cnn_vgg", "aug=none"), ("cnn_vgg", "dropout=off"), ("cnn_resnet", "aug=none")]
     smallest = min(joint, key=lambda e: e["p_value"])
     assert smallest["p_holm"] == pytest.approx(min(1.0, 3 * smallest["p_value"]))
     assert joint[2]["verdict"] == "no detectable effect" and joint[2]["diff"] == 0
 
-    plotted = ab.plot_ablation_curves(tmp_path, runs, "cnn_vgg", tmp_path / "figures/ablation_cnn_vgg.png")
+    plotted = abr.plot_ablation_curves(tmp_path, runs, "cnn_vgg", tmp_path / "figures/ablation_cnn_vgg.png")
     assert plotted == 0 and (tmp_path / "figures/ablation_cnn_vgg.png").stat().st_size > 5000
     ledger = {"models": ["cnn_vgg"], "runs": runs, "effects": effects, "variants": {},
               "curves": {"curves cnn_vgg": "figures/ablation_cnn_vgg.png"}, "skipped": {}}
     (tmp_path / "ablation.json").write_text(json.dumps(ledger))
-    text = ab.render_ablation_markdown(tmp_path)
+    text = abr.render_ablation_markdown(tmp_path)
     assert "**Augmentation (crop+flip) helped** on cnn_vgg (aug=none → aug=crop+flip)" in text
     assert "**Dropout hurt** on cnn_vgg (dropout=off → dropout=on)" in text
     assert "![curves cnn_vgg](figures/ablation_cnn_vgg.png)" in text
@@ -164,9 +167,9 @@ def test_effects_verdicts_and_section_follow_the_predictions(tmp_path):
 
 
 def test_no_ledger_no_section(tmp_path):
-    assert ab.render_ablation_markdown(tmp_path) is None
+    assert abr.render_ablation_markdown(tmp_path) is None
     (tmp_path / "ablation.json").write_text("{broken")
-    assert "could not be read" in ab.render_ablation_markdown(tmp_path)
+    assert "could not be read" in abr.render_ablation_markdown(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def test_ablate_writes_ledger_effects_and_figure(ablated):
     assert doc["curves"] == {"Ablation learning curves of cnn_vgg (seed 0; solid: validation, dashed: train)":
                              "figures/ablation_cnn_vgg.png"}
     assert (out / "figures/ablation_cnn_vgg.png").stat().st_size > 5000
-    text = ab.render_ablation_markdown(out)
+    text = abr.render_ablation_markdown(out)
     assert text.startswith("## Ablations")
     assert "aug=none → aug=crop+flip" in text and effect["verdict"] in text
 
@@ -235,7 +238,7 @@ def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path):
     """
     data, out, argv = ablated
     doc = json.loads((out / "ablation.json").read_text())
-    base = next(r for r in doc["runs"] if r["variant"] == ab.BASELINE)
+    base = next(r for r in doc["runs"] if r["variant"] == abn.BASELINE)
     none = next(r for r in doc["runs"] if r["variant"] == "aug=none")
     new = tmp_path / "run"
     for rel, dst in ((base["history_csv"], "history/cnn_vgg_seed0.csv"), (base["predictions"], "predictions/cnn_vgg_seed0.npz"),
@@ -252,7 +255,7 @@ def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path):
     logs: list[str] = []
     result = ab.run_ablation(cfg, new, ["aug=none"], log=logs.append)
     assert any("reusing it" in line for line in logs) and not any("[ablation] training" in line for line in logs)
-    reused = next(r for r in result["runs"] if r["variant"] == ab.BASELINE)
+    reused = next(r for r in result["runs"] if r["variant"] == abn.BASELINE)
     assert reused["source"] == "results.json" and reused["predictions"] == "predictions/cnn_vgg_seed0.npz"
     assert [e["diff"] for e in result["effects"]] == [pytest.approx(base["test_accuracy"] - none["test_accuracy"])]
 
@@ -270,5 +273,5 @@ def test_a_diverged_variant_is_reported_not_a_crash(tmp_path, capsys):
     doc = json.loads((out / "ablation.json").read_text())
     assert doc["runs"] == [] and doc["effects"] == []
     assert set(doc["skipped"]["cnn_vgg"]) == {"aug=none", "aug=crop+flip"}
-    text = ab.render_ablation_markdown(out)
+    text = abr.render_ablation_markdown(out)
     assert "aug=none not run: seed 0 diverged (" in text and "lower `train.lr_per_1024`" in text

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from convbench.augment import augment_batch, cutout, epoch_order, make_eval_dataset, make_train_dataset, mix, random_crop, random_flip
+from convbench.data.augment import augment_batch, cutout, epoch_order, make_eval_dataset, make_train_dataset, mix, random_crop, random_flip
 from convbench.config import AugmentConfig
 
 

@@ -2,9 +2,9 @@
 
 Run: .venv/bin/pytest tests/test_bad_input.py -q -rP --durations=0   (-rP prints what the user sees)
 
-Each refusal drives the real CLI in-process (`convbench.cli.main`) on a tiny synthetic PNG dataset
+Each refusal drives the real CLI in-process (`convbench.cli.commands.main`) on a tiny synthetic PNG dataset
 and checks that stderr is exactly one line naming the problem; two cases run `python -m
-convbench.cli` in a subprocess to prove no traceback reaches a terminal. Inputs convbench accepts
+convbench.cli.commands` in a subprocess to prove no traceback reaches a terminal. Inputs convbench accepts
 (grayscale, RGBA, 16-bit, other sizes, non-image files, corrupt images without --strict) are
 checked for the documented handling: converted / resized / ignored / skipped, and counted.
 """
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_data import bad_files, class_image, jpeg_bytes, png_bytes, png_header_only, rgb16_png, write_dataset  # noqa: E402
 
-from convbench import cli  # noqa: E402
-from convbench.data import load_dataset, read_image  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
+from convbench.data.datasets import load_dataset, read_image  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

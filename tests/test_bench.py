@@ -17,8 +17,8 @@ import math
 import numpy as np
 import pytest
 
-from convbench import bench
-from convbench.cli import main
+from convbench.bench import benchmark as bench
+from convbench.cli.commands import main
 from convbench.errors import ConvbenchError
 
 
@@ -157,7 +157,7 @@ def test_bench_bad_input_is_one_clear_error(tmp_path, capsys):
 
 
 def _two_class_data(labels_random: bool = False):
-    from convbench.data import Dataset
+    from convbench.data.datasets import Dataset
 
     rng = np.random.default_rng(0)
     y = np.tile([0, 1], 160).astype(np.int32)
@@ -228,7 +228,7 @@ def test_airbench_whitening_initialises_from_data_before_training():
 
 
 def test_airbench_convs_start_as_identity_and_flops_match_the_hand_count():
-    from convbench.flops import count_flops
+    from convbench.models.flops import count_flops
     from convbench.models import create_model
 
     model = create_model("cnn_airbench", num_classes=10, widths=(16, 32, 32))
@@ -291,7 +291,7 @@ def test_gpu_check_without_a_gpu_is_one_clear_line_and_writes_nothing(tmp_path, 
 
 @pytest.mark.parametrize("name", ["cnn_vgg", "cnn_resnet"])
 def test_torch_twin_has_the_keras_models_trainable_parameters(name):
-    from convbench import torch_peer
+    from convbench.bench import torch_peer
     from convbench.models import create_model
 
     if torch_peer.torch_missing():
@@ -308,7 +308,7 @@ def test_torch_twin_has_the_keras_models_trainable_parameters(name):
 
 
 def test_torch_peer_without_torch_says_why():
-    from convbench import torch_peer
+    from convbench.bench import torch_peer
 
     reason = torch_peer.torch_missing()
     try:

@@ -1,4 +1,4 @@
-"""Known-answer tests for convbench.calibration (softmax, NLL, ECE, temperature scaling, diagram).
+"""Known-answer tests for convbench.analysis.calibration (softmax, NLL, ECE, temperature scaling, diagram).
 
 Run: .venv/bin/pytest tests/test_calibration.py -q
 """
@@ -11,15 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convbench.calibration import (
+from convbench.analysis.calibration import (
     expected_calibration_error,
     fit_temperature,
     nll,
-    plot_reliability,
     reliability_bins,
     softmax,
 )
 from convbench.errors import ConvbenchError
+from convbench.report.figures import plot_reliability
 
 K = 10
 

@@ -96,7 +96,7 @@ def test_describe_augment_names_what_is_on():
 
 def test_run_help_names_the_quick_presets_defaults(capsys):
     """Issue 17: `convbench run --help` says what runs when an option is left out."""
-    from convbench.cli import main
+    from convbench.cli.commands import main
     from convbench.config import preset
 
     with pytest.raises(SystemExit):

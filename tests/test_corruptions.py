@@ -1,4 +1,4 @@
-"""Tests for convbench.corruptions: deterministic, and each corruption moves the pixel statistics
+"""Tests for convbench.data.corruptions: deterministic, and each corruption moves the pixel statistics
 the way it should as severity rises.
 
 Run: .venv/bin/pytest tests/test_corruptions.py -q
@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from convbench.corruptions import (
+from convbench.data.corruptions import (
     CORRUPTIONS,
     DEFAULT_CORRUPTIONS,
     SEVERITY_PARAMETERS,

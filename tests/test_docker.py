@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from convbench.k8s_render import default_image
+from convbench.orchestrate.k8s_render import default_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg"
@@ -87,7 +87,7 @@ def test_dockerignore_is_an_allow_list() -> None:
              if line.strip() and not line.startswith("#")]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "components", "pipelines", "build/docker-ca.crt"}
+    assert allowed == {"pyproject.toml", "constraints.txt", "README.md", "src", "components", "pipelines", "build/docker-ca.crt"}
 
 
 def _docker_unavailable() -> str | None:
@@ -144,7 +144,7 @@ def test_image_user_env_and_tools(image: str) -> None:
     """uid 1000, the cache env vars point into /tmp, Ray's dashboard deps and KubeRay's wget are there."""
     out = _run(["docker", "run", "--rm", "--network", "none", *K8S_LIKE, image, "sh", "-c",
                 "id -u; id -g; echo $KERAS_HOME $MPLCONFIGDIR $CONVBENCH_CACHE; command -v wget tar bash; "
-                "python -c 'import aiohttp, ray, ray.dashboard, convbench.cli; print(ray.__version__)'"], 120)
+                "python -c 'import aiohttp, ray, ray.dashboard, convbench.cli.commands; print(ray.__version__)'"], 120)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.split("\n")
     assert lines[0] == "1000" and lines[1] == "1000"
@@ -206,7 +206,7 @@ def test_ray_head_in_container_enforces_token_auth(image: str) -> None:
         "        err = exc; time.sleep(1)\n"
         "else:\n"
         "    sys.exit(f'dashboard never came up: {err}')\n"
-        "job = client.submit_job(entrypoint=\"python -c 'import convbench.k8s_render as k; print(\\\"image\\\", k.default_image())'\")\n"
+        "job = client.submit_job(entrypoint=\"python -c 'import convbench.orchestrate.k8s_render as k; print(\\\"image\\\", k.default_image())'\")\n"
         "for _ in range(120):\n"
         "    status = client.get_job_status(job)\n"
         "    if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED): break\n"

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
 
-from convbench.cli import main  # noqa: E402
+from convbench.cli.commands import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_results_json_has_the_promised_fields(finished_run):
     assert [h for h in lite["notes"] if "fine-tuned blocks" in h]
     # Each run records its dtype policy and why `auto` chose it; the report's setup states both.
     from convbench.config import preset
-    from convbench.fit import model_precision
+    from convbench.training.recipes import model_precision
 
     text = (finished_run / "REPORT.md").read_text()
     for run in res["runs"]:

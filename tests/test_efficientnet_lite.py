@@ -30,7 +30,7 @@ from convbench.models.efficientnet_lite import (  # noqa: E402
     set_trainable_blocks,
 )
 from convbench.models.imagenet_groups import IMAGENET_GROUPS, topk_chance  # noqa: E402
-from convbench.torch_weights import load_state_dict  # noqa: E402
+from convbench.models.torch_weights import load_state_dict  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg"
 needs_cifar = pytest.mark.skipif(
@@ -270,7 +270,7 @@ def test_bad_arguments_and_missing_weights_give_one_clear_error(tmp_path):
 def test_weights_file_that_does_not_match_fails_loudly(monkeypatch, tmp_path, change, message):
     """The real state dict, altered after reading (the reader is tested on its own), must be
     refused instead of silently leaving Keras weights at their random initial values."""
-    import convbench.torch_weights as torch_weights
+    import convbench.models.torch_weights as torch_weights
 
     real_load = torch_weights.load_state_dict
 

@@ -4,7 +4,7 @@ Run: .venv/bin/pytest tests/test_fuzz.py -q --durations=0
 (set HYPOTHESIS_PROFILE=long for 10x the examples)
 
 Contract under test: whatever the input, `convbench.config.from_dict`/`load_yaml` (+ validate) give
-a RunConfig or raise ConvbenchError, and `convbench.data.read_image` returns a 32x32x3 uint8 image
+a RunConfig or raise ConvbenchError, and `convbench.data.datasets.read_image` returns a 32x32x3 uint8 image
 or an error string, never any other exception. Everything is written under pytest's tmp dirs.
 """
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import class_image, jpeg_bytes, png_bytes  # noqa: E402
 
 from convbench import config as c  # noqa: E402
-from convbench.data import read_image  # noqa: E402
+from convbench.data.datasets import read_image  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 
 settings.register_profile("default", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -5,7 +5,7 @@
 The catalogue tests extract every message from convbench's source with Babel, as `pybabel extract`
 does (convbench/i18n.py gives the commands), and hold the Spanish catalogue to it: a message without
 a Spanish translation fails here, and so does a translation that dropped a placeholder or changed a
-`code` span. The report tests render the fixture runs of test_report.py and test_report_stats.py.
+`code` span. The report tests render the fixture runs of test_report.py and test_report_sections.py.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def test_numbers_follow_the_language(value, spec, en, es):
 
 
 def test_figure_ticks_use_the_decimal_comma_in_spanish():
-    from convbench.report import localise_ticks, pyplot
+    from convbench.report.figures import localise_ticks, pyplot
 
     plt = pyplot()
     for lang, mark in (("es", ","), ("en", ".")):
@@ -196,7 +196,7 @@ def _fixture_run():
 
 
 def _render(lang: str) -> str:
-    from convbench.report import render_markdown
+    from convbench.report.document import render_markdown
 
     res, hist, figures = _fixture_run()
     with i18n.use_language(lang):
@@ -260,7 +260,7 @@ def test_the_english_report_is_unchanged_in_content():
 
 def test_the_glossary_explains_the_same_terms_in_both_languages():
     """The glossary's spellings are translated with the report: the same terms trigger in Spanish."""
-    from convbench.glossary import TERMS, used_terms
+    from convbench.report.glossary import TERMS, used_terms
 
     en, es = _render("en"), _render("es")
     with i18n.use_language("es"):
@@ -271,11 +271,11 @@ def test_the_glossary_explains_the_same_terms_in_both_languages():
 
 
 def test_the_statistics_sections_in_spanish():
-    """The report_stats sections (summary, tests, seeds, calibration, robustness, ablation) in Spanish."""
-    import test_report_stats as trs
+    """The report.sections sections (summary, tests, seeds, calibration, robustness, ablation) in Spanish."""
+    import test_report_sections as trs
 
-    from convbench import report_stats as rs
-    from convbench.stats import ablation_effects, compare_models
+    from convbench.report import sections as rs
+    from convbench.analysis.stats import ablation_effects, compare_models
 
     decided = trs._roundtrip(compare_models(trs._predictions({"resnet": 0.90, "vgg": 0.80}, 2, 0), n_boot=200))
     undecided = trs._roundtrip(compare_models(trs._predictions({"a_net": 0.80, "b_net": 0.80}, 1, 1), n_boot=200))
@@ -307,7 +307,7 @@ def test_render_report_uses_the_recorded_language_unless_told_another(tmp_path):
     `--lang` wins for that render without changing what the run recorded."""
     import pandas as pd
 
-    from convbench.report import render_report
+    from convbench.report.document import write_report
 
     res, _hist, _figures = _fixture_run()
     res["config"]["lang"] = "es"
@@ -315,9 +315,9 @@ def test_render_report_uses_the_recorded_language_unless_told_another(tmp_path):
     for name in ("cnn_vgg", "cnn_resnet"):
         pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
     (tmp_path / "results.json").write_text(json.dumps(res))
-    text = render_report(tmp_path, log=lambda m: None).read_text()
+    text = write_report(tmp_path, log=lambda m: None).read_text()
     assert all(q in text for q in QUESTIONS_ES)
-    text = render_report(tmp_path, log=lambda m: None, lang="en").read_text()
+    text = write_report(tmp_path, log=lambda m: None, lang="en").read_text()
     assert all(q in text for q in QUESTIONS_EN)
     assert json.loads((tmp_path / "results.json").read_text())["config"]["lang"] == "es"
     assert (tmp_path / "figures" / "learning_curves.png").stat().st_size > 5000
@@ -329,7 +329,8 @@ def test_render_report_uses_the_recorded_language_unless_told_another(tmp_path):
 
 
 def test_a_bad_lang_is_one_clear_error_line(tmp_path, capsys):
-    from convbench.cli import build_parser, main, resolve_config
+    from convbench.cli.commands import build_parser, main
+    from convbench.cli.options import resolve_config
 
     assert main(["report", str(tmp_path), "--lang", "fr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -346,10 +347,11 @@ def test_a_bad_lang_is_one_clear_error_line(tmp_path, capsys):
 
 
 def test_the_language_is_saved_with_the_run_but_never_retrains_it():
-    from convbench.cli import build_parser, resolve_config
+    from convbench.cli.commands import build_parser
+    from convbench.cli.options import resolve_config
     from convbench.config import from_dict, to_dict
-    from convbench.run_folders import config_hash
-    from convbench.runner import config_fingerprint
+    from convbench.experiment.run_folders import config_hash
+    from convbench.experiment.comparison import config_fingerprint
 
     es = resolve_config(build_parser().parse_args(["run", "--lang", "es"]))
     en = resolve_config(build_parser().parse_args(["run"]))
@@ -360,7 +362,7 @@ def test_the_language_is_saved_with_the_run_but_never_retrains_it():
 
 def test_stored_messages_render_in_the_report_language():
     """Texts made during training (notes, reasons) keep their msgid, so a later report translates them."""
-    from convbench.train import choose_precision
+    from convbench.training.loop import choose_precision
 
     note = i18n.Message(i18n.N_("{n} variables at {rate:.3g}"), n="4", rate=0.0001)
     assert note == "4 variables at 0.0001"
@@ -382,8 +384,9 @@ def test_the_pipelines_report_step_takes_lang(tmp_path):
 
     import yaml
 
-    from convbench.cli import add_lang_option, add_run_options, main
-    from convbench.pipeline_cli import pipeline_arguments
+    from convbench.cli.commands import main
+    from convbench.cli.options import add_lang_option, add_run_options
+    from convbench.cli.pipeline import pipeline_arguments
 
     out = tmp_path / "pipeline.yaml"
     assert main(["pipeline", "compile", "--out", str(out)]) == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convbench import k8s_render as kr
+from convbench.orchestrate import k8s_render as kr
 from convbench.errors import ConvbenchError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ train: {global_batch_size: 32}
 
 
 def _compile(tmp_path: Path, *extra: str) -> dict:
-    from convbench.cli import main
+    from convbench.cli.commands import main
 
     out = tmp_path / "pipeline.yaml"
     assert main(["pipeline", "compile", "--out", str(out), *extra]) == 0
@@ -42,7 +42,7 @@ def _compile(tmp_path: Path, *extra: str) -> dict:
 
 
 def test_compiled_pipeline_holds_the_dag_types_and_image(tmp_path):
-    from convbench.k8s_render import default_image
+    from convbench.orchestrate.k8s_render import default_image
 
     compiled = _compile(tmp_path, "--shared-pvc", "convbench-data", "--ray-token-secret", "convbench-ray-token")
     spec = compiled["spec"]
@@ -154,7 +154,7 @@ def _plain(text: str) -> str:
 
 
 def test_failed_step_is_found_in_kfp_messages():
-    from convbench.pipeline_cli import failed_step
+    from convbench.cli.pipeline import failed_step
 
     messages = [
         "\x1b[96m'prepare-data'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
@@ -171,7 +171,7 @@ def test_failed_step_is_found_in_kfp_messages():
 def test_silent_success_without_outputs_is_an_error(tmp_path):
     """kubeflow/pipelines#13332: a run reported successful must still have produced every output."""
     from convbench.config import RunConfig
-    from convbench.pipeline_cli import verify_run_dir
+    from convbench.cli.pipeline import verify_run_dir
 
     config = RunConfig(models=("cnn_vgg", "cnn_resnet"))
     with pytest.raises(ConvbenchError, match="render-report left no REPORT.md"):
@@ -183,7 +183,7 @@ def test_silent_success_without_outputs_is_an_error(tmp_path):
 
 
 def test_report_html_embeds_figures_and_renders_tables(tmp_path):
-    from convbench.pipeline_lib import embed_figures, markdown_to_html
+    from convbench.orchestrate.kfp_steps import embed_figures, markdown_to_html
 
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
@@ -208,8 +208,8 @@ def test_submit_to_an_unreachable_host_is_one_clear_error(tmp_path):
 def test_pipeline_arguments_follow_the_run_options(tmp_path):
     import argparse
 
-    from convbench.cli import add_run_options
-    from convbench.pipeline_cli import _add_pipeline_params, pipeline_arguments
+    from convbench.cli.options import add_run_options
+    from convbench.cli.pipeline import _add_pipeline_params, pipeline_arguments
 
     parser = argparse.ArgumentParser()
     add_run_options(parser)
@@ -234,8 +234,8 @@ def test_sigterm_stops_every_step_and_the_same_command_resumes(tiny_data, tmp_pa
 
     EPOCHS = 40  # a tiny epoch takes a fraction of a second: enough of them to interrupt one
     from convbench.lock import pid_alive
-    from convbench.pipeline_cli import descendants
-    from convbench.train import load_checkpoint
+    from convbench.cli.pipeline import descendants
+    from convbench.training.loop import load_checkpoint
 
     (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
     out = tmp_path / "run"
@@ -285,12 +285,12 @@ def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_
     """Issue 19 case 2 in the pipeline: a Model artifact whose only seed diverged is scored as nothing
     (no error), and the report step renders a report naming it, which the local runner's check accepts."""
     from convbench.io import atomic_write_json, atomic_write_text
-    from convbench.pipeline_cli import verify_run_dir
-    from convbench.pipeline_lib import assemble_run, dataset_config, evaluate_models, history_metrics, prepare_data
-    from convbench.runner import DIVERGED
+    from convbench.cli.pipeline import verify_run_dir
+    from convbench.orchestrate.kfp_steps import assemble_run, dataset_config, evaluate_models, history_metrics, prepare_dataset
+    from convbench.experiment.comparison import DIVERGED
 
     dataset = tmp_path / "dataset"
-    prepare_data(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
+    prepare_dataset(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
     model_dir = tmp_path / "model"
     atomic_write_text(model_dir / "history" / "cnn_vgg_seed0.csv",
                       "epoch,phase,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,images_per_s\n"
@@ -314,7 +314,7 @@ def test_cached_step_results_without_outputs_are_dropped_before_a_run(tmp_path):
     """kfp.local cached a train step stopped by SIGTERM as a success with `{}` outputs (seen in a CI
     run of the SIGTERM test); the next `pipeline local` failed with "task 'train-model' not found".
     Such entries, and unreadable ones, are removed; real results stay."""
-    from convbench.pipeline_cli import drop_empty_cache_entries
+    from convbench.cli.pipeline import drop_empty_cache_entries
 
     cache = tmp_path / "cache"
     cache.mkdir()

@@ -28,7 +28,7 @@ from helpers_data import two_classes  # noqa: E402
 
 from convbench.env import cpu_flags
 from convbench.models import list_models
-from convbench.train import choose_precision
+from convbench.training.loop import choose_precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ def test_auto_keeps_depthwise_models_in_float32_on_every_cpu():
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_gets_a_policy_and_a_reason(name):
     from convbench.config import preset
-    from convbench.fit import model_precision
+    from convbench.training.recipes import model_precision
     from convbench.models import model_info
 
     policy, reason = model_precision(name, preset("quick").recipe(name))
@@ -184,7 +184,7 @@ def test_weights_saved_in_one_precision_load_into_the_other(tmp_path):
 def test_custom_cnns_use_the_fused_batch_norm():
     import keras
 
-    from convbench.fit import leaf_layers
+    from convbench.training.recipes import leaf_layers
     from convbench.models import create_model
     from convbench.models.batchnorm import fused_batch_norm_class
 
@@ -203,8 +203,8 @@ def test_custom_cnns_use_the_fused_batch_norm():
 def test_every_model_trains_under_every_precision_policy(name, policy):
     """A short training of each model in each policy: finite losses, float32 logits, the policy recorded."""
     from convbench.config import TrainConfig, preset
-    from convbench.data import Dataset
-    from convbench.fit import train_model
+    from convbench.data.datasets import Dataset
+    from convbench.training.recipes import fit_model
     from convbench.models import model_info
 
     x, y = two_classes(64)
@@ -214,7 +214,7 @@ def test_every_model_trains_under_every_precision_policy(name, policy):
     recipe = dataclasses.replace(base, train=TrainConfig(epochs=1, global_batch_size=32, mixed_precision=policy, eval_batch_size=32),
                                  transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1,
                                                               finetune_blocks=1))
-    model, result = train_model(name, data, recipe, log=lambda m: None, weights=None)
+    model, result = fit_model(name, data, recipe, log=lambda m: None, weights=None)
     expected = "float32" if policy == "off" else policy
     assert result.mixed_precision == expected
     assert result.precision_reason.startswith("mixed_precision:")

@@ -23,8 +23,8 @@ import pytest
 from convbench.config import AnalysisConfig, RunConfig, TrainConfig
 from convbench.errors import ConvbenchError
 from convbench.models import list_models
-from convbench.fit import model_precision
-from convbench.ray_train import RayOptions, address_mode, job_name, plan_batches, wants_ray
+from convbench.training.recipes import model_precision
+from convbench.orchestrate.ray_train import RayOptions, address_mode, job_name, plan_batches, wants_ray
 
 
 def test_batch_plan_keeps_global_batch_and_learning_rate():
@@ -64,7 +64,7 @@ def _separable(n: int, seed: int):
 
 
 def _data():
-    from convbench.data import Dataset
+    from convbench.data.datasets import Dataset
 
     x, y = _separable(512, 0)
     xv, yv = _separable(128, 1)
@@ -86,7 +86,7 @@ def _config(epochs: int) -> RunConfig:
 def local_ray(tmp_path_factory):
     """One local Ray for the module; its session files live under pytest's tmp dir."""
     ray = pytest.importorskip("ray")
-    from convbench.ray_train import ray_session
+    from convbench.orchestrate.ray_train import ray_session
 
     # A short folder: Ray's socket paths must stay under 107 characters.
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=tmp_path_factory.getbasetemp())
@@ -125,7 +125,7 @@ augment: {alternate_flip: true}
 def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, workers):
     """`convbench run --workers N` (N=1 needs an address to use Ray: the module's Ray, attached as `auto`),
     with lookahead and the alternating flip on, so both run under MultiWorkerMirroredStrategy."""
-    from convbench.cli import main
+    from convbench.cli.commands import main
 
     (tmp_path / "fast.yaml").write_text(FAST_CONFIG)
     out = tmp_path / "run"
@@ -144,7 +144,7 @@ def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, wor
     assert entry["distributed"]["per_worker_batch_size"] == 64 // workers
     # Ray holds the last epoch's checkpoint; the run directory has the same files as a plain run.
     [ckpt] = (out / "ray").glob("*/checkpoint_*/checkpoint.npz")
-    from convbench.train import load_checkpoint
+    from convbench.training.loop import load_checkpoint
 
     assert len(load_checkpoint(ckpt)[0]["history"]) == 2
     for rel in ("REPORT.md", "models/cnn_vgg/seed0/best.weights.h5", "history/cnn_vgg_seed0.csv",
@@ -156,7 +156,7 @@ def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, wor
 @pytest.mark.slow
 def test_killed_worker_resumes_without_redoing_finished_epochs(local_ray, tmp_path):
     """SIGKILL the rank-0 worker once two epochs are reported; Ray restarts the group from the checkpoint."""
-    from convbench.ray_train import train_and_evaluate_ray
+    from convbench.orchestrate.ray_train import train_and_evaluate_ray
 
     out = tmp_path / "run"
     killed: list[int] = []
@@ -202,7 +202,7 @@ def test_every_custom_model_trains_under_two_ray_workers(local_ray, tmp_path, na
     """One short epoch of each custom CNN on 2 Ray workers (MultiWorkerMirroredStrategy, the per-worker
     loop and ray.train.report), in the precision `auto` picks here; cnn_airbench's whitening is set from
     the first batch outside the replica context, so it trains there too (it once failed in merge_call)."""
-    from convbench.ray_train import train_and_evaluate_ray
+    from convbench.orchestrate.ray_train import train_and_evaluate_ray
 
     config = dataclasses.replace(_config(1), models=(name,))
     out = tmp_path / "run"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from convbench.report import conclusions, render_markdown, render_report
+from convbench.report.document import conclusions, render_markdown, write_report
 
 
 def _run(name, kind, acc, val, train_at_best, flops, params, seed=0):
@@ -27,7 +27,7 @@ def _run(name, kind, acc, val, train_at_best, flops, params, seed=0):
 
 
 def _results(runs):
-    from convbench.runner import aggregate
+    from convbench.experiment.comparison import aggregate
 
     return {
         "config": {"preset": "quick", "seeds": 1, "train": {"seed": 0}, "data": {"val_fraction": 0.1, "split_seed": 0}},
@@ -159,7 +159,7 @@ def test_render_report_writes_pngs(tmp_path):
     for name in ("cnn_vgg", "cnn_resnet"):
         pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
     (tmp_path / "results.json").write_text(json.dumps(res))
-    path = render_report(tmp_path, log=lambda m: None)
+    path = write_report(tmp_path, log=lambda m: None)
     text = path.read_text()
     for png in ("learning_curves", "confusion_matrices", "per_class_accuracy", "accuracy_vs_flops"):
         data = (tmp_path / "figures" / f"{png}.png").read_bytes()
@@ -171,7 +171,7 @@ def test_report_of_missing_run_is_one_clear_line(tmp_path):
     from convbench.errors import ConvbenchError
 
     with pytest.raises(ConvbenchError, match="results.json does not exist"):
-        render_report(tmp_path / "nowhere")
+        write_report(tmp_path / "nowhere")
 
 
 def test_ablation_verdicts_reach_the_advice():
@@ -210,7 +210,7 @@ def test_class_names_with_pipes_and_html_stay_literal_in_the_tables():
     assert {cells(line) for line in rows} == {cells("| class |" + table[0])} == {3}
     assert "<b>" not in md
     # The pipeline's REPORT.html shows the names as they are, as text.
-    from convbench.pipeline_lib import markdown_to_html
+    from convbench.orchestrate.kfp_steps import markdown_to_html
 
     page = markdown_to_html(md)
     assert "<td>cat|dog</td>" in page and "<td>&lt;b&gt;bold&lt;/b&gt; &amp; co</td>" in page and "<b>bold" not in page
@@ -219,7 +219,7 @@ def test_class_names_with_pipes_and_html_stay_literal_in_the_tables():
 def test_a_report_of_an_unfinished_run_says_what_it_lacks_and_why():
     res = _results(copy.deepcopy(BASE))
     res["config"].update(models=["cnn_vgg", "cnn_resnet", "efficientnet_lite0"], seeds=1)
-    from convbench.report import coverage_notice
+    from convbench.report.document import coverage_notice
 
     owner = {"pid": 4242, "host": "node-1", "started": "2026-12-02T10:00:00+00:00"}
     running = coverage_notice(res, owner)
@@ -240,7 +240,7 @@ def test_the_notice_names_a_live_lock_owner_and_ignores_a_dead_one(tmp_path):
     import time
 
     from convbench.lock import LOCK_NAME, live_owner
-    from convbench.report import coverage_notice
+    from convbench.report.document import coverage_notice
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
@@ -270,7 +270,7 @@ def test_glossary_explains_exactly_the_terms_the_report_uses():
     """Issue 16: the report ends with a glossary of the technical terms it uses, and only those."""
     import re
 
-    from convbench.glossary import TERMS, glossary_markdown
+    from convbench.report.glossary import TERMS, glossary_markdown
 
     res = _results(copy.deepcopy(BASE))
     md = render_markdown(res, {}, {})
@@ -308,7 +308,7 @@ def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):
     """Issue 16, one train-time definition: the budget table's total time is each model's train time
     (the whole training call); a transfer model's feature caching counts before its first round, a
     custom model's validation time is spread over its epochs."""
-    from convbench.analysis import budget_curves
+    from convbench.report.analysis_sections import budget_curves
 
     runs = [_run("cnn_vgg", "custom", 0.80, 0.79, 0.80, 7e7, 3e5),
             _run("efficientnet_lite0", "transfer", 0.85, 0.84, 0.86, 1.4e8, 3.6e6)]

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import two_classes, write_dataset  # noqa: E402
 from helpers_tensorboard import read_hparams, read_scalars  # noqa: E402
 
-from convbench import cli  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text, check_writable  # noqa: E402
 from convbench.lock import LOCK_NAME, RunLock, pid_alive, read_lock  # noqa: E402
@@ -60,7 +60,7 @@ def _one_error_line(err: str) -> str:
 
 
 def _checkpoint_epochs(path: Path) -> int:
-    from convbench.train import load_checkpoint
+    from convbench.training.loop import load_checkpoint
 
     try:
         state, *_ = load_checkpoint(path)
@@ -119,7 +119,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     assert f"another convbench run (pid {proc.pid}" in line and "pass a different --out" in line
 
     done_before_kill = _checkpoint_epochs(checkpoint)
-    from convbench.train import load_checkpoint
+    from convbench.training.loop import load_checkpoint
 
     kept_history = pd.DataFrame(load_checkpoint(checkpoint)[0]["history"])
     assert 1 <= done_before_kill < EPOCHS["cnn_resnet"], "killed too late to test resuming"
@@ -157,7 +157,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, capsys):
     # The optimizer's step count was restored: the learning rate after resuming continues the
     # one-cycle schedule instead of starting its warmup again.
     from convbench.config import load_yaml
-    from convbench.train import make_schedule
+    from convbench.training.loop import make_schedule
 
     train_cfg = load_yaml(out / "config.yaml").recipe("cnn_resnet").train
     steps = final["data"]["train_images"] // train_cfg.global_batch_size
@@ -310,7 +310,7 @@ def test_output_under_a_file_is_refused(tmp_path, capsys):
 
 def test_unwritable_output_folder_keeps_results(tmp_path, capsys, monkeypatch):
     """Permission bits do not stop root, so as root the CLI runs with effective uid nobody."""
-    import convbench.bench  # noqa: F401 - the CLI's lazy imports need the stdlib, unreadable to uid nobody
+    import convbench.bench.benchmark  # noqa: F401 - the CLI's lazy imports need the stdlib, unreadable to uid nobody
     from test_bad_input import unprivileged
 
     data = write_dataset(tmp_path / "data", classes=2, train=10, test=3)
@@ -384,8 +384,8 @@ def test_narrower_rerun_keeps_the_other_models_results(tmp_path, capsys):
 @pytest.mark.parametrize("content", ["[]", "null", '{"runs": 5}', '{"runs": [{"seed": 0}]}', '{"runs": [{"name": "x", "se'])
 def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
     """Issue 19 case 3/4: a results.json of the wrong shape or cut short is renamed, never read as a ledger."""
-    from convbench.report import load_results
-    from convbench.runner import read_previous_results
+    from convbench.report.document import load_results
+    from convbench.experiment.comparison import read_previous_results
 
     path = tmp_path / "results.json"
     path.write_text(content)
@@ -403,8 +403,8 @@ def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "no_state"])
 def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage):
     """Issue 19 case 3: a checkpoint cut short, emptied, overwritten or missing its state restarts the model."""
-    from convbench.fit import _resume_state
-    from convbench.train import save_checkpoint
+    from convbench.training.recipes import _resume_state
+    from convbench.training.loop import save_checkpoint
 
     import keras
 
@@ -442,9 +442,9 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     """Issue 19 case 2: at an absurd learning rate every model stops in its first epoch with a
     TrainingDiverged that names the loss, the epoch and the peak learning rate, and carries the history."""
     from convbench.config import TrainConfig, preset
-    from convbench.data import Dataset
-    from convbench.fit import train_model
-    from convbench.train import TrainingDiverged
+    from convbench.data.datasets import Dataset
+    from convbench.training.recipes import fit_model
+    from convbench.training.loop import TrainingDiverged
 
     x, y = two_classes(64)
     data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
@@ -454,7 +454,7 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=4, finetune_epochs=1, head_lr_per_1024=1e35))
     lines: list[str] = []
     with pytest.raises(TrainingDiverged) as info:
-        train_model(name, data, recipe, log=lines.append, weights=None)
+        fit_model(name, data, recipe, log=lines.append, weights=None)
     exc = info.value
     assert exc.epoch == 1 and exc.quantity in ("training loss", "validation loss")
     assert exc.lr == pytest.approx(1e35 * 32 / 1024)
@@ -519,14 +519,14 @@ def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_p
 
 def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
     """Every model diverged: `convbench report` writes a report that says so, not an error."""
-    from convbench.report import render_report
+    from convbench.report.document import write_report
 
     entry = {"name": "cnn_vgg", "kind": "custom", "seed": 0, "status": "diverged", "history_csv": "history/x.csv",
              "diverged": {"epoch": 3, "phase": "train", "quantity": "training loss", "value": "inf", "lr": 9.5,
                           "lr_setting": "train.lr_per_1024", "lr_setting_value": 38.0}}
     atomic_write_json(tmp_path / "results.json", {"runs": [], "diverged": [entry], "models": []})
     lines: list[str] = []
-    text = render_report(tmp_path, lines.append).read_text()
+    text = write_report(tmp_path, lines.append).read_text()
     assert "every one diverged" in text and "training loss became inf at epoch 3" in text and "lr_per_1024: 3.8" in text
     assert "every model diverged" in lines[-1]
 
@@ -540,10 +540,10 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     Its TensorBoard session (issue 17), written live by the first process and completed by the
     resumed one, shows every epoch once in train/ and validation/, with the HParams."""
     from convbench.config import TrainConfig, preset
-    from convbench.data import Dataset
-    from convbench.fit import train_model
-    from convbench.tensorboard_events import EpochWriter, flat_hparams
-    from convbench.train import load_checkpoint
+    from convbench.data.datasets import Dataset
+    from convbench.training.recipes import fit_model
+    from convbench.training.tensorboard_events import EpochWriter, flat_hparams
+    from convbench.training.loop import load_checkpoint
 
     x, y = two_classes(64)
     data = Dataset(x, y, x[:32], y[:32], x[:32], y[:32], ["dark", "bright"], "synthetic")
@@ -553,7 +553,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1))
     session = tmp_path / "tensorboard" / f"{name}_seed0"
     live = EpochWriter(session, fresh=True)
-    _, first = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
+    _, first = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
                            on_epoch_end=live.write_epoch)
     live.close()
     epochs = [r.epoch for r in first.history]
@@ -563,7 +563,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     assert 0 < state["call_seconds"] <= first.train_seconds
     assert state["call_seconds"] >= sum(r["seconds"] for r in state["history"])
     lines: list[str] = []
-    _, resumed = train_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
+    _, resumed = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
     assert any("epochs already done" in line for line in lines)
     assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
     assert resumed.train_seconds > state["call_seconds"]
@@ -674,13 +674,13 @@ def _copy_run(finished_run, tmp_path: Path) -> tuple[Path, list[str]]:
 @pytest.mark.parametrize("damage", ["empty", "binary", "other columns"])
 def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_path, damage):
     """Issue 19 case 3: `convbench report` with a garbage history CSV renders, with one warning."""
-    from convbench.report import render_report
+    from convbench.report.document import write_report
 
     out, _ = _copy_run(finished_run, tmp_path)
     path = out / "history" / "cnn_resnet_seed0.csv"
     path.write_bytes({"empty": b"", "binary": bytes(range(256)) * 4, "other columns": b"a,b\n1,2\n"}[damage])
     lines: list[str] = []
-    text = render_report(out, lines.append).read_text()
+    text = write_report(out, lines.append).read_text()
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1 and "cnn_resnet_seed0.csv is damaged" in warnings[0] and "left out of the report" in warnings[0]
     assert "| cnn_resnet |" in text and "| cnn_vgg |" in text
@@ -705,7 +705,7 @@ def _damage_predictions(path: Path, damage: str) -> None:
 @pytest.mark.parametrize("damage", ["truncated", "empty", "other arrays", "no val logits", "missing"])
 def test_every_kind_of_damaged_predictions_is_recognised(finished_run, tmp_path, damage):
     """Issue 19 case 3: what the report and the rerun check (`damaged_predictions`) finds in each case."""
-    from convbench.report import damaged_predictions
+    from convbench.report.document import damaged_predictions
 
     out, _ = _copy_run(finished_run, tmp_path)
     runs = json.loads((out / "results.json").read_text())["runs"]

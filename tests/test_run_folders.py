@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers_data import write_dataset  # noqa: E402
 
-from convbench import cli  # noqa: E402
+from convbench.cli import commands as cli  # noqa: E402
 
 
 @pytest.fixture()
@@ -106,7 +106,7 @@ def test_of_folders_started_in_the_same_second_the_newest_suffix_is_continued(tm
     """Two runs in one second make <name> and <name>.1 (then .2 ... .10): the same command again
     continues the newest, counting .10 after .9."""
     from convbench.config import preset
-    from convbench.run_folders import choose_run_dir, config_hash
+    from convbench.experiment.run_folders import choose_run_dir, config_hash
 
     cfg = preset("quick")
     name = f"20261204-101500-{config_hash(cfg)}"

@@ -34,12 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers_data import write_dataset  # noqa: E402
 
 from convbench import config as c  # noqa: E402
-from convbench import data as datamod  # noqa: E402
+from convbench.data import datasets as datamod  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".venv", ".git", "tests", ".cache", "build", "dist", "runs", "node_modules", "__pycache__"}
-PICKLE_ALLOWED = {"components/convbench/torch_weights.py"}  # the restricted unpickler lives here
+PICKLE_ALLOWED = {"src/convbench/models/torch_weights.py"}  # the restricted unpickler lives here
 
 
 def _sources() -> list[Path]:
@@ -105,7 +105,7 @@ def _problems(path: Path) -> list[str]:
 
 def test_source_has_no_unsafe_calls():
     files = _sources()
-    assert any(str(p).endswith("components/convbench/config.py") for p in files)
+    assert any(str(p).endswith("src/convbench/config.py") for p in files)
     problems = [p for path in files for p in _problems(path)]
     assert not problems, "unsafe calls:\n" + "\n".join(problems)
 
@@ -225,7 +225,7 @@ SECRETS = {
 
 
 def test_run_artifacts_hold_no_credentials(tmp_path, monkeypatch, capsys):
-    from convbench import cli
+    from convbench.cli import commands as cli
 
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)

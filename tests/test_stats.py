@@ -1,4 +1,4 @@
-"""Known-answer tests for convbench.stats (seed intervals, McNemar, Holm, bootstrap, power, verdicts).
+"""Known-answer tests for convbench.analysis.stats (seed intervals, McNemar, Holm, bootstrap, power, verdicts).
 
 Run: .venv/bin/pytest tests/test_stats.py -q
 """
@@ -12,7 +12,7 @@ import pytest
 from scipy import stats as sps
 
 from convbench.errors import ConvbenchError
-from convbench.stats import (
+from convbench.analysis.stats import (
     ablation_effects,
     bootstrap_diff_ci,
     compare_models,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from convbench.errors import ConvbenchError
-from convbench.torch_weights import MAGIC_NUMBER, PROTOCOL_VERSION, load_state_dict
+from convbench.models.torch_weights import MAGIC_NUMBER, PROTOCOL_VERSION, load_state_dict
 
 _SYS_INFO = {
     "protocol_version": PROTOCOL_VERSION,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from convbench.config import AugmentConfig, RegularizationConfig, TrainConfig
-from convbench.train import load_checkpoint, make_schedule
+from convbench.training.loop import load_checkpoint, make_schedule
 
 
 @pytest.mark.parametrize("kind", ["onecycle", "cosine", "constant"])
@@ -33,7 +33,7 @@ def _separable(n=512, seed=0):
 
 
 def _dataset(n=512):
-    from convbench.data import Dataset
+    from convbench.data.datasets import Dataset
 
     x, y = _separable(n)
     xv, yv = _separable(128, seed=1)
@@ -42,14 +42,14 @@ def _dataset(n=512):
 
 def test_training_learns_and_restores_best(tmp_path):
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import fit_model
 
     recipe = dataclasses.replace(
         preset("quick").recipe("cnn_vgg"),
         train=TrainConfig(epochs=2, global_batch_size=64, lr_per_1024=0.8),
         augment=AugmentConfig(crop_padding=2),
     )
-    model, result = train_model("cnn_vgg", _dataset(), recipe, checkpoint_dir=tmp_path, log=lambda m: None)
+    model, result = fit_model("cnn_vgg", _dataset(), recipe, checkpoint_dir=tmp_path, log=lambda m: None)
     assert result.epochs_run == 2
     assert result.history[-1].train_loss < result.history[0].train_loss or result.best_val_accuracy > 0.9
     assert result.best_val_accuracy > 0.8
@@ -62,13 +62,13 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
     """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never
     stopped, with lookahead too (its slow weights equal the model's at every epoch end)."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import fit_model
 
     base = preset("quick").recipe("cnn_vgg")
     train = TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4, lookahead_every=lookahead_every, lookahead_from_epoch=1)
     recipe = dataclasses.replace(base, train=train, augment=AugmentConfig(crop_padding=2))
     data = _dataset(256)
-    _, straight = train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a", log=lambda m: None)
+    _, straight = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a", log=lambda m: None)
 
     class Crash(Exception):
         pass
@@ -78,9 +78,9 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
             raise Crash
 
     with pytest.raises(Crash):
-        train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=lambda m: None, on_epoch_end=crash_after_two)
+        fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=lambda m: None, on_epoch_end=crash_after_two)
     logs = []
-    _, resumed = train_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=logs.append)
+    _, resumed = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=logs.append)
     assert any("resuming" in line and "2 epochs already done" in line for line in logs)
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
     # Same seed, same batches, same optimizer state: the resumed epoch 3 matches the uninterrupted one.
@@ -91,7 +91,7 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
 def test_flops_of_a_known_network():
     import keras
 
-    from convbench.flops import count_flops
+    from convbench.models.flops import count_flops
 
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 2*3*3*3*4*8*8 = 13,824
@@ -105,18 +105,18 @@ def test_same_seed_reproduces_the_same_metrics():
     """Reproducibility as README states it: the same seed, machine, precision and worker count give
     the same history, every loss and accuracy identical to the last bit."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import fit_model
 
     recipe = dataclasses.replace(preset("quick").recipe("cnn_vgg"), train=TrainConfig(epochs=2, global_batch_size=64, seed=3))
     data = _dataset(256)
-    _, a = train_model("cnn_vgg", data, recipe, log=lambda m: None)
-    _, b = train_model("cnn_vgg", data, recipe, log=lambda m: None)
+    _, a = fit_model("cnn_vgg", data, recipe, log=lambda m: None)
+    _, b = fit_model("cnn_vgg", data, recipe, log=lambda m: None)
     assert len(a.history) == len(b.history) == 2
     for ra, rb in zip(a.history, b.history):
         assert (ra.train_loss, ra.train_accuracy, ra.val_loss, ra.val_accuracy, ra.lr) == \
             (rb.train_loss, rb.train_accuracy, rb.val_loss, rb.val_accuracy, rb.lr)
     other = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=4))
-    _, c = train_model("cnn_vgg", data, other, log=lambda m: None)
+    _, c = fit_model("cnn_vgg", data, other, log=lambda m: None)
     assert c.history[0].train_loss != pytest.approx(a.history[0].train_loss, rel=1e-6)
 
 
@@ -124,14 +124,14 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
     """Several steps per compiled call (with a shorter last call: 4 steps in calls of 3 and 1) are the
     same optimisation as one step per call: same losses, same validation accuracy."""
     from convbench.config import preset
-    from convbench.fit import train_model
+    from convbench.training.recipes import fit_model
 
     base = preset("quick").recipe("cnn_vgg")
     data = _dataset(256)
     histories = {}
     for per_call in (1, 3):
         train = TrainConfig(epochs=2, global_batch_size=64, seed=5, steps_per_execution=per_call)
-        _, result = train_model("cnn_vgg", data, dataclasses.replace(base, train=train), log=lambda m: None)
+        _, result = fit_model("cnn_vgg", data, dataclasses.replace(base, train=train), log=lambda m: None)
         histories[per_call] = result.history
     for one, many in zip(histories[1], histories[3]):
         assert many.train_loss == pytest.approx(one.train_loss, rel=1e-3)
@@ -141,7 +141,7 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
 
 @pytest.mark.parametrize("advanced", [1, 3, 8])
 def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced):
-    from convbench.train import Progress
+    from convbench.training.loop import Progress
 
     lines = []
     progress = Progress("m", log=lines.append, lines_per_epoch=4)
@@ -174,8 +174,8 @@ def test_lookahead_in_the_compiled_loop_follows_its_formula():
     the weights are the slow copy."""
     import keras
 
-    from convbench.augment import make_train_dataset
-    from convbench.train import Trainer, default_strategy
+    from convbench.data.augment import make_train_dataset
+    from convbench.training.loop import Trainer, default_strategy
 
     x, y = _separable(64)
     steps, epochs, every, decay = 4, 2, 2, 0.9

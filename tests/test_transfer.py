@@ -19,7 +19,7 @@ from helpers_data import two_classes  # noqa: E402
 
 from convbench import config as c
 from convbench.errors import ConvbenchError
-from convbench.fit import HEAD_EVALUATIONS, compute_features, head_schedule, train_model
+from convbench.training.recipes import HEAD_EVALUATIONS, compute_features, head_schedule, fit_model
 from convbench.models import create_model, list_models, model_info
 from convbench.models.transfer import POOLING_HEADS
 
@@ -40,7 +40,7 @@ def test_the_head_phase_is_counted_in_steps_whatever_the_data_size(head_steps, s
 
 
 def test_epochs_sets_the_fine_tuning_epochs_and_leaves_the_head_steps():
-    from convbench.cli import with_epochs
+    from convbench.config import with_epochs
 
     quick = c.preset("quick")
     cfg = with_epochs(quick, 3)
@@ -81,7 +81,7 @@ def test_pooled_cached_features_give_the_full_models_outputs(name, head):
 
 
 def _data(flip_val: bool):
-    from convbench.data import Dataset
+    from convbench.data.datasets import Dataset
 
     x, y = two_classes(64)
     xv, yv = two_classes(32, seed=1)
@@ -102,7 +102,7 @@ def test_the_head_trains_all_its_steps_on_its_own_schedule(name):
     head's cosine schedule ends at 0 on its last step, independent of the fine-tuning epochs."""
     recipe = _recipe(name, head_steps=40, head_patience=0, finetune_epochs=1)
     lines: list[str] = []
-    _, result = train_model(name, _data(flip_val=False), recipe, log=lines.append, weights=None)
+    _, result = fit_model(name, _data(flip_val=False), recipe, log=lines.append, weights=None)
     head = [r for r in result.history if r.phase == "head"]
     tune = [r for r in result.history if r.phase == "finetune"]
     assert len(head) == 10 and all(r.images_per_s > 0 for r in head)
@@ -120,7 +120,7 @@ def test_the_head_stops_early_on_validation_loss_and_fine_tuning_still_runs(name
     weights, and fine-tuning then runs its epochs."""
     recipe = _recipe(name, head_steps=200, head_patience=2, finetune_epochs=1, head_lr_per_1024=0.05)
     lines: list[str] = []
-    _, result = train_model(name, _data(flip_val=True), recipe, log=lines.append, weights=None)
+    _, result = fit_model(name, _data(flip_val=True), recipe, log=lines.append, weights=None)
     head = [r for r in result.history if r.phase == "head"]
     per_round, rounds = head_schedule(200, 4)
     assert len(head) < rounds
@@ -135,7 +135,7 @@ def test_the_head_stops_early_on_validation_loss_and_fine_tuning_still_runs(name
 def test_fine_tuning_gives_lower_blocks_lower_learning_rates(name):
     """Discriminative groups cover exactly the trainable variables once each: the head at 1, the top
     unfrozen block (with the layers after it) at the decay, the block below at its square."""
-    from convbench.fit import discriminative_groups, unfreeze_top_blocks
+    from convbench.training.recipes import discriminative_groups, unfreeze_top_blocks
 
     model = create_model(name, num_classes=10, resolution=32, weights=None)
     unfrozen = unfreeze_top_blocks(model.get_layer("features"), 2)
@@ -154,7 +154,7 @@ def test_each_learning_rate_group_moves_its_weights_by_its_own_rate():
     import keras
     import tensorflow as tf
 
-    from convbench.train import Trainer
+    from convbench.training.loop import Trainer
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(2, name="top")(keras.layers.Dense(8, name="low")(inputs)))

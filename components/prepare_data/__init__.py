@@ -1,0 +1,3 @@
+from convbench.components.prepare_data.component import prepare_data
+
+__all__ = ["prepare_data"]

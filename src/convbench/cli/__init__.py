@@ -1,0 +1,1 @@
+"""L8 cli: argument parsing and printing (`convbench ...`); nothing else imports it."""

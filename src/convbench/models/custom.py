@@ -1,0 +1,114 @@
+"""The two CNN architectures designed here, trained from scratch on 32x32 images.
+
+    python -c "from convbench.models import create_model; create_model('cnn_resnet').summary()"
+"""
+
+from __future__ import annotations
+
+from convbench.i18n import N_
+from convbench.models.batchnorm import batch_norm
+from convbench.models.registry import register_model
+
+# Per-channel mean and std of the CIFAR-10 training pixels (0-255 scale). Baked into the model so
+# every input pipeline feeds raw pixels and no statistics need to be fitted per run.
+CIFAR_MEAN = (125.3, 123.0, 113.9)
+CIFAR_STD = (63.0, 62.1, 66.7)
+
+
+def _normalize(x):
+    import keras
+
+    scale = [1.0 / s for s in CIFAR_STD]
+    offset = [-m / s for m, s in zip(CIFAR_MEAN, CIFAR_STD)]
+    return keras.layers.Rescaling(scale=scale, offset=offset, name="normalize")(x)
+
+
+def _conv_bn(x, filters: int, name: str, weight_init="he_normal"):
+    import keras
+
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=weight_init, name=f"{name}_conv")(x)
+    # momentum 0.9: running statistics settle within a short training, unlike Keras' default 0.99.
+    x = batch_norm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+@register_model("cnn_vgg", kind="custom",
+                description=N_("VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head."))
+def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropout: float | None = None):
+    """VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head.
+
+    Rationale: the simplest design that trains reliably from scratch on CIFAR. Stacked 3x3
+    convolutions (Simonyan & Zisserman 2015) give a 5x5 receptive field per stage with fewer
+    parameters than one 5x5; BatchNorm (Ioffe & Szegedy 2015) lets a high learning rate work;
+    dropout after every stage, rising with depth, and global average pooling instead of Flatten
+    + large Dense keep the parameter count (and overfitting) small. Widths double as resolution
+    halves (w, 2w, 4w) so every stage costs about the same FLOPs.
+
+    Args:
+        num_classes: output logits.
+        input_shape: input image shape.
+        width: channels of the first stage (32 → 0.29 M parameters).
+        dropout: one rate for every dropout layer; None = 0.1, 0.2, 0.3 by stage and 0.3 before the head.
+    """
+    import keras
+
+    rates = [0.1, 0.2, 0.3, 0.3] if dropout is None else [dropout] * 4
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _normalize(inputs)
+    for stage, mult in enumerate((1, 2, 4)):
+        x = _conv_bn(x, width * mult, f"stage{stage + 1}a")
+        x = _conv_bn(x, width * mult, f"stage{stage + 1}b")
+        x = keras.layers.MaxPooling2D(name=f"stage{stage + 1}_pool")(x)
+        x = keras.layers.Dropout(rates[stage], name=f"stage{stage + 1}_dropout")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(rates[3], name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="cnn_vgg")
+
+
+@register_model("cnn_resnet", kind="custom",
+                description=N_("Residual CNN after ResNet-9 and airbench: conv-pool stages with two identity-skip blocks."))
+def cnn_resnet(num_classes: int, input_shape=(32, 32, 3), width: int = 24, dropout: float | None = None):
+    """Residual CNN after ResNet-9 and airbench: conv-pool stages with two identity-skip blocks.
+
+    Rationale, and what was taken from whom:
+    - Myrtle.ai's ResNet-9 ("How to train your ResNet", Page 2018): prep conv, then
+      conv-BN-ReLU-maxpool stages (w, 2w, 4w, 8w) with a residual pair of convs after the first
+      and last downsampling; pooling instead of strided convs; global *max* pooling; logits scaled
+      by 0.125 so the softmax starts soft and a high learning rate is stable.
+    - airbench (Jordan 2024) / hlb-CIFAR10: BatchNorm with a short momentum, label smoothing and
+      a one-cycle schedule with Nesterov SGD (set in the training recipe), flip augmentation.
+    The skip connections keep gradients healthy, so the net trains fast in few epochs, which is
+    what a CPU budget needs.
+
+    Args:
+        num_classes: output logits.
+        input_shape: input image shape.
+        width: channels of the prep conv (24 → 1.1 M parameters; Myrtle's ResNet-9 uses 64).
+        dropout: rate before the classifier; None = 0 (the residual net relies on BN, augmentation
+            and label smoothing).
+    """
+    import keras
+
+    def residual(x, filters, name):
+        y = _conv_bn(x, filters, f"{name}a")
+        y = _conv_bn(y, filters, f"{name}b")
+        return keras.layers.Add(name=f"{name}_add")([x, y])
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = _normalize(inputs)
+    x = _conv_bn(x, width, "prep")
+    x = _conv_bn(x, width * 2, "layer1")
+    x = keras.layers.MaxPooling2D(name="layer1_pool")(x)
+    x = residual(x, width * 2, "res1")
+    x = _conv_bn(x, width * 4, "layer2")
+    x = keras.layers.MaxPooling2D(name="layer2_pool")(x)
+    x = _conv_bn(x, width * 8, "layer3")
+    x = keras.layers.MaxPooling2D(name="layer3_pool")(x)
+    x = residual(x, width * 8, "res3")
+    x = keras.layers.GlobalMaxPooling2D(name="gmp")(x)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(num_classes, use_bias=False, dtype="float32", name="fc")(x)
+    outputs = keras.layers.Rescaling(0.125, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="cnn_resnet")

@@ -1,0 +1,1 @@
+"""L4b report: figures (all matplotlib), Markdown sections, REPORT.md (document), the glossary."""
