@@ -89,6 +89,11 @@ def next_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / NEXT_DIR
 
 
+def next_step_file(run_dir: str | Path, step: str) -> Path:
+    """next/<step>.yaml under `run_dir`: the config of one suggestion of the conclusions."""
+    return next_dir(run_dir) / f"{step}.yaml"
+
+
 def ablation_figure(model: str) -> str:
     """figures/ablation_<model>.png, relative to the run directory: one model's ablation learning curves."""
     return f"{FIGURES_DIR}/ablation_{model}.png"

@@ -22,7 +22,7 @@ import numpy as np
 
 from convbench import rundir
 from convbench.analysis.ablation import load_ledger
-from convbench.config import describe_augment, from_dict, RunConfig, training_epochs
+from convbench.config import RunConfig, describe_augment, from_dict, save_yaml, training_epochs
 from convbench.errors import ConvbenchError
 from convbench.i18n import _, check_language, fmt, N_, ngettext, number, pgettext, render_stored, use_language
 from convbench.io import atomic_write, atomic_write_json, atomic_write_text
@@ -552,27 +552,26 @@ def _merge(base: dict, change: dict) -> dict:
     return out
 
 
-def next_step_configs(results: dict, steps: list[Step]) -> dict[str, dict]:
-    """The config of each runnable step: the run's own config.yaml content with the step's change written over it.
+def next_step_configs(results: dict, steps: list[Step]) -> dict[str, RunConfig]:
+    """The config of each runnable step: the run's own config with the step's change written over it.
 
     Args:
         results: results.json content (its "config" is the run's resolved config).
         steps: the conclusions' steps (`advice_steps`).
 
     Returns:
-        slug -> config data, for the steps that carry a change that validates (one that does not, a
+        slug -> config, for the steps that carry a change that validates (one that does not, a
         setting an older run's config cannot take, is offered in words only, without a command).
     """
     out = {}
     for step in steps:
         if not step.change:
             continue
-        data = _merge(results.get("config") or {}, step.change)
         try:
-            from_dict(data, base=RunConfig(), where=f"next/{step.slug}.yaml")
+            out[step.slug] = from_dict(_merge(results.get("config") or {}, step.change), base=RunConfig(),
+                                       where=f"{rundir.NEXT_DIR}/{step.slug}.yaml")
         except ConvbenchError:
             continue
-        out[step.slug] = data
     return out
 
 
@@ -585,7 +584,7 @@ def _how_with_command(step: Step, run_path: str, wall_seconds: float) -> str:
     if not step.change or not run_path:
         return step.how
     path = Path(run_path)
-    command = f"convbench run --config {path / 'next' / (step.slug + '.yaml')} --out {path.parent / (path.name + '-' + step.slug)}"
+    command = f"convbench run --config {rundir.next_step_file(path, step.slug)} --out {path.parent / (path.name + '-' + step.slug)}"
     if step.seconds:
         cost = fmt(_("About {estimate} on this machine (this run took {actual}):"), estimate=_minutes(step.seconds),
                    actual=_minutes(wall_seconds))
@@ -989,17 +988,14 @@ def write_next_steps(run_dir: Path, results: dict, histories: dict[str, list[dic
     Each file is this run's config with one change (`next_step_configs`). Files of suggestions this
     render no longer makes are removed.
     """
-    import yaml
-
     folder = rundir.next_dir(run_dir)
     configs = next_step_configs(results, advice_steps(results, histories))
     for old in folder.glob("*.yaml") if folder.is_dir() else []:
         if old.stem not in configs:
             old.unlink()
-    for slug, data in configs.items():
+    for slug, config in configs.items():
         folder.mkdir(exist_ok=True)
-        atomic_write_text(folder / f"{slug}.yaml", f"# {slug}: {run_dir.name}'s config with one change (see REPORT.md, "
-                          "Conclusions)\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        save_yaml(config, rundir.next_step_file(run_dir, slug))
     return command_path(run_dir) if configs else ""
 
 
