@@ -5,6 +5,9 @@
 - `choose_precision` decides from the CPU's flags (never its model name) and says why.
 - `FusedBatchNorm` computes what Keras' BatchNormalization computes (outputs, gradients, moving
   statistics; training and inference), and weights saved in one precision load in the other.
+- `SmallMapConv2D` computes what Keras' Conv2D computes in bf16 (outputs and both gradients) on
+  the paths it changes: an RGB input padded to 4 channels, and the weight gradient of a small map
+  as a forward convolution; the custom CNNs build every 3x3 conv with it.
 - Every registered model trains a short epoch under float32, mixed_bfloat16 and mixed_float16.
 - A bf16 convolution runs on oneDNN's bf16 kernel for this CPU (AMX where the CPU has it),
   read from oneDNN's own verbose log in a subprocess.
@@ -145,6 +148,134 @@ def test_fused_batch_norm_in_bfloat16_keeps_float32_statistics(channels):
     np.testing.assert_allclose(tf.cast(y, tf.float32), y_ref, atol=0.05)
     np.testing.assert_allclose(fused.moving_mean.numpy(), ref.moving_mean.numpy(), atol=0.01)
     np.testing.assert_allclose(fused.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=0.02)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_batch_norm_pads_a_channel_count_bf16_kernels_do_not_block(training):
+    """24 channels in bf16 run the fused kernel on 32 (zero channels added, then dropped): the same
+    outputs, input gradient and moving statistics as Keras' layer in float32, to bf16 rounding."""
+    import keras
+    import tensorflow as tf
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    ref, fused = _pair(24, True, True)
+    keras.mixed_precision.set_dtype_policy("float32")
+    x = tf.constant(np.random.default_rng(4).normal(1.0, 2.0, (8, 6, 6, 24)).astype("float32"))
+    xb = tf.cast(x, tf.bfloat16)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, xb])
+        y_ref, y = ref(x, training=training), fused(xb, training=training)
+        loss_ref, loss = tf.reduce_sum(y_ref**2), tf.reduce_sum(tf.cast(y, tf.float32)**2)
+    assert y.shape == y_ref.shape and y.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(y, tf.float32), y_ref, atol=0.05)
+    grad, grad_ref = tf.cast(tape.gradient(loss, xb), tf.float32), tape.gradient(loss_ref, x)
+    np.testing.assert_allclose(grad, grad_ref, atol=0.05 * float(tf.reduce_max(tf.abs(grad_ref))))
+    for a, b in zip(ref.trainable_weights, fused.trainable_weights):
+        g_ref = tape.gradient(loss_ref, a)
+        np.testing.assert_allclose(tape.gradient(loss, b), g_ref, atol=0.05 * float(tf.reduce_max(tf.abs(g_ref))))
+    np.testing.assert_allclose(fused.moving_mean.numpy(), ref.moving_mean.numpy(), atol=0.01)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), ref.moving_variance.numpy(), rtol=0.02)
+    assert fused.moving_mean.shape == (24,)
+
+
+# ---------------------------------------------------------------------------------------------
+# SmallMapConv2D against Keras' Conv2D
+
+
+@pytest.mark.parametrize("side, channels_in, channels_out, path", [
+    (4, 32, 48, "weight gradient as a forward conv"),  # a small map: 4x4 = 16 pixels
+    (2, 16, 16, "weight gradient as a forward conv"),
+    (8, 3, 32, "RGB input padded to 4 channels"),
+    (8, 16, 32, "Keras' own"),  # 64 pixels: the native kernel is faster there
+])
+def test_small_map_conv_matches_keras_conv_in_bfloat16(side, channels_in, channels_out, path):
+    """Outputs, input gradient and kernel gradient against Conv2D, both in bf16 and against float32."""
+    import keras
+    import tensorflow as tf
+
+    from convbench.models.conv import small_map_conv_class
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        ref = keras.layers.Conv2D(channels_out, 3, padding="same", use_bias=True)
+        conv = small_map_conv_class()(channels_out, 3, padding="same", use_bias=True)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    exact = keras.layers.Conv2D(channels_out, 3, padding="same", use_bias=True)
+    shape = (8, side, side, channels_in)
+    for layer in (ref, conv, exact):
+        layer.build(shape)
+    rng = np.random.default_rng(5)
+    for values in zip(ref.weights, conv.weights, exact.weights):
+        value = rng.normal(0.0, 0.2, values[0].shape).astype("float32")
+        for v in values:
+            v.assign(value)
+    assert [w.shape for w in conv.weights] == [w.shape for w in ref.weights]
+    x = tf.constant(rng.normal(0.0, 1.0, shape).astype("float32"))
+    xb = tf.cast(x, tf.bfloat16)
+    results = {}
+    for name, layer, inputs in (("ref", ref, xb), ("conv", conv, xb), ("exact", exact, x)):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = layer(inputs)
+            loss = tf.reduce_sum(tf.cast(y, tf.float32) ** 2)
+        dx, dk, db = tape.gradient(loss, [inputs, layer.kernel, layer.bias])
+        results[name] = [np.asarray(tf.cast(t, tf.float32)) for t in (y, dx, dk, db)]
+        if name == "conv":
+            assert y.dtype == tf.bfloat16
+    for what, got, want, exact_value in zip(("y", "dx", "dkernel", "dbias"), results["conv"], results["ref"], results["exact"]):
+        scale = float(np.max(np.abs(exact_value)))
+        # bf16 keeps 8 significant bits; the two bf16 paths differ only in summation order.
+        np.testing.assert_allclose(got, want, atol=0.03 * scale, err_msg=what)
+        if what != "dbias":  # Keras' own bias gradient sums in bf16 (both bf16 layers alike)
+            np.testing.assert_allclose(got, exact_value, atol=0.03 * scale, err_msg=what)
+
+
+def test_small_map_conv_takes_the_forward_conv_weight_gradient_only_on_small_maps():
+    """The traced gradient of a 4x4 map has no native weight-gradient op; an 8x8 map's has one."""
+    import keras
+    import tensorflow as tf
+
+    from convbench.models.conv import small_map_conv_class
+
+    def gradient_ops(side):
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+        try:
+            conv = small_map_conv_class()(16, 3, padding="same", use_bias=False)
+        finally:
+            keras.mixed_precision.set_dtype_policy("float32")
+        conv.build((4, side, side, 16))
+
+        @tf.function
+        def grads(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.cast(conv(x), tf.float32))
+            return tape.gradient(loss, conv.kernel)
+
+        graph = grads.get_concrete_function(tf.TensorSpec((4, side, side, 16), tf.bfloat16)).graph
+        types = set()
+        for op in graph.get_operations():
+            types.add(op.type)
+            for f in graph._functions.values():  # the custom gradient's body is a nested function
+                types.update(o.type for o in getattr(f, "graph", graph).get_operations())
+        return types
+
+    assert "Conv2DBackpropFilter" not in gradient_ops(4)
+    assert "Conv2DBackpropFilter" in gradient_ops(8)
+
+
+def test_custom_cnns_build_every_3x3_conv_as_a_small_map_conv():
+    import keras
+
+    from convbench.models import create_model
+    from convbench.models.conv import small_map_conv_class
+    from convbench.training.recipes import leaf_layers
+
+    for name in list_models("custom"):
+        convs = [layer for layer in leaf_layers(create_model(name)) if type(layer) is keras.layers.Conv2D or
+                 isinstance(layer, small_map_conv_class())]
+        threes = [layer for layer in convs if tuple(layer.kernel_size) == (3, 3)]
+        assert threes and all(isinstance(layer, small_map_conv_class()) for layer in threes), name
 
 
 def _reload(model, policy: str, path):

@@ -21,6 +21,7 @@ import numpy as np
 
 from convbench.i18n import N_
 from convbench.models.batchnorm import batch_norm
+from convbench.models.conv import conv2d
 from convbench.models.custom import _normalize
 from convbench.models.registry import register_model
 
@@ -266,7 +267,7 @@ def cnn_airbench(num_classes: int, input_shape=(32, 32, 3), widths: tuple[int, i
     scaled_bias = _layer("ScaledBias")
 
     def conv_bn_gelu(x, filters, name, pool):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=dirac(), name=f"{name}_conv")(x)
+        x = conv2d(filters, 3, padding="same", use_bias=False, kernel_initializer=dirac(), name=f"{name}_conv")(x)
         if pool:
             x = keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
         x = batch_norm(momentum=0.6, epsilon=1e-5, center=False, scale=False, name=f"{name}_bn")(x)

@@ -1,0 +1,116 @@
+"""`SmallMapConv2D`: Keras' Conv2D, faster in bf16 on CPUs for RGB inputs and small feature maps.
+
+    .venv/bin/pytest tests/test_precision.py -q -k small_map
+
+oneDNN's bf16 weight-gradient kernel (`brgconv_bwd_w` on AMX) is slow on small feature maps: a
+3x3 conv of 192 -> 192 channels at 4x4, batch 256, took 12.6 ms for its weight gradient against
+1.9 ms for its forward pass, slower than float32's 11.5 ms (`python tools/profile_step.py`, README
+"Precision and performance"). The weight gradient is itself a convolution:
+
+    dW[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]
+
+which is a "valid" forward convolution of the padded input, transposed to (c, h, w, n), with the
+output gradient, transposed to (h, w, n, o), as its kernel. oneDNN's forward AMX kernel computes it
+in 5.1 ms at 4x4 (2.5x faster); at 8x8 and above it is slower than the native kernel, so only maps
+of at most `SMALL_MAP_PIXELS` pixels take this path.
+
+An RGB input has 3 channels, an odd fit for the bf16 kernels: the first 3x3 conv of 3 -> 32
+channels at 32x32, batch 256, took 5.1 ms forward in bf16 with 3 input channels and 2.3 ms with 4.
+So an input of fewer than 4 channels gets zero channels (and the kernel zero rows) up to 4, which
+adds nothing to any output.
+
+Same weights, same config, same arithmetic up to the summation order: weights load into and from a
+plain Conv2D, and float32 and GPUs always run Keras' own code.
+"""
+
+from __future__ import annotations
+
+# Feature maps of at most this many pixels (4x4) take the forward-convolution weight gradient.
+SMALL_MAP_PIXELS = 16
+# Inputs of fewer channels than this are zero-padded to it (an RGB image: 3 -> 4).
+MIN_INPUT_CHANNELS = 4
+
+_CLASS = None
+
+
+def _weight_grad_as_conv(tf, x, dy, kernel_size):
+    """dW of a stride-1 "same" conv as one forward "valid" conv (shapes (kh, kw, c, o))."""
+    kh, kw = kernel_size
+    padded = tf.pad(x, [[0, 0], [(kh - 1) // 2, kh // 2], [(kw - 1) // 2, kw // 2], [0, 0]])
+    images = tf.transpose(padded, [3, 1, 2, 0])  # (c, h + kh - 1, w + kw - 1, n): channels as the batch
+    kernel = tf.transpose(dy, [1, 2, 0, 3])  # (h, w, n, o): the output gradient as the kernel
+    return tf.transpose(tf.nn.conv2d(images, kernel, strides=1, padding="VALID"), [1, 2, 0, 3])
+
+
+def small_map_conv_class():
+    """The SmallMapConv2D layer class (built lazily so importing the registry does not import Keras)."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    import keras
+
+    @keras.saving.register_keras_serializable(package="convbench")
+    class SmallMapConv2D(keras.layers.Conv2D):
+        """Conv2D for bf16 on CPUs: a 3-channel input padded to 4; on maps of at most 16 pixels, the weight gradient as a forward conv."""
+
+        def _bf16_on_cpu(self) -> bool:
+            return (keras.backend.backend() == "tensorflow" and self.compute_dtype == "bfloat16"
+                    and self.data_format == "channels_last" and self.groups == 1 and not _on_gpu())
+
+        def _small_map(self, inputs) -> bool:
+            h, w = inputs.shape[1], inputs.shape[2]
+            return (self.padding == "same" and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
+                    and h is not None and w is not None and h * w <= SMALL_MAP_PIXELS)
+
+        def call(self, inputs):
+            if not self._bf16_on_cpu():
+                return super().call(inputs)
+            channels = inputs.shape[-1]
+            if channels is not None and channels < MIN_INPUT_CHANNELS:
+                return self._padded_channels_call(inputs, MIN_INPUT_CHANNELS - channels)
+            if not self._small_map(inputs):
+                return super().call(inputs)
+            import tensorflow as tf
+
+            kernel_size = tuple(self.kernel_size)
+
+            @tf.custom_gradient
+            def conv(x, kernel):
+                def grad(dy):
+                    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                                                         strides=[1, 1, 1, 1], padding="SAME")
+                    return dx, _weight_grad_as_conv(tf, x, dy, kernel_size)
+
+                return tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), grad
+
+            # The kernel as a bf16 tensor outside the custom gradient, so the variable is read (and
+            # its gradient flows) through the cast, not inside the function.
+            return self._finish(conv(inputs, tf.cast(self.kernel, self.compute_dtype)))
+
+        def _padded_channels_call(self, inputs, pad: int):
+            import tensorflow as tf
+
+            x = tf.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, pad]])
+            kernel = tf.pad(self.kernel, [[0, 0], [0, 0], [0, pad], [0, 0]])
+            return self._finish(self.convolution_op(x, kernel))
+
+        def _finish(self, outputs):
+            import tensorflow as tf
+
+            if self.use_bias:
+                outputs = tf.nn.bias_add(outputs, self.bias)
+            return self.activation(outputs) if self.activation is not None else outputs
+
+    _CLASS = SmallMapConv2D
+    return _CLASS
+
+
+def _on_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def conv2d(filters: int, kernel_size, **kwargs):
+    """A SmallMapConv2D layer taking Conv2D's arguments."""
+    return small_map_conv_class()(filters, kernel_size, **kwargs)
