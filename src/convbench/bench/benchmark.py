@@ -1085,7 +1085,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before each measurement (default 3)")
     p.add_argument("--batch-size", type=int, default=256, help="global batch of the throughput part (default 256)")
-    p.add_argument("--transfer-resolution", type=int, default=64, help="input side of transfer models (default 64, the quick preset's)")
+    p.add_argument("--transfer-resolution", type=int, default=preset("quick").transfer.resolution,
+                   help="input side of transfer models (default: the quick preset's, %(default)s)")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the measurements per model; each reports its best (default 2)")
     p.add_argument("--no-variants", action="store_true", help="skip the one-step-per-call and XLA variants of the loop")
     p.add_argument("--steps-per-execution", type=int, default=0,

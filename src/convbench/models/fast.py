@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from convbench.i18n import N_
+from convbench.models.activations import activation as fused_activation
 from convbench.models.batchnorm import batch_norm
 from convbench.models.conv import conv2d
 from convbench.models.custom import _normalize
@@ -272,12 +273,12 @@ def cnn_airbench(num_classes: int, input_shape=(32, 32, 3), widths: tuple[int, i
             x = keras.layers.MaxPooling2D(name=f"{name}_pool")(x)
         x = batch_norm(momentum=0.6, epsilon=1e-5, center=False, scale=False, name=f"{name}_bn")(x)
         x = scaled_bias(name=f"{name}_bn_bias")(x)
-        return keras.layers.Activation(activation, name=f"{name}_act")(x)
+        return fused_activation(activation, name=f"{name}_act")(x)
 
     inputs = keras.Input(shape=input_shape, name="image")
     x = _normalize(inputs)
     x = _layer("PatchWhitening")(filters=2 * int(input_shape[-1]) * 4, kernel_size=2, name="whiten")(x)
-    x = keras.layers.Activation(activation, name="whiten_act")(x)
+    x = fused_activation(activation, name="whiten_act")(x)
     for i, width in enumerate(widths, start=1):
         x = conv_bn_gelu(x, width, f"group{i}a", pool=True)
         x = conv_bn_gelu(x, width, f"group{i}b", pool=False)
