@@ -8,6 +8,8 @@
 - `SmallMapConv2D` computes what Keras' Conv2D computes in bf16 (outputs and both gradients) on
   the paths it changes: an RGB input padded to 4 channels, and the weight gradient of a small map
   as a forward convolution; the custom CNNs build every 3x3 conv with it.
+- `FusedReLU`/`FusedActivation` (XLA-fused ReLU gradient and GELU in bf16 on CPUs) match Keras'
+  activations within bf16 rounding, and are Keras' own in float32.
 - Every registered model trains a short epoch under float32, mixed_bfloat16 and mixed_float16.
 - A bf16 convolution runs on oneDNN's bf16 kernel for this CPU (AMX where the CPU has it),
   read from oneDNN's own verbose log in a subprocess.
@@ -262,6 +264,77 @@ def test_small_map_conv_takes_the_forward_conv_weight_gradient_only_on_small_map
 
     assert "Conv2DBackpropFilter" not in gradient_ops(4)
     assert "Conv2DBackpropFilter" in gradient_ops(8)
+
+
+# ---------------------------------------------------------------------------------------------
+# FusedReLU and FusedActivation against Keras' activations
+
+
+def _activation_layers(kind: str, policy: str):
+    import keras
+
+    from convbench.models.activations import fused_activation_class, fused_relu_class
+
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        fused = fused_relu_class()() if kind == "relu_layer" else fused_activation_class()(kind)
+        ref = keras.layers.ReLU() if kind == "relu_layer" else keras.layers.Activation(kind)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    return fused, ref
+
+
+def _value_and_gradient(layer, x):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.linspace(-1.0, 1.0, int(x.shape[-1])))
+    return y, tape.gradient(loss, x)
+
+
+@pytest.mark.parametrize("kind", ["gelu", "relu", "relu_layer"])
+def test_fused_activation_matches_keras_in_bfloat16_and_is_keras_in_float32(kind):
+    """bf16: value and gradient within bf16 rounding of float32 Keras (and at least as close as
+    Keras' own bf16 layer); float32: Keras' own result, to the bit."""
+    import tensorflow as tf
+
+    x32 = tf.constant(np.random.default_rng(6).normal(0.0, 2.0, (4, 5, 5, 16)).astype("float32"))
+    _, exact = _activation_layers(kind, "float32")
+    y_exact, g_exact = _value_and_gradient(exact, x32)
+    fused, ref = _activation_layers(kind, "mixed_bfloat16")
+    xb = tf.cast(x32, tf.bfloat16)
+    (y, g), (y_ref, g_ref) = _value_and_gradient(fused, xb), _value_and_gradient(ref, xb)
+    assert y.dtype == tf.bfloat16 and g.dtype == tf.bfloat16
+    for got, keras_bf16, want in ((y, y_ref, y_exact), (g, g_ref, g_exact)):
+        err = np.max(np.abs(tf.cast(got, tf.float32) - want))
+        err_keras = np.max(np.abs(tf.cast(keras_bf16, tf.float32) - want))
+        assert err <= max(err_keras, 0.02 * float(np.max(np.abs(want)))), (err, err_keras)
+    fused32, _ = _activation_layers(kind, "float32")
+    y32, g32 = _value_and_gradient(fused32, x32)
+    np.testing.assert_array_equal(y32, y_exact)
+    np.testing.assert_array_equal(g32, g_exact)
+
+
+def test_fused_activation_compiles_its_loops_only_in_bfloat16():
+    """The traced bf16 gradient holds XLA-compiled functions (_XlaMustCompile); float32's holds none."""
+    import tensorflow as tf
+
+    def compiled_functions(policy):
+        layer, _ = _activation_layers("gelu", policy)
+        dtype = tf.bfloat16 if policy == "mixed_bfloat16" else tf.float32
+
+        @tf.function
+        def grad(x):
+            return _value_and_gradient(layer, x)[1]
+
+        graph = grad.get_concrete_function(tf.TensorSpec((2, 3, 3, 4), dtype)).graph
+        library = graph.as_graph_def().library.function
+        return [f.signature.name for f in library if f.attr.get("_XlaMustCompile") and f.attr["_XlaMustCompile"].b]
+
+    assert len(compiled_functions("mixed_bfloat16")) >= 2  # forward and backward
+    assert compiled_functions("float32") == []
 
 
 def test_custom_cnns_build_every_3x3_conv_as_a_small_map_conv():

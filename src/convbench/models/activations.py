@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from convbench.models.cpu_bf16 import bf16_on_cpu
+
 _CLASSES: dict = {}
 _FUNCTIONS: dict = {}
 
@@ -57,16 +59,6 @@ def _fused_functions():
     return _FUNCTIONS
 
 
-def _fused_here(layer) -> bool:
-    import keras
-
-    if keras.backend.backend() != "tensorflow" or layer.compute_dtype != "bfloat16":
-        return False
-    import tensorflow as tf
-
-    return not tf.config.list_logical_devices("GPU")
-
-
 def fused_relu_class():
     """FusedReLU: keras.layers.ReLU (plain max(x, 0)) with an XLA-fused gradient in bf16 on CPUs."""
     if "relu" in _CLASSES:
@@ -79,7 +71,7 @@ def fused_relu_class():
 
         def call(self, inputs):
             plain = self.max_value is None and self.negative_slope == 0 and self.threshold == 0
-            if plain and _fused_here(self):
+            if plain and bf16_on_cpu(self):
                 return _fused_functions()["relu"](inputs)
             return super().call(inputs)
 
@@ -99,7 +91,7 @@ def fused_activation_class():
 
         def call(self, inputs):
             name = getattr(self.activation, "__name__", "")
-            if name in ("gelu", "relu") and _fused_here(self):
+            if name in ("gelu", "relu") and bf16_on_cpu(self):
                 return _fused_functions()[name](inputs)
             return super().call(inputs)
 

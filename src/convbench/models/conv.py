@@ -25,6 +25,8 @@ plain Conv2D, and float32 and GPUs always run Keras' own code.
 
 from __future__ import annotations
 
+from convbench.models.cpu_bf16 import bf16_on_cpu
+
 # Feature maps of at most this many pixels (4x4) take the forward-convolution weight gradient.
 SMALL_MAP_PIXELS = 16
 # Inputs of fewer channels than this are zero-padded to it (an RGB image: 3 -> 4).
@@ -54,8 +56,7 @@ def small_map_conv_class():
         """Conv2D for bf16 on CPUs: a 3-channel input padded to 4; on maps of at most 16 pixels, the weight gradient as a forward conv."""
 
         def _bf16_on_cpu(self) -> bool:
-            return (keras.backend.backend() == "tensorflow" and self.compute_dtype == "bfloat16"
-                    and self.data_format == "channels_last" and self.groups == 1 and not _on_gpu())
+            return bf16_on_cpu(self) and self.data_format == "channels_last" and self.groups == 1
 
         def _small_map(self, inputs) -> bool:
             h, w = inputs.shape[1], inputs.shape[2]
@@ -103,12 +104,6 @@ def small_map_conv_class():
 
     _CLASS = SmallMapConv2D
     return _CLASS
-
-
-def _on_gpu() -> bool:
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
 
 
 def conv2d(filters: int, kernel_size, **kwargs):
