@@ -16,18 +16,14 @@ Keras' own activations; the layers keep Keras' config, so models save and load a
 
 from __future__ import annotations
 
+import functools
 import math
 
 from convbench.models.cpu_bf16 import bf16_on_cpu
 
-_CLASSES: dict = {}
-_FUNCTIONS: dict = {}
-
-
-def _fused_functions():
+@functools.cache
+def _fused_functions() -> dict:
     """{name: custom-gradient function} with XLA-compiled forward and backward (built once)."""
-    if _FUNCTIONS:
-        return _FUNCTIONS
     import tensorflow as tf
 
     @tf.function(jit_compile=True)
@@ -55,14 +51,12 @@ def _fused_functions():
         y = tf.nn.relu(x)
         return y, lambda dy: relu_backward(y, dy)
 
-    _FUNCTIONS.update(gelu=gelu, relu=relu)
-    return _FUNCTIONS
+    return {"gelu": gelu, "relu": relu}
 
 
+@functools.cache
 def fused_relu_class():
     """FusedReLU: keras.layers.ReLU (plain max(x, 0)) with an XLA-fused gradient in bf16 on CPUs."""
-    if "relu" in _CLASSES:
-        return _CLASSES["relu"]
     import keras
 
     @keras.saving.register_keras_serializable(package="convbench")
@@ -75,14 +69,12 @@ def fused_relu_class():
                 return _fused_functions()["relu"](inputs)
             return super().call(inputs)
 
-    _CLASSES["relu"] = FusedReLU
     return FusedReLU
 
 
+@functools.cache
 def fused_activation_class():
     """FusedActivation: keras.layers.Activation with XLA-fused GELU and ReLU in bf16 on CPUs."""
-    if "activation" in _CLASSES:
-        return _CLASSES["activation"]
     import keras
 
     @keras.saving.register_keras_serializable(package="convbench")
@@ -95,7 +87,6 @@ def fused_activation_class():
                 return _fused_functions()[name](inputs)
             return super().call(inputs)
 
-    _CLASSES["activation"] = FusedActivation
     return FusedActivation
 
 

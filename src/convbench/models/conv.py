@@ -25,15 +25,14 @@ plain Conv2D, and float32 and GPUs always run Keras' own code.
 
 from __future__ import annotations
 
+import functools
+
 from convbench.models.cpu_bf16 import bf16_on_cpu
 
 # Feature maps of at most this many pixels (4x4) take the forward-convolution weight gradient.
 SMALL_MAP_PIXELS = 16
 # Inputs of fewer channels than this are zero-padded to it (an RGB image: 3 -> 4).
 MIN_INPUT_CHANNELS = 4
-
-_CLASS = None
-
 
 def _weight_grad_as_conv(tf, x, dy, kernel_size):
     """dW of a stride-1 "same" conv as one forward "valid" conv (shapes (kh, kw, c, o))."""
@@ -44,11 +43,9 @@ def _weight_grad_as_conv(tf, x, dy, kernel_size):
     return tf.transpose(tf.nn.conv2d(images, kernel, strides=1, padding="VALID"), [1, 2, 0, 3])
 
 
+@functools.cache
 def small_map_conv_class():
-    """The SmallMapConv2D layer class (built lazily so importing the registry does not import Keras)."""
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
+    """The SmallMapConv2D layer class (built on first use, so importing the registry does not import Keras)."""
     import keras
 
     @keras.saving.register_keras_serializable(package="convbench")
@@ -102,8 +99,7 @@ def small_map_conv_class():
                 outputs = tf.nn.bias_add(outputs, self.bias)
             return self.activation(outputs) if self.activation is not None else outputs
 
-    _CLASS = SmallMapConv2D
-    return _CLASS
+    return SmallMapConv2D
 
 
 def conv2d(filters: int, kernel_size, **kwargs):
