@@ -305,6 +305,11 @@ def test_torch_twin_has_the_keras_models_trainable_parameters(name):
     assert tuple(twin(torch.zeros(2, 3, 32, 32)).shape) == (2, 10)
     for bf16 in (True, False):
         assert torch_peer.torch_images_per_s(name, batch_size=8, steps=2, warmup=1, bf16=bf16) > 0
+    # The twin follows the recipe's dropout as the Keras builder does: rate 0 leaves no dropout layer.
+    dropouts = lambda m: [layer.p for layer in m.modules() if isinstance(layer, torch.nn.Dropout)]  # noqa: E731
+    expected = [layer.rate for layer in keras_model.layers if layer.__class__.__name__ == "Dropout"]
+    assert dropouts(twin) == expected
+    assert dropouts(torch_peer.build_torch_twin(name, dropout=0.0)) == []
 
 
 def test_torch_peer_without_torch_says_why():

@@ -10,7 +10,7 @@ from convbench.models import create_model, list_models, model_info, register_mod
 # 10 classes; transfer models at their default 96 px with the gap_dense128 head.
 PINNED_PARAMS = {
     "cnn_airbench": 570_297,
-    "cnn_resnet": 928_680,
+    "cnn_resnet": 1_648_352,
     "cnn_vgg": 289_642,
     "efficientnet_b0": 4_214_829,
     "efficientnet_lite0": 3_578_282,

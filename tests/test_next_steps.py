@@ -79,16 +79,17 @@ def _check_commands(run_dir: Path) -> dict[str, dict]:
 def test_train_longer_changes_the_per_model_override_that_sets_the_epochs(tmp_path, monkeypatch):
     """The quick preset gives cnn_resnet its own epoch count: raising train.epochs would not touch it."""
     config = dataclasses.replace(cfgmod.preset("quick"), models=("cnn_vgg", "cnn_resnet"))
-    assert config.overrides["cnn_resnet"].train == {"epochs": 4}
+    epochs = config.overrides["cnn_resnet"].train["epochs"]
+    assert epochs != config.train.epochs
     runs = copy.deepcopy([_run("cnn_resnet", "custom", 0.80, 0.79, 0.80, 1e8, 9e5),
                           _run("cnn_vgg", "custom", 0.70, 0.69, 0.70, 7e7, 3e5)])
     run_dir = _run_dir(tmp_path, runs, config, {"cnn_resnet_seed0": _curve(0.79, True), "cnn_vgg_seed0": _curve(0.69, False)}, monkeypatch)
     write_report(run_dir, log=lambda m: None)
     changes = _check_commands(run_dir)
-    assert changes["train-longer"] == {"overrides.cnn_resnet.train.epochs": (4, 8)}
+    assert changes["train-longer"] == {"overrides.cnn_resnet.train.epochs": (epochs, 2 * epochs)}
     assert changes["seeds-3"] == {"seeds": (1, 3)}
     report = (run_dir / "REPORT.md").read_text()
-    assert "Raise `overrides.cnn_resnet.train.epochs` from 4 to 8" in report
+    assert f"Raise `overrides.cnn_resnet.train.epochs` from {epochs} to {2 * epochs}" in report
     # Costs come from this run's times: 600 s of wall time plus 100 s more of cnn_resnet; 3 seeds triple it.
     assert "About 12 min on this machine (this run took 10 min)" in report
     assert "About 30 min on this machine (this run took 10 min)" in report
@@ -138,7 +139,8 @@ def test_the_spanish_report_offers_the_same_commands_and_stale_suggestions_are_r
     english = _commands(write_report(run_dir, log=lambda m: None).read_text())
     spanish_report = write_report(run_dir, log=lambda m: None, lang="es").read_text()
     assert _commands(spanish_report) == english
-    assert "Sube `overrides.cnn_resnet.train.epochs` de 4 a 8" in spanish_report
+    epochs = config.overrides["cnn_resnet"].train["epochs"]
+    assert f"Sube `overrides.cnn_resnet.train.epochs` de {epochs} a {2 * epochs}" in spanish_report
     # The same folder after a longer training no longer suggests training longer: its file goes.
     (run_dir / "history" / "cnn_resnet_seed0.csv").write_text(pd.DataFrame(_curve(0.79, False)).to_csv(index=False))
     write_report(run_dir, log=lambda m: None)

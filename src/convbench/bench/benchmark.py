@@ -492,7 +492,8 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     if torch_peer.torch_missing() is None and name in torch_peer.TWINS:
         for key, bf16 in (("torch_bf16", True), ("torch_fp32", False)):
             measures[key] = lambda r, bf16=bf16: torch_peer.torch_images_per_s(
-                name, batch, steps, warmup, bf16, num_classes, recipe.regularization.label_smoothing, seed=r)
+                name, batch, steps, warmup, bf16, num_classes, recipe.regularization.label_smoothing, seed=r,
+                dropout=recipe.regularization.dropout if recipe.regularization.dropout >= 0 else None)
     if variants and kind == "custom":
         jit = xla_step(trainer)
         if per_call > 1:

@@ -13,10 +13,12 @@ convbench's: only speed is compared.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 
 from convbench.errors import ConvbenchError
+from convbench.models import model_info
 from convbench.models.custom import CIFAR_MEAN, CIFAR_STD
 
 TWINS = ("cnn_vgg", "cnn_resnet")
@@ -31,12 +33,19 @@ def torch_missing() -> str | None:
     return None
 
 
-def build_torch_twin(name: str, num_classes: int = 10):
-    """The PyTorch twin of a registered custom CNN (cnn_vgg or cnn_resnet at their default widths).
+def _default_width(name: str) -> int:
+    # The Keras builder's own default, so the twin follows the registered model when it is widened.
+    return inspect.signature(model_info(name).builder).parameters["width"].default
+
+
+def build_torch_twin(name: str, num_classes: int = 10, dropout: float | None = None):
+    """The PyTorch twin of a registered custom CNN (cnn_vgg or cnn_resnet at the width its builder defaults to).
 
     Args:
         name: a name in TWINS.
         num_classes: output logits.
+        dropout: one rate for every dropout layer, as the Keras builder's `dropout` (the recipe's
+            `regularization.dropout`); None = the builder's default rates.
 
     Returns:
         A torch.nn.Module taking (N, 3, 32, 32) float images in [0, 255].
@@ -60,11 +69,14 @@ def build_torch_twin(name: str, num_classes: int = 10):
             return (x - self.mean) / self.std
 
     if name == "cnn_vgg":
-        w, layers, cin = 32, [Normalize()], 3
-        for stage, rate in zip((1, 2, 4), (0.1, 0.2, 0.3)):
-            layers += conv_bn(cin, w * stage) + conv_bn(w * stage, w * stage) + [nn.MaxPool2d(2), nn.Dropout(rate)]
+        w, layers, cin = _default_width("cnn_vgg"), [Normalize()], 3
+        rates = [0.1, 0.2, 0.3, 0.3] if dropout is None else [dropout] * 4
+        for stage, rate in zip((1, 2, 4), rates):
+            layers += conv_bn(cin, w * stage) + conv_bn(w * stage, w * stage) + [nn.MaxPool2d(2)]
+            layers += [nn.Dropout(rate)] if rate else []  # Keras' Dropout(0) does nothing either
             cin = w * stage
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(cin, num_classes)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()] + ([nn.Dropout(rates[3])] if rates[3] else [])
+        layers += [nn.Linear(cin, num_classes)]
         return nn.Sequential(*layers)
 
     class Residual(nn.Module):
@@ -76,7 +88,7 @@ def build_torch_twin(name: str, num_classes: int = 10):
             return x + self.body(x)
 
     class ResNet(nn.Module):
-        def __init__(self, w=24):
+        def __init__(self, w=_default_width("cnn_resnet")):
             super().__init__()
             self.net = nn.Sequential(
                 Normalize(), *conv_bn(3, w), *conv_bn(w, 2 * w), nn.MaxPool2d(2), Residual(2 * w),
@@ -91,7 +103,7 @@ def build_torch_twin(name: str, num_classes: int = 10):
 
 
 def torch_images_per_s(name: str, batch_size: int, steps: int, warmup: int, bf16: bool, num_classes: int = 10,
-                       label_smoothing: float = 0.1, seed: int = 0) -> float:
+                       label_smoothing: float = 0.1, seed: int = 0, dropout: float | None = None) -> float:
     """Training images/s of the PyTorch twin: `warmup` untimed steps, then `steps` timed ones.
 
     Args:
@@ -103,6 +115,7 @@ def torch_images_per_s(name: str, batch_size: int, steps: int, warmup: int, bf16
         num_classes: output logits.
         label_smoothing: of the cross-entropy, as convbench's recipe.
         seed: for the weights and the random batch.
+        dropout: as `build_torch_twin`'s.
 
     Returns:
         Images per second over the timed steps.
@@ -111,7 +124,7 @@ def torch_images_per_s(name: str, batch_size: int, steps: int, warmup: int, bf16
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    model = build_torch_twin(name, num_classes).to(memory_format=torch.channels_last).train()
+    model = build_torch_twin(name, num_classes, dropout).to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9, nesterov=True, weight_decay=5e-4)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     x = (torch.rand(batch_size, 3, 32, 32) * 255).contiguous(memory_format=torch.channels_last)

@@ -432,8 +432,9 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
             lines.append(fmt(_(
                 "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: ImageNet "
                 "features computed from CIFAR images upsampled to {resolution} px carry less than the network was trained to "
-                "see at 224 px, and its fine-tuning had a budget of {epochs} epochs. To test it, raise its resolution alone: "
-                "{snippet}."), model=t["name"], accuracy=_pct(t["test_accuracy"]), resolution=str(res), epochs=str(t["epochs_run"]),
+                "see at 224 px, and its fine-tuning had a budget of {epochs}. To test it, raise its resolution alone: "
+                "{snippet}."), model=t["name"], accuracy=_pct(t["test_accuracy"]), resolution=str(res),
+                epochs=fmt(ngettext("{n} epoch", "{n} epochs", t["epochs_run"]), n=t["epochs_run"]),
                 snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
     advice = advice_steps(results, histories)
     steps = [step for step in advice if step.what]
