@@ -21,9 +21,10 @@ import sys
 import tempfile
 import time
 
-# Ops that are containers of other ops or the profiler's own bookkeeping, not work.
+# Ops that are containers of other ops (an XLA launch around its fused kernels, a parallel-for
+# around its shards) or the profiler's own bookkeeping, not work.
 _NOT_WORK = {"Process", "StartRegion", "StopRegion", "Record", "MemoryAllocation", "MemoryDeallocation",
-             "ExecutorDoneCallback", "ParallelFor"}
+             "ExecutorDoneCallback", "ParallelFor", "Start", "ExecuteAsyncOnStream"}
 
 
 def profile_step(name: str, policy: str, batch: int, steps: int) -> tuple[float, list[tuple[str, float, float]]]:

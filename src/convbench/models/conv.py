@@ -4,8 +4,9 @@
 
 oneDNN's bf16 weight-gradient kernel (`brgconv_bwd_w` on AMX) is slow on small feature maps: a
 3x3 conv of 192 -> 192 channels at 4x4, batch 256, took 12.6 ms for its weight gradient against
-1.9 ms for its forward pass, slower than float32's 11.5 ms (`python tools/profile_step.py`, README
-"Precision and performance"). The weight gradient is itself a convolution:
+1.9 ms for its forward pass, slower than float32's 11.5 ms (single ops timed on a 2-core Intel Xeon
+with AMX; `python tools/profile_step.py cnn_resnet` shows the weight gradients' share of a step;
+docs/precision-and-performance.md). The weight gradient is itself a convolution:
 
     dW[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]
 

@@ -31,7 +31,7 @@ def _conv_bn(x, filters: int, name: str, weight_init="he_normal", pool: str = ""
     Max-pooling commutes with ReLU (both are monotone), so the pooled block applies ReLU after the
     pool: the same function and gradients, with ReLU and its gradient on a quarter of the values.
     In bf16 on a CPU the ReLU gradient is an unfused element-wise op that cost as much as a
-    convolution (README "Precision and performance").
+    convolution (docs/precision-and-performance.md).
     """
     import keras
 
@@ -96,9 +96,9 @@ def cnn_resnet(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropo
         input_shape: input image shape.
         width: channels of the prep conv (32 → 1.65 M parameters; Myrtle's ResNet-9 uses 64). 32 and
             its multiples fill the bf16 tiles of Intel AMX (and GPU tensor cores want multiples of
-            8): at 24 (24/48/96/192 channels, 0.93 M parameters) bf16 trained only 2.2x as fast as
-            float32 on an AMX CPU, at 32 2.7x, so the wider net costs 1.6x the FLOPs for 1.3x the
-            time there (README "Precision and performance").
+            8): at 24 (24/48/96/192 channels, 0.93 M parameters) a bare bf16 training step ran
+            2.15x as fast as float32 on a 2-core AMX CPU, at 32 2.69x, so the wider net costs 1.8x
+            the FLOPs for about 1.3x the bf16 time there (docs/precision-and-performance.md).
         dropout: rate before the classifier; None = 0 (the residual net relies on BN, augmentation
             and label smoothing).
     """
