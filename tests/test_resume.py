@@ -742,3 +742,19 @@ def test_damaged_predictions_stop_the_report_in_one_line_and_a_rerun_retrains_th
     after = json.loads((out / "results.json").read_text())["runs"]
     assert [r for r in after if r["name"] == "cnn_resnet"] == [r for r in before if r["name"] == "cnn_resnet"]
     assert sorted(r["name"] for r in after) == ["cnn_resnet", "cnn_vgg"]
+
+
+@pytest.mark.parametrize("name", ["cnn_resnet"])
+def test_a_checkpoint_of_an_older_build_of_the_model_is_refused_in_one_line(name):
+    """Weights of the width-24 cnn_resnet (as many variables, other shapes) are not assigned to the
+    width-32 build: one ConvbenchError that says what to do, and the model is left untouched."""
+    from convbench.models import create_model
+    from convbench.training.loop import restore_variables
+
+    old, new = create_model(name, num_classes=10, width=24), create_model(name, num_classes=10)
+    assert len(old.variables) == len(new.variables)
+    before = [v.numpy().copy() for v in new.variables]
+    with pytest.raises(ConvbenchError, match="does not match this model.*delete the run folder's checkpoints"):
+        restore_variables(new, [v.numpy() for v in old.variables])
+    for v, b in zip(new.variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)

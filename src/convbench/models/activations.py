@@ -21,6 +21,7 @@ import math
 
 from convbench.models.cpu_bf16 import bf16_on_cpu
 
+
 @functools.cache
 def _fused_functions() -> dict:
     """{name: custom-gradient function} with XLA-compiled forward and backward (built once)."""

@@ -68,7 +68,7 @@ def fused_batch_norm_class():
                 mean, variance = mean[:channels], variance[:channels]
                 # The kernel returns the unbiased (n - 1) variance for the running average; Keras
                 # updates it with the biased one, and so does this layer.
-                n = tf.cast(tf.size(x, out_type=tf.int64) // channels, tf.float32)
+                n = tf.cast(tf.size(x, out_type=tf.int64) // int(x.shape[-1]), tf.float32)  # values per channel
                 variance = variance * tf.maximum(n - 1.0, 0.0) / tf.maximum(n, 1.0)
                 m = self.momentum
                 self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))

@@ -522,8 +522,11 @@ def load_checkpoint(path: Path) -> tuple[dict, list, list, list | None]:
 
 
 def _assign(variables, values: list[np.ndarray], what: str) -> None:
-    if len(variables) != len(values):
-        raise ConvbenchError(f"the checkpoint's {what} does not match this model; delete the run folder's checkpoints to start over")
+    # Checked whole before any assignment: a checkpoint of an older build of the model (cnn_resnet
+    # was widened from 24 to 32 channels) has as many variables, of other shapes.
+    if len(variables) != len(values) or any(tuple(v.shape) != np.shape(x) for v, x in zip(variables, values)):
+        raise ConvbenchError(f"the checkpoint's {what} does not match this model (saved by another version of it?); "
+                             "delete the run folder's checkpoints to start over")
     for var, value in zip(variables, values):
         var.assign(value)
 
