@@ -3,20 +3,19 @@
     .venv/bin/pytest tests/test_precision.py -q -k small_map
 
 oneDNN's bf16 weight-gradient kernel (`brgconv_bwd_w` on AMX) is slow on small feature maps: a
-3x3 conv of 192 -> 192 channels at 4x4, batch 256, took 12.6 ms for its weight gradient against
-1.9 ms for its forward pass, slower than float32's 11.5 ms (single ops timed on a 2-core Intel Xeon
-with AMX; `python tools/profile_step.py cnn_resnet` shows the weight gradients' share of a step;
-docs/precision-and-performance.md). The weight gradient is itself a convolution:
+3x3 conv of 192 -> 192 channels at 4x4, batch 256, took 11.3 ms for its weight gradient, slower
+than float32's 10.8 ms, on a 2-core Intel Xeon with AMX (`python tools/op_timings.py`;
+`python tools/profile_step.py cnn_resnet` shows the weight gradients' share of a step). The weight gradient is itself a convolution:
 
     dW[i, j, c, o] = sum over n, h, w of x_padded[n, h + i, w + j, c] * dy[n, h, w, o]
 
 which is a "valid" forward convolution of the padded input, transposed to (c, h, w, n), with the
 output gradient, transposed to (h, w, n, o), as its kernel. oneDNN's forward AMX kernel computes it
-in 5.1 ms at 4x4 (2.5x faster); at 8x8 and above it is slower than the native kernel, so only maps
+in 4.8 ms at 4x4 (2.3x faster); at 8x8 and above it is slower than the native kernel, so only maps
 of at most `SMALL_MAP_PIXELS` pixels take this path.
 
 An RGB input has 3 channels, an odd fit for the bf16 kernels: the first 3x3 conv of 3 -> 32
-channels at 32x32, batch 256, took 5.1 ms forward in bf16 with 3 input channels and 2.3 ms with 4.
+channels at 32x32, batch 256, took 2.8 ms forward in bf16 with 3 input channels and 2.0 ms with 4.
 So an input of fewer than 4 channels gets zero channels (and the kernel zero rows) up to 4, which
 adds nothing to any output.
 
@@ -35,8 +34,19 @@ SMALL_MAP_PIXELS = 16
 # Inputs of fewer channels than this are zero-padded to it (an RGB image: 3 -> 4).
 MIN_INPUT_CHANNELS = 4
 
-def _weight_grad_as_conv(tf, x, dy, kernel_size):
-    """dW of a stride-1 "same" conv as one forward "valid" conv (shapes (kh, kw, c, o))."""
+def weight_grad_as_conv(x, dy, kernel_size):
+    """The kernel gradient of a stride-1 "same" convolution, computed as one forward "valid" one.
+
+    Args:
+        x: the convolution's input, (n, h, w, c).
+        dy: the gradient of its output, (n, h, w, o).
+        kernel_size: (kh, kw).
+
+    Returns:
+        dW, (kh, kw, c, o), in the inputs' dtype.
+    """
+    import tensorflow as tf
+
     kh, kw = kernel_size
     padded = tf.pad(x, [[0, 0], [(kh - 1) // 2, kh // 2], [(kw - 1) // 2, kw // 2], [0, 0]])
     images = tf.transpose(padded, [3, 1, 2, 0])  # (c, h + kh - 1, w + kw - 1, n): channels as the batch
@@ -78,7 +88,7 @@ def small_map_conv_class():
                 def grad(dy):
                     dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
                                                          strides=[1, 1, 1, 1], padding="SAME")
-                    return dx, _weight_grad_as_conv(tf, x, dy, kernel_size)
+                    return dx, weight_grad_as_conv(x, dy, kernel_size)
 
                 return tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), grad
 
