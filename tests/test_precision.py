@@ -8,7 +8,7 @@
 - `SmallMapConv2D` computes what Keras' Conv2D computes in bf16 (outputs and both gradients) on
   the paths it changes: an RGB input padded to 4 channels, and the weight gradient of a small map
   as a forward convolution; the custom CNNs build every 3x3 conv with it.
-- `FusedReLU`/`FusedActivation` (XLA-fused ReLU gradient and GELU in bf16 on CPUs) match Keras'
+- `FusedActivation` (XLA-fused ReLU gradient and GELU in bf16 on CPUs) matches Keras'
   activations within bf16 rounding, and are Keras' own in float32.
 - Every registered model trains a short epoch under float32, mixed_bfloat16 and mixed_float16.
 - A bf16 convolution runs on oneDNN's bf16 kernel for this CPU (AMX where the CPU has it),
@@ -267,18 +267,17 @@ def test_small_map_conv_takes_the_forward_conv_weight_gradient_only_on_small_map
 
 
 # ---------------------------------------------------------------------------------------------
-# FusedReLU and FusedActivation against Keras' activations
+# FusedActivation against Keras' activations
 
 
 def _activation_layers(kind: str, policy: str):
     import keras
 
-    from convbench.models.activations import fused_activation_class, fused_relu_class
+    from convbench.models.activations import fused_activation_class
 
     keras.mixed_precision.set_dtype_policy(policy)
     try:
-        fused = fused_relu_class()() if kind == "relu_layer" else fused_activation_class()(kind)
-        ref = keras.layers.ReLU() if kind == "relu_layer" else keras.layers.Activation(kind)
+        fused, ref = fused_activation_class()(kind), keras.layers.Activation(kind)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
     return fused, ref
@@ -294,7 +293,7 @@ def _value_and_gradient(layer, x):
     return y, tape.gradient(loss, x)
 
 
-@pytest.mark.parametrize("kind", ["gelu", "relu", "relu_layer"])
+@pytest.mark.parametrize("kind", ["gelu", "relu"])
 def test_fused_activation_matches_keras_in_bfloat16_and_is_keras_in_float32(kind):
     """bf16: value and gradient within bf16 rounding of float32 Keras (and at least as close as
     Keras' own bf16 layer); float32: Keras' own result, to the bit."""

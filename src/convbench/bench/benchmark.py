@@ -450,7 +450,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         The model's entry of bench.json.
     """
     from convbench.data.augment import make_train_dataset
-    from convbench.training.recipes import initialize_from_first_batch, model_precision
+    from convbench.training.recipes import initialize_from_first_batch, model_kwargs, model_precision
 
     kind = model_info(name).kind
     model, strategy, precision, note = _build(name, num_classes, recipe, strategy)
@@ -493,7 +493,7 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         for key, bf16 in (("torch_bf16", True), ("torch_fp32", False)):
             measures[key] = lambda r, bf16=bf16: torch_peer.torch_images_per_s(
                 name, batch, steps, warmup, bf16, num_classes, recipe.regularization.label_smoothing, seed=r,
-                dropout=recipe.regularization.dropout if recipe.regularization.dropout >= 0 else None)
+                dropout=model_kwargs(name, recipe, weights=None).get("dropout"))
     if variants and kind == "custom":
         jit = xla_step(trainer)
         if per_call > 1:

@@ -11,8 +11,9 @@ exact GELU than Keras' bf16 one (largest error of value or gradient 0.032 agains
 `python tools/op_timings.py`). XLA is slow for
 convolutions on CPUs, so only these element-wise functions are compiled, inside the usual graph.
 
-ReLU's gradient, an unfused `ReluGrad` in bf16, is compiled the same way. Float32 and GPUs run
-Keras' own activations; the layers keep Keras' config, so models save and load as before.
+ReLU's gradient, an unfused `ReluGrad` in bf16, is compiled the same way (its forward stays
+`tf.nn.relu`, which TensorFlow fuses into a preceding batch norm). Float32 and GPUs run Keras' own
+activations; the layer keeps `Activation`'s config, so models save and load as before.
 """
 
 from __future__ import annotations
@@ -57,24 +58,6 @@ def _fused_functions() -> dict:
 
 
 @functools.cache
-def fused_relu_class():
-    """FusedReLU: keras.layers.ReLU (plain max(x, 0)) with an XLA-fused gradient in bf16 on CPUs."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="convbench")
-    class FusedReLU(keras.layers.ReLU):
-        """ReLU whose bf16 gradient on a CPU is one fused loop."""
-
-        def call(self, inputs):
-            plain = self.max_value is None and self.negative_slope == 0 and self.threshold == 0
-            if plain and bf16_on_cpu(self):
-                return _fused_functions()["relu"](inputs)
-            return super().call(inputs)
-
-    return FusedReLU
-
-
-@functools.cache
 def fused_activation_class():
     """FusedActivation: keras.layers.Activation with XLA-fused GELU and ReLU in bf16 on CPUs."""
     import keras
@@ -90,11 +73,6 @@ def fused_activation_class():
             return super().call(inputs)
 
     return FusedActivation
-
-
-def relu(name: str):
-    """A FusedReLU layer."""
-    return fused_relu_class()(name=name)
 
 
 def activation(kind: str, name: str):

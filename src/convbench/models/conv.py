@@ -71,44 +71,34 @@ def small_map_conv_class():
             return (self.padding == "same" and tuple(self.strides) == (1, 1) and tuple(self.dilation_rate) == (1, 1)
                     and h is not None and w is not None and h * w <= SMALL_MAP_PIXELS)
 
-        def call(self, inputs):
+        def convolution_op(self, inputs, kernel):
+            # Keras' Conv2D.call adds the bias and the activation around this; only the
+            # convolution itself changes.
             if not self._bf16_on_cpu():
-                return super().call(inputs)
-            channels = inputs.shape[-1]
-            if channels is not None and channels < MIN_INPUT_CHANNELS:
-                return self._padded_channels_call(inputs, MIN_INPUT_CHANNELS - channels)
-            if not self._small_map(inputs):
-                return super().call(inputs)
+                return super().convolution_op(inputs, kernel)
             import tensorflow as tf
 
+            channels = inputs.shape[-1]
+            if channels is not None and channels < MIN_INPUT_CHANNELS:
+                pad = MIN_INPUT_CHANNELS - channels
+                return super().convolution_op(tf.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, pad]]),
+                                              tf.pad(kernel, [[0, 0], [0, 0], [0, pad], [0, 0]]))
+            if not self._small_map(inputs):
+                return super().convolution_op(inputs, kernel)
             kernel_size = tuple(self.kernel_size)
 
             @tf.custom_gradient
-            def conv(x, kernel):
+            def conv(x, k):
                 def grad(dy):
-                    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                    dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=k, out_backprop=dy,
                                                          strides=[1, 1, 1, 1], padding="SAME")
                     return dx, weight_grad_as_conv(x, dy, kernel_size)
 
-                return tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), grad
+                return tf.nn.conv2d(x, k, strides=1, padding="SAME"), grad
 
             # The kernel as a bf16 tensor outside the custom gradient, so the variable is read (and
             # its gradient flows) through the cast, not inside the function.
-            return self._finish(conv(inputs, tf.cast(self.kernel, self.compute_dtype)))
-
-        def _padded_channels_call(self, inputs, pad: int):
-            import tensorflow as tf
-
-            x = tf.pad(inputs, [[0, 0], [0, 0], [0, 0], [0, pad]])
-            kernel = tf.pad(self.kernel, [[0, 0], [0, 0], [0, pad], [0, 0]])
-            return self._finish(self.convolution_op(x, kernel))
-
-        def _finish(self, outputs):
-            import tensorflow as tf
-
-            if self.use_bias:
-                outputs = tf.nn.bias_add(outputs, self.bias)
-            return self.activation(outputs) if self.activation is not None else outputs
+            return conv(inputs, tf.cast(kernel, self.compute_dtype))
 
     return SmallMapConv2D
 

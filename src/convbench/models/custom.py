@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from convbench.i18n import N_
-from convbench.models.activations import relu
+from convbench.models.activations import activation
 from convbench.models.batchnorm import batch_norm
 from convbench.models.conv import conv2d
 from convbench.models.registry import register_model
@@ -40,7 +40,7 @@ def _conv_bn(x, filters: int, name: str, weight_init="he_normal", pool: str = ""
     x = batch_norm(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     if pool:
         x = keras.layers.MaxPooling2D(name=pool)(x)
-    return relu(name=f"{name}_relu")(x)
+    return activation("relu", name=f"{name}_relu")(x)
 
 
 @register_model("cnn_vgg", kind="custom",
