@@ -62,7 +62,7 @@ constraints:
 	$(BIN)/python tools/pin_constraints.py
 
 k8s-validate:
-	$(BIN)/python -m convbench.orchestrate.k8s_render validate
+	$(BIN)/convbench k8s validate
 
 kind-up:
 	$(KIND) create cluster --config k8s/kind-config.yaml --name $(KIND_CLUSTER)

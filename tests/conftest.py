@@ -40,6 +40,31 @@ def _float32_policy_between_tests():
         sys.modules["keras"].mixed_precision.set_dtype_policy("float32")
 
 
+@pytest.fixture(autouse=True)
+def _convbench_logger_between_tests():
+    """A command run in-process (`cli.main`) sets up console logging on the "convbench" logger (a
+    stdout handler, no propagation); undo that after each test, so the next starts with the library's
+    default and pytest's caplog sees its messages."""
+    import logging
+
+    logger = logging.getLogger("convbench")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
+
+
+@pytest.fixture
+def logged(caplog):
+    """What convbench logs during the test, as `logged()` -> its messages (the log lines without the
+    time stamp), in order; other libraries' records are left out."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="convbench")
+    return lambda: [r.getMessage() for r in caplog.records if r.name.split(".")[0] == "convbench"]
+
+
 def pytest_unconfigure(config):
     import shutil
 

@@ -66,7 +66,7 @@ def main() -> None:
         out["feature_std"] = float(probe.get_layer("features")(x[:16].astype("float32"), training=False).numpy().std(axis=0).mean())
     for label, strategy in (("one", tf.distribute.OneDeviceStrategy("/cpu:0")),
                             ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-        model, result = fit_model(args.model, data, recipe, log=lambda m: None, strategy=strategy, weights=None)
+        model, result = fit_model(args.model, data, recipe, strategy=strategy, weights=None)
         # How the Trainer splits a global batch over this strategy's replicas.
         trainer = Trainer(model, recipe.train, RegularizationConfig(), strategy, 1, 1)
         images, _ = next(iter(trainer._distribute(make_train_dataset(x, y, 2, 32, recipe.augment, 0, 0))))

@@ -233,7 +233,7 @@ def test_changed_recipe_is_refused_before_training(ablated, capsys):
     assert "trained with another recipe (train.epochs: 1 then, 2 now)" in capsys.readouterr().err
 
 
-def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path):
+def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path, logged):
     """A results.json run with the baseline's recipe, seed and data is reused, not retrained.
 
     The results.json is assembled from the first ablation's files (a real `convbench run` would need
@@ -255,8 +255,8 @@ def test_baseline_of_a_convbench_run_is_reused(ablated, tmp_path):
     (new / "results.json").write_text(json.dumps({"data": doc["data"], "runs": [run_entry]}))
     (new / "ablation.json").write_text(json.dumps({**doc, "runs": [none], "effects": [], "curves": {}}))
     cfg = resolve_config(build_parser().parse_args(argv[:argv.index("--variants")]))
-    logs: list[str] = []
-    result = ab.run_ablation(cfg, new, ["aug=none"], log=logs.append)
+    result = ab.run_ablation(cfg, new, ["aug=none"])
+    logs = logged()
     assert any("reusing it" in line for line in logs) and not any("[ablation] training" in line for line in logs)
     reused = next(r for r in result["runs"] if r["variant"] == abn.BASELINE)
     assert reused["source"] == "results.json" and reused["predictions"] == "predictions/cnn_vgg_seed0.npz"

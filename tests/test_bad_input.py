@@ -84,11 +84,11 @@ def _drop(folder: Path, files: dict[str, bytes]) -> None:
         (folder / name).write_bytes(content)
 
 
-def test_broken_images_are_skipped_and_counted(data, tmp_path):
+def test_broken_images_are_skipped_and_counted(data, tmp_path, logged):
     broken = bad_files()
     _drop(data / "train" / "class0", broken)
-    lines: list[str] = []
-    ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
+    ds = load_dataset(str(data), tmp_path / "cache")
+    lines = logged()
     issues = ds.issues
     assert issues["skipped"] == len(broken)
     reasons = dict(s.rsplit(": ", 1) for s in issues["skipped_files"])
@@ -126,7 +126,7 @@ def test_grayscale_rgba_16bit_and_other_sizes_are_converted(data, tmp_path):
         "big.jpg": jpeg_bytes(np.full((96, 64, 3), 200, np.uint8)),
         "small.png": png_bytes(np.full((8, 8, 3), 90, np.uint8)),
     })
-    ds = load_dataset(str(data), tmp_path / "cache", val_fraction=0.1, log=lambda m: None)
+    ds = load_dataset(str(data), tmp_path / "cache", val_fraction=0.1)
     assert ds.issues["skipped"] == 0
     # gray, rgba and gray16 are converted; 16-bit RGB PIL already hands over as 8-bit RGB.
     assert ds.issues["converted"] == 3
@@ -142,23 +142,23 @@ def test_grayscale_rgba_16bit_and_other_sizes_are_converted(data, tmp_path):
     assert rgba.shape == (32, 32, 3)
 
 
-def test_non_image_files_are_ignored_and_counted(data, tmp_path):
+def test_non_image_files_are_ignored_and_counted(data, tmp_path, logged):
     (data / "train" / "class0" / "README.txt").write_text("notes")
     (data / "test" / "class1" / "labels.csv").write_text("a,b")
     (data / "train" / "class0" / ".DS_Store").write_bytes(b"\x00\x01")  # hidden files: not even counted
-    lines: list[str] = []
-    ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
+    ds = load_dataset(str(data), tmp_path / "cache")
+    lines = logged()
     assert ds.issues["ignored"] == 2 and ds.issues["skipped"] == 0
     assert any("ignored 2 non-image files" in line for line in lines)
     print("USER SEES:", next(line for line in lines if line.startswith("warning: ignored")))
 
 
-def test_webp_bmp_and_images_in_subfolders_of_a_class_are_read(data, tmp_path):
+def test_webp_bmp_and_images_in_subfolders_of_a_class_are_read(data, tmp_path, logged):
     """PIL reads WebP and BMP; images one or more levels below a class folder belong to that class
     (torchvision's ImageFolder convention), and a note says that they were included."""
     from PIL import Image
 
-    before = load_dataset(str(data), tmp_path / "cache0", log=lambda m: None)
+    before = load_dataset(str(data), tmp_path / "cache0")
     rng = np.random.default_rng(5)
     pixels = lambda: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)  # noqa: E731
     Image.fromarray(pixels()).save(data / "train" / "class0" / "extra.webp", lossless=True)
@@ -167,8 +167,8 @@ def test_webp_bmp_and_images_in_subfolders_of_a_class_are_read(data, tmp_path):
     deep.mkdir(parents=True)
     for i in range(3):
         Image.fromarray(pixels()).save(deep / f"n{i}.png")
-    lines: list[str] = []
-    ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
+    ds = load_dataset(str(data), tmp_path / "cache")
+    lines = logged()
     total = lambda d: len(d.y_train) + len(d.y_val)  # noqa: E731
     assert total(ds) == total(before) + 5 and ds.issues["ignored"] == 0
     assert np.bincount(np.concatenate([ds.y_train, ds.y_val]))[2] == np.bincount(np.concatenate([before.y_train, before.y_val]))[2] + 3
@@ -177,11 +177,11 @@ def test_webp_bmp_and_images_in_subfolders_of_a_class_are_read(data, tmp_path):
     print("USER SEES:", note)
 
 
-def test_undecodable_file_name_is_reported_printably(data, tmp_path):
+def test_undecodable_file_name_is_reported_printably(data, tmp_path, logged):
     name = os.fsdecode(b"bad-\xff.png")
     (data / "train" / "class0" / name).write_bytes(b"not a png")
-    lines: list[str] = []
-    ds = load_dataset(str(data), tmp_path / "cache", log=lines.append)
+    ds = load_dataset(str(data), tmp_path / "cache")
+    lines = logged()
     assert ds.issues["skipped"] == 1
     line = next(line for line in lines if line.startswith("warning: skipped"))
     print("USER SEES:", line)
@@ -417,7 +417,7 @@ def test_subprocess_shows_one_line_and_no_traceback(data, tmp_path, case):
 def test_errors_are_convbench_errors_not_crashes(data, tmp_path):
     """The library API raises ConvbenchError too (what the pipeline components rely on)."""
     with pytest.raises(ConvbenchError, match="is more than the 60 images"):
-        load_dataset(str(data), tmp_path / "cache", max_train_images=61, log=lambda m: None)
+        load_dataset(str(data), tmp_path / "cache", max_train_images=61)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def _two_class_data(labels_random: bool = False):
 
 
 def test_time_to_accuracy_records_the_time_and_test_accuracy_of_each_target():
-    result = bench.time_to_accuracy(_two_class_data(), targets=((0.90, 2),), batch_size=64, max_minutes=5.0, log=lambda m: None)
+    result = bench.time_to_accuracy(_two_class_data(), targets=((0.90, 2),), batch_size=64, max_minutes=5.0)
     assert result["model"] == "cnn_airbench" and result["train_images"] == 256 and result["test_images"] == 32
     (run,) = result["runs"]
     assert run["target"] == 0.90 and run["epochs_planned"] == 2 and run["reached"]
@@ -181,8 +181,7 @@ def test_time_to_accuracy_records_the_time_and_test_accuracy_of_each_target():
 
 def test_time_to_accuracy_reports_an_unreached_target():
     # Random labels cannot be learned to 99 % validation accuracy in one epoch.
-    result = bench.time_to_accuracy(_two_class_data(labels_random=True), targets=((0.99, 1),), batch_size=64, max_minutes=5.0,
-                                    log=lambda m: None)
+    result = bench.time_to_accuracy(_two_class_data(labels_random=True), targets=((0.99, 1),), batch_size=64, max_minutes=5.0)
     (run,) = result["runs"]
     assert run["reached"] is False and run["minutes"] is None and run["minutes_run"] > 0
     # What it got to instead: the best validation accuracy (flip TTA), its epoch and time.

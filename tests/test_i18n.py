@@ -315,9 +315,9 @@ def test_render_report_uses_the_recorded_language_unless_told_another(tmp_path):
     for name in ("cnn_vgg", "cnn_resnet"):
         pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
     (tmp_path / "results.json").write_text(json.dumps(res))
-    text = write_report(tmp_path, log=lambda m: None).read_text()
+    text = write_report(tmp_path).read_text()
     assert all(q in text for q in QUESTIONS_ES)
-    text = write_report(tmp_path, log=lambda m: None, lang="en").read_text()
+    text = write_report(tmp_path, lang="en").read_text()
     assert all(q in text for q in QUESTIONS_EN)
     assert json.loads((tmp_path / "results.json").read_text())["config"]["lang"] == "es"
     assert (tmp_path / "figures" / "learning_curves.png").stat().st_size > 5000

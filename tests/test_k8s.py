@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from convbench.cli import commands as cli
 from convbench.orchestrate import k8s_render as kr
 from convbench.errors import ConvbenchError
 
@@ -331,16 +332,17 @@ def test_constraints_pin_every_declared_dependency() -> None:
 
 
 def test_cli_validate_and_rayjob(capsys) -> None:
-    """The module's command line validates all overlays and prints an unsuspended RayJob."""
+    """`convbench k8s` validates all overlays and prints an unsuspended RayJob; a bad path is one error line."""
     if not HAVE_SCHEMAS:
         pytest.skip(f"KubeRay CRD schemas not found in {kr.schema_dir()}")
-    assert kr.main(["validate", "--engine", "builtin"]) == 0
+    assert cli.main(["k8s", "validate", "--engine", "builtin"]) == 0
     assert "OK" in capsys.readouterr().out
-    assert kr.main(["rayjob", str(ROOT / "k8s" / "overlays" / "kind")]) == 0
+    assert cli.main(["k8s", "rayjob", str(ROOT / "k8s" / "overlays" / "kind")]) == 0
     job = yaml.safe_load(capsys.readouterr().out)
     assert job["kind"] == "RayJob" and job["spec"]["suspend"] is False
-    assert kr.main(["render", str(ROOT / "k8s" / "nope")]) == 2
-    assert "no kustomization.yaml" in capsys.readouterr().err
+    assert cli.main(["k8s", "render", str(ROOT / "k8s" / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no kustomization.yaml" in err and err.startswith("convbench: error: ") and len(err.splitlines()) == 1
 
 
 def test_pinned_releases_agree_with_docs_and_schemas() -> None:

@@ -11,9 +11,11 @@ from convbench.models import create_model, list_models, model_info, register_mod
 PINNED_PARAMS = {
     "cnn_airbench": 570_297,
     "cnn_resnet": 1_648_352,
-    "cnn_vgg": 289_642,
+    "cnn_vgg": 648_730,
     "efficientnet_b0": 4_214_829,
     "efficientnet_lite0": 3_578_282,
+    "efficientnet_lite1": 4_354_602,
+    "efficientnet_lite2": 5_034_426,
     "mobilenet_v2": 2_423_242,
     "resnet50": 23_851_274,
 }

@@ -84,7 +84,7 @@ def test_train_longer_changes_the_per_model_override_that_sets_the_epochs(tmp_pa
     runs = copy.deepcopy([_run("cnn_resnet", "custom", 0.80, 0.79, 0.80, 1e8, 9e5),
                           _run("cnn_vgg", "custom", 0.70, 0.69, 0.70, 7e7, 3e5)])
     run_dir = _run_dir(tmp_path, runs, config, {"cnn_resnet_seed0": _curve(0.79, True), "cnn_vgg_seed0": _curve(0.69, False)}, monkeypatch)
-    write_report(run_dir, log=lambda m: None)
+    write_report(run_dir)
     changes = _check_commands(run_dir)
     assert changes["train-longer"] == {"overrides.cnn_resnet.train.epochs": (epochs, 2 * epochs)}
     assert changes["seeds-3"] == {"seeds": (1, 3)}
@@ -100,7 +100,7 @@ def test_regularize_sets_every_named_setting_and_nothing_else(tmp_path, monkeypa
     runs = copy.deepcopy([_run("cnn_vgg", "custom", 0.80, 0.79, 0.99, 7e7, 3e5),
                           _run("cnn_resnet", "custom", 0.70, 0.69, 0.70, 1e8, 9e5)])
     run_dir = _run_dir(tmp_path, runs, config, {"cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}, monkeypatch)
-    write_report(run_dir, log=lambda m: None)
+    write_report(run_dir)
     changes = _check_commands(run_dir)
     decay = config.regularization.weight_decay
     assert changes["regularize"] == {"augment.cutmix_alpha": (0.0, 1.0), "augment.cutout": (0, 8),
@@ -118,7 +118,7 @@ def test_a_transfer_winner_gets_resolution_and_fine_tuning_commands_and_the_meas
     tune = [{"epoch": 3, "phase": "finetune", "train_accuracy": 0.85, "val_accuracy": 0.84, "train_loss": 0.9, "val_loss": 0.9,
              "seconds": 10.0}]
     run_dir = _run_dir(tmp_path, runs, config, {"efficientnet_lite0_seed0": head + tune, "cnn_vgg_seed0": _curve(0.69, False)}, monkeypatch)
-    write_report(run_dir, log=lambda m: None)
+    write_report(run_dir)
     changes = _check_commands(run_dir)
     assert changes["resolution-128"] == {"overrides.efficientnet_lite0.transfer.resolution": (64, 128)}
     blocks, epochs = config.transfer.finetune_blocks, config.transfer.finetune_epochs
@@ -136,12 +136,12 @@ def test_the_spanish_report_offers_the_same_commands_and_stale_suggestions_are_r
     runs = copy.deepcopy([_run("cnn_resnet", "custom", 0.80, 0.79, 0.80, 1e8, 9e5),
                           _run("cnn_vgg", "custom", 0.70, 0.69, 0.70, 7e7, 3e5)])
     run_dir = _run_dir(tmp_path, runs, config, {"cnn_resnet_seed0": _curve(0.79, True), "cnn_vgg_seed0": _curve(0.69, False)}, monkeypatch)
-    english = _commands(write_report(run_dir, log=lambda m: None).read_text())
-    spanish_report = write_report(run_dir, log=lambda m: None, lang="es").read_text()
+    english = _commands(write_report(run_dir).read_text())
+    spanish_report = write_report(run_dir, lang="es").read_text()
     assert _commands(spanish_report) == english
     epochs = config.overrides["cnn_resnet"].train["epochs"]
     assert f"Sube `overrides.cnn_resnet.train.epochs` de {epochs} a {2 * epochs}" in spanish_report
     # The same folder after a longer training no longer suggests training longer: its file goes.
     (run_dir / "history" / "cnn_resnet_seed0.csv").write_text(pd.DataFrame(_curve(0.79, False)).to_csv(index=False))
-    write_report(run_dir, log=lambda m: None)
+    write_report(run_dir)
     assert not (run_dir / "next" / "train-longer.yaml").exists() and (run_dir / "next" / "seeds-3.yaml").exists()

@@ -290,7 +290,7 @@ def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_
     from convbench.experiment.comparison import DIVERGED
 
     dataset = tmp_path / "dataset"
-    prepare_dataset(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1, log=lambda m: None)
+    prepare_dataset(str(dataset), {}, str(tiny_data), ["cnn_vgg"], epochs=1)
     model_dir = tmp_path / "model"
     atomic_write_text(model_dir / "history" / "cnn_vgg_seed0.csv",
                       "epoch,phase,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds,images_per_s\n"
@@ -305,12 +305,12 @@ def test_a_model_that_diverged_flows_through_evaluate_and_report(tiny_data, tmp_
     assert "test_accuracy" not in scalars
     assert "seed0_train_seconds" in history_metrics(str(model_dir), logged.__setitem__, str(tmp_path / "history.csv"))
     run_dir = tmp_path / "run"
-    report = assemble_run(str(dataset), [str(model_dir)], str(run_dir), log=lambda m: None).read_text()
+    report = assemble_run(str(dataset), [str(model_dir)], str(run_dir)).read_text()
     assert "every one diverged" in report and "**cnn_vgg** (seed 0): training loss became nan at epoch 1" in report
     verify_run_dir(run_dir, dataset_config(dataset))
 
 
-def test_cached_step_results_without_outputs_are_dropped_before_a_run(tmp_path):
+def test_cached_step_results_without_outputs_are_dropped_before_a_run(tmp_path, logged):
     """kfp.local cached a train step stopped by SIGTERM as a success with `{}` outputs (seen in a CI
     run of the SIGTERM test); the next `pipeline local` failed with "task 'train-model' not found".
     Such entries, and unreadable ones, are removed; real results stay."""
@@ -321,8 +321,8 @@ def test_cached_step_results_without_outputs_are_dropped_before_a_run(tmp_path):
     (cache / "empty.json").write_text("{}")
     (cache / "torn.json").write_text('{"Output": ')
     (cache / "real.json").write_text(json.dumps({"Output": "{}"}))
-    lines: list[str] = []
-    removed = drop_empty_cache_entries(cache, lines.append)
+    removed = drop_empty_cache_entries(cache)
+    lines = logged()
     assert sorted(p.name for p in removed) == ["empty.json", "torn.json"]
     assert [p.name for p in cache.iterdir()] == ["real.json"]
     assert lines == ["pipeline local: dropped 2 cached step result(s) without outputs, left by an interrupted run"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -90,7 +91,7 @@ def local_ray(tmp_path_factory):
 
     # A short folder: Ray's socket paths must stay under 107 characters.
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=tmp_path_factory.getbasetemp())
-    with ray_session(RayOptions(), log=lambda m: None):
+    with ray_session(RayOptions()):
         yield ray
 
 
@@ -150,7 +151,11 @@ def test_convbench_run_under_ray_learns_and_checkpoints(local_ray, tmp_path, wor
     for rel in ("REPORT.md", "models/cnn_vgg/seed0/best.weights.h5", "history/cnn_vgg_seed0.csv",
                 "predictions/cnn_vgg_seed0.npz"):
         assert (out / rel).is_file(), rel
-    assert "Ray Train run run-cnn-vgg-seed0" in (out / "run.log").read_text()
+    run_log = (out / "run.log").read_text()
+    assert "Ray Train run run-cnn-vgg-seed0" in run_log
+    # The rank-0 worker's lines join the driver's in run.log, in the same format.
+    assert re.search(r"^\d\d:\d\d:\d\d \[cnn_vgg seed 0\] Ray worker group of " + str(workers) + " up", run_log, re.M)
+    assert re.search(r"^\d\d:\d\d:\d\d \[cnn_vgg seed 0\] epoch 2/2 train: loss", run_log, re.M)
 
 
 @pytest.mark.slow
@@ -177,8 +182,7 @@ def test_killed_worker_resumes_without_redoing_finished_epochs(local_ray, tmp_pa
 
     killer = threading.Thread(target=kill_after_second_epoch, daemon=True)
     killer.start()
-    entry = train_and_evaluate_ray("cnn_vgg", 0, _config(4), _data(), out, RayOptions(workers=2, max_failures=2),
-                                   log=lambda m: None)
+    entry = train_and_evaluate_ray("cnn_vgg", 0, _config(4), _data(), out, RayOptions(workers=2, max_failures=2))
     killer.join(timeout=5)
     assert killed, "the worker was never killed (training finished before epoch 2 was logged?)"
     log = _epoch_log(out)
@@ -206,7 +210,7 @@ def test_every_custom_model_trains_under_two_ray_workers(local_ray, tmp_path, na
 
     config = dataclasses.replace(_config(1), models=(name,))
     out = tmp_path / "run"
-    entry = train_and_evaluate_ray(name, 0, config, _data(), out, RayOptions(workers=2), log=lambda m: None)
+    entry = train_and_evaluate_ray(name, 0, config, _data(), out, RayOptions(workers=2))
     assert entry["distributed"]["workers"] == 2 and entry["distributed"]["per_worker_batch_size"] == 32
     rows = [r for r in _epoch_log(out) if r["event"] == "epoch"]
     assert [r["epoch"] for r in rows] == [1] and rows[0]["workers"] == 2

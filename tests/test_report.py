@@ -159,7 +159,7 @@ def test_render_report_writes_pngs(tmp_path):
     for name in ("cnn_vgg", "cnn_resnet"):
         pd.DataFrame(_curve(0.7, True)).to_csv(tmp_path / "history" / f"{name}_seed0.csv", index=False)
     (tmp_path / "results.json").write_text(json.dumps(res))
-    path = write_report(tmp_path, log=lambda m: None)
+    path = write_report(tmp_path)
     text = path.read_text()
     for png in ("learning_curves", "confusion_matrices", "per_class_accuracy", "accuracy_vs_flops"):
         data = (tmp_path / "figures" / f"{png}.png").read_bytes()

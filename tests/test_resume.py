@@ -181,7 +181,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_live_lock_refuses_and_dead_lock_is_taken_over(tmp_path):
+def test_live_lock_refuses_and_dead_lock_is_taken_over(tmp_path, logged):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from convbench.lock import RunLock; RunLock(sys.argv[1]).acquire(); "
                                "print('locked', flush=True); time.sleep(120)", str(tmp_path)],
@@ -194,9 +194,9 @@ def test_live_lock_refuses_and_dead_lock_is_taken_over(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    lines: list[str] = []
-    with RunLock(tmp_path, log=lines.append) as lock:
+    with RunLock(tmp_path) as lock:
         assert lock.held and read_lock(tmp_path)["pid"] == os.getpid()
+    lines = logged()
     assert any(f"taking over the stale lock of a run that died (pid {holder.pid}" in line for line in lines)
     assert not (tmp_path / LOCK_NAME).exists()
 
@@ -206,7 +206,7 @@ def test_stale_lock_file_is_taken_over(tmp_path, content):
     text = {"dead-pid": json.dumps({"pid": _dead_pid(), "host": os.uname().nodename, "started": "earlier"}),
             "garbage": "\x00not json", "empty": ""}[content]
     (tmp_path / LOCK_NAME).write_text(text)
-    lock = RunLock(tmp_path, log=lambda m: None).acquire()
+    lock = RunLock(tmp_path).acquire()
     assert read_lock(tmp_path)["pid"] == os.getpid()
     lock.release()
     assert not (tmp_path / LOCK_NAME).exists()
@@ -225,7 +225,7 @@ def test_lock_without_flock_uses_the_pid(tmp_path, monkeypatch):
     finally:
         sleeper.kill()
         sleeper.wait()
-    with RunLock(tmp_path, log=lambda m: None):
+    with RunLock(tmp_path):
         assert read_lock(tmp_path)["pid"] == os.getpid()
 
 
@@ -246,7 +246,7 @@ def test_temp_files_of_a_killed_writer_are_removed(tmp_path):
         p.write_bytes(b"partial")
     keep = tmp_path / "results.json"
     keep.write_text("{}")
-    with RunLock(tmp_path, log=lambda m: None):
+    with RunLock(tmp_path):
         pass
     assert not any(p.exists() for p in leftovers) and keep.exists()
 
@@ -382,7 +382,7 @@ def test_narrower_rerun_keeps_the_other_models_results(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("content", ["[]", "null", '{"runs": 5}', '{"runs": [{"seed": 0}]}', '{"runs": [{"name": "x", "se'])
-def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
+def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content, logged):
     """Issue 19 case 3/4: a results.json of the wrong shape or cut short is renamed, never read as a ledger."""
     from convbench.report.document import load_results
     from convbench.experiment.comparison import read_previous_results
@@ -392,8 +392,8 @@ def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
     with pytest.raises(ConvbenchError, match="results.json"):
         load_results(tmp_path)  # `convbench report` only reads: one line, the file untouched
     assert path.read_text() == content
-    lines: list[str] = []
-    assert read_previous_results(path, lines.append) == {}
+    assert read_previous_results(path) == {}
+    lines = logged()
     assert not path.exists()
     (aside,) = tmp_path.glob("results.json.damaged-*")
     assert aside.read_text() == content
@@ -401,7 +401,7 @@ def test_damaged_results_file_is_set_aside_with_a_warning(tmp_path, content):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "no_state"])
-def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage):
+def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage, logged):
     """Issue 19 case 3: a checkpoint cut short, emptied, overwritten or missing its state restarts the model."""
     from convbench.training.recipes import _resume_state
     from convbench.training.loop import save_checkpoint
@@ -413,8 +413,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage
     optimizer.build(model.trainable_variables)
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, model, optimizer, {"fingerprint": "f", "history": []}, None)
-    lines: list[str] = []
-    assert _resume_state(path, "f", lines.append) is not None and not lines  # intact: resumed
+    assert _resume_state(path, "f") is not None and not logged()  # intact: resumed
     blob = path.read_bytes()
     if damage == "truncated":
         path.write_bytes(blob[: len(blob) // 2])
@@ -426,7 +425,8 @@ def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage
         with open(path, "wb") as fh:
             np.savez(fh, other=np.zeros(2))
     damaged = path.read_bytes()
-    assert _resume_state(path, "f", lines.append) is None
+    assert _resume_state(path, "f") is None
+    lines = logged()
     assert not path.exists()
     (aside,) = tmp_path.glob("checkpoint.npz.damaged-*")
     assert aside.read_bytes() == damaged
@@ -438,7 +438,7 @@ def test_damaged_checkpoint_is_set_aside_and_the_model_restarts(tmp_path, damage
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
+def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name, logged):
     """Issue 19 case 2: at an absurd learning rate every model stops in its first epoch with a
     TrainingDiverged that names the loss, the epoch and the peak learning rate, and carries the history."""
     from convbench.config import TrainConfig, preset
@@ -452,9 +452,9 @@ def test_every_model_stops_as_diverged_when_a_loss_becomes_nan(name):
     recipe = dataclasses.replace(
         base, train=TrainConfig(epochs=3, global_batch_size=32, eval_batch_size=32, lr_per_1024=1e35),
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=4, finetune_epochs=1, head_lr_per_1024=1e35))
-    lines: list[str] = []
     with pytest.raises(TrainingDiverged) as info:
-        fit_model(name, data, recipe, log=lines.append, weights=None)
+        fit_model(name, data, recipe, weights=None)
+    lines = logged()
     exc = info.value
     assert exc.epoch == 1 and exc.quantity in ("training loss", "validation loss")
     assert exc.lr == pytest.approx(1e35 * 32 / 1024)
@@ -517,7 +517,7 @@ def test_a_diverged_model_is_reported_and_retrained_once_its_lr_is_lowered(tmp_p
     assert read_hparams(out / "tensorboard" / "cnn_vgg_seed0")["status"] == "finished"
 
 
-def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
+def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys, logged):
     """Every model diverged: `convbench report` writes a report that says so, not an error."""
     from convbench.report.document import write_report
 
@@ -525,14 +525,14 @@ def test_a_report_of_only_diverged_models_says_so(tmp_path, capsys):
              "diverged": {"epoch": 3, "phase": "train", "quantity": "training loss", "value": "inf", "lr": 9.5,
                           "lr_setting": "train.lr_per_1024", "lr_setting_value": 38.0}}
     atomic_write_json(tmp_path / "results.json", {"runs": [], "diverged": [entry], "models": []})
-    lines: list[str] = []
-    text = write_report(tmp_path, lines.append).read_text()
+    text = write_report(tmp_path).read_text()
+    lines = logged()
     assert "every one diverged" in text and "training loss became inf at epoch 3" in text and "lr_per_1024: 3.8" in text
     assert "every model diverged" in lines[-1]
 
 
 @pytest.mark.parametrize("name", list_models())
-def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_path):
+def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_path, logged):
     """Issue 19 case 6: a model whose epochs all finished before a kill (say in its robustness step)
     reports, after the resume, the training time its checkpoint recorded plus this process's own,
     not only the few seconds of the process that found nothing left to train.
@@ -553,7 +553,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
         transfer=dataclasses.replace(base.transfer, resolution=32, head_steps=2, finetune_epochs=1))
     session = tmp_path / "tensorboard" / f"{name}_seed0"
     live = EpochWriter(session, fresh=True)
-    _, first = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lambda m: None, weights=None,
+    _, first = fit_model(name, data, recipe, checkpoint_dir=tmp_path, weights=None,
                            on_epoch_end=live.write_epoch)
     live.close()
     epochs = [r.epoch for r in first.history]
@@ -562,8 +562,8 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
     state, *_ = load_checkpoint(path)
     assert 0 < state["call_seconds"] <= first.train_seconds
     assert state["call_seconds"] >= sum(r["seconds"] for r in state["history"])
-    lines: list[str] = []
-    _, resumed = fit_model(name, data, recipe, checkpoint_dir=tmp_path, log=lines.append, weights=None)
+    _, resumed = fit_model(name, data, recipe, checkpoint_dir=tmp_path, weights=None)
+    lines = logged()
     assert any("epochs already done" in line for line in lines)
     assert [r.epoch for r in resumed.history] == [r.epoch for r in first.history]
     assert resumed.train_seconds > state["call_seconds"]
@@ -672,15 +672,15 @@ def _copy_run(finished_run, tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 @pytest.mark.parametrize("damage", ["empty", "binary", "other columns"])
-def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_path, damage):
+def test_a_damaged_history_csv_costs_only_its_learning_curve(finished_run, tmp_path, damage, logged):
     """Issue 19 case 3: `convbench report` with a garbage history CSV renders, with one warning."""
     from convbench.report.document import write_report
 
     out, _ = _copy_run(finished_run, tmp_path)
     path = out / "history" / "cnn_resnet_seed0.csv"
     path.write_bytes({"empty": b"", "binary": bytes(range(256)) * 4, "other columns": b"a,b\n1,2\n"}[damage])
-    lines: list[str] = []
-    text = write_report(out, lines.append).read_text()
+    text = write_report(out).read_text()
+    lines = logged()
     warnings = [line for line in lines if line.startswith("warning:")]
     assert len(warnings) == 1 and "cnn_resnet_seed0.csv is damaged" in warnings[0] and "left out of the report" in warnings[0]
     assert "| cnn_resnet |" in text and "| cnn_vgg |" in text

@@ -113,4 +113,4 @@ def test_of_folders_started_in_the_same_second_the_newest_suffix_is_continued(tm
     for suffix in ("", ".1", ".9", ".10"):
         (tmp_path / f"{name}{suffix}").mkdir()
     (tmp_path / f"20261204-101459-{config_hash(cfg)}.11").mkdir()  # an older second
-    assert choose_run_dir(cfg, root=tmp_path, log=lambda m: None) == tmp_path / f"{name}.10"
+    assert choose_run_dir(cfg, root=tmp_path) == tmp_path / f"{name}.10"

@@ -182,7 +182,7 @@ def test_download_with_a_wrong_checksum_is_refused_and_not_cached(tmp_path, fake
     archive, spec, _, _ = fake_archive  # spec keeps the real CIFAR-10 MD5, which the fake cannot match
     cache = tmp_path / "cache"
     with pytest.raises(ConvbenchError, match=f"has MD5 {hashlib.md5(archive.read_bytes()).hexdigest()}, expected {spec['md5']}"):
-        datamod.load_dataset("cifar10", cache, log=lambda m: None)
+        datamod.load_dataset("cifar10", cache)
     leftovers = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
     assert leftovers == []
 
@@ -190,7 +190,7 @@ def test_download_with_a_wrong_checksum_is_refused_and_not_cached(tmp_path, fake
 def test_download_with_the_pinned_checksum_is_used(tmp_path, fake_archive, monkeypatch):
     archive, spec, images, labels = fake_archive
     monkeypatch.setitem(datamod.CIFAR_ARCHIVES, "cifar10", dict(spec, md5=hashlib.md5(archive.read_bytes()).hexdigest()))
-    ds = datamod.load_dataset("cifar10", tmp_path / "cache", val_fraction=0.2, log=lambda m: None)
+    ds = datamod.load_dataset("cifar10", tmp_path / "cache", val_fraction=0.2)
     assert np.array_equal(ds.x_test, images[20:]) and np.array_equal(ds.y_test, labels[20:])
     assert sorted(map(bytes, np.concatenate([ds.x_train, ds.x_val]))) == sorted(map(bytes, images[:20]))
     assert (tmp_path / "cache" / "downloads" / "cifar-10-binary.tar.gz").read_bytes() == archive.read_bytes()
@@ -206,7 +206,7 @@ def test_tampered_archive_in_the_cache_is_refused_before_use(tmp_path, fake_arch
     opened = []
     monkeypatch.setattr(datamod.tarfile, "open", lambda *a, **k: opened.append(a) or pytest.fail("opened a tampered archive"))
     with pytest.raises(ConvbenchError, match=f"does not match the published MD5 {good_md5}"):
-        datamod.load_dataset("cifar10", tmp_path / "cache", log=lambda m: None)
+        datamod.load_dataset("cifar10", tmp_path / "cache")
     assert not opened and not (tmp_path / "cache" / "decoded").exists()
 
 

@@ -49,7 +49,7 @@ def test_training_learns_and_restores_best(tmp_path):
         train=TrainConfig(epochs=2, global_batch_size=64, lr_per_1024=0.8),
         augment=AugmentConfig(crop_padding=2),
     )
-    model, result = fit_model("cnn_vgg", _dataset(), recipe, checkpoint_dir=tmp_path, log=lambda m: None)
+    model, result = fit_model("cnn_vgg", _dataset(), recipe, checkpoint_dir=tmp_path)
     assert result.epochs_run == 2
     assert result.history[-1].train_loss < result.history[0].train_loss or result.best_val_accuracy > 0.9
     assert result.best_val_accuracy > 0.8
@@ -58,7 +58,7 @@ def test_training_learns_and_restores_best(tmp_path):
 
 
 @pytest.mark.parametrize("lookahead_every", [0, 2])
-def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
+def test_resume_continues_where_it_stopped(tmp_path, lookahead_every, logged):
     """A run that crashes after epoch 2 and is restarted gives the same 3-epoch history as one that never
     stopped, with lookahead too (its slow weights equal the model's at every epoch end)."""
     from convbench.config import preset
@@ -68,7 +68,7 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
     train = TrainConfig(epochs=3, global_batch_size=64, lr_per_1024=0.4, lookahead_every=lookahead_every, lookahead_from_epoch=1)
     recipe = dataclasses.replace(base, train=train, augment=AugmentConfig(crop_padding=2))
     data = _dataset(256)
-    _, straight = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a", log=lambda m: None)
+    _, straight = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "a")
 
     class Crash(Exception):
         pass
@@ -78,9 +78,9 @@ def test_resume_continues_where_it_stopped(tmp_path, lookahead_every):
             raise Crash
 
     with pytest.raises(Crash):
-        fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=lambda m: None, on_epoch_end=crash_after_two)
-    logs = []
-    _, resumed = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", log=logs.append)
+        fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b", on_epoch_end=crash_after_two)
+    _, resumed = fit_model("cnn_vgg", data, recipe, checkpoint_dir=tmp_path / "b")
+    logs = logged()
     assert any("resuming" in line and "2 epochs already done" in line for line in logs)
     assert [r.epoch for r in resumed.history] == [1, 2, 3]
     # Same seed, same batches, same optimizer state: the resumed epoch 3 matches the uninterrupted one.
@@ -109,14 +109,14 @@ def test_same_seed_reproduces_the_same_metrics():
 
     recipe = dataclasses.replace(preset("quick").recipe("cnn_vgg"), train=TrainConfig(epochs=2, global_batch_size=64, seed=3))
     data = _dataset(256)
-    _, a = fit_model("cnn_vgg", data, recipe, log=lambda m: None)
-    _, b = fit_model("cnn_vgg", data, recipe, log=lambda m: None)
+    _, a = fit_model("cnn_vgg", data, recipe)
+    _, b = fit_model("cnn_vgg", data, recipe)
     assert len(a.history) == len(b.history) == 2
     for ra, rb in zip(a.history, b.history):
         assert (ra.train_loss, ra.train_accuracy, ra.val_loss, ra.val_accuracy, ra.lr) == \
             (rb.train_loss, rb.train_accuracy, rb.val_loss, rb.val_accuracy, rb.lr)
     other = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=4))
-    _, c = fit_model("cnn_vgg", data, other, log=lambda m: None)
+    _, c = fit_model("cnn_vgg", data, other)
     assert c.history[0].train_loss != pytest.approx(a.history[0].train_loss, rel=1e-6)
 
 
@@ -131,7 +131,7 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
     histories = {}
     for per_call in (1, 3):
         train = TrainConfig(epochs=2, global_batch_size=64, seed=5, steps_per_execution=per_call)
-        _, result = fit_model("cnn_vgg", data, dataclasses.replace(base, train=train), log=lambda m: None)
+        _, result = fit_model("cnn_vgg", data, dataclasses.replace(base, train=train))
         histories[per_call] = result.history
     for one, many in zip(histories[1], histories[3]):
         assert many.train_loss == pytest.approx(one.train_loss, rel=1e-3)
@@ -140,17 +140,17 @@ def test_steps_per_execution_trains_the_same_as_one_step_per_call():
 
 
 @pytest.mark.parametrize("advanced", [1, 3, 8])
-def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced):
+def test_progress_reports_a_few_lines_per_epoch_whatever_the_call_size(advanced, logged):
     from convbench.training.loop import Progress
 
-    lines = []
-    progress = Progress("m", log=lines.append, lines_per_epoch=4)
+    progress = Progress("m", lines_per_epoch=4)
     steps = 40
     done = 0
     while done < steps:
         n = min(advanced, steps - done)
         done += n
         progress.step(1, 1, done, steps, 1.0, 0.5, 0.0, done * 8, advanced=n)
+    lines = logged()
     assert len(lines) == min(4, -(-steps // advanced))
     assert "step 40/40" in lines[-1]
 

@@ -73,7 +73,7 @@ def test_epoch_counts_of_recipes_saved_before_head_steps_are_what_they_ran():
 def test_pooled_cached_features_give_the_full_models_outputs(name, head):
     model = create_model(name, num_classes=10, resolution=64, head=head, weights=None)
     x = two_classes(8)[0]
-    pooled = compute_features(model.get_layer("features"), x, 4, log=lambda m: None, pool=True)
+    pooled = compute_features(model.get_layer("features"), x, 4, pool=True)
     assert pooled.shape[1:3] == (1, 1)
     from_cache = model.get_layer("head")(pooled.astype(np.float32), training=False).numpy()
     whole = model(x.astype(np.float32), training=False).numpy()
@@ -97,12 +97,12 @@ def _recipe(name: str, **transfer):
 
 
 @pytest.mark.parametrize("name", TRANSFER_MODELS)
-def test_the_head_trains_all_its_steps_on_its_own_schedule(name):
+def test_the_head_trains_all_its_steps_on_its_own_schedule(name, logged):
     """64 images at batch 16 are 4 steps per epoch; 40 head steps are 10 rounds of one pass, and the
     head's cosine schedule ends at 0 on its last step, independent of the fine-tuning epochs."""
     recipe = _recipe(name, head_steps=40, head_patience=0, finetune_epochs=1)
-    lines: list[str] = []
-    _, result = fit_model(name, _data(flip_val=False), recipe, log=lines.append, weights=None)
+    _, result = fit_model(name, _data(flip_val=False), recipe, weights=None)
+    lines = logged()
     head = [r for r in result.history if r.phase == "head"]
     tune = [r for r in result.history if r.phase == "finetune"]
     assert len(head) == 10 and all(r.images_per_s > 0 for r in head)
@@ -114,13 +114,13 @@ def test_the_head_trains_all_its_steps_on_its_own_schedule(name):
 
 
 @pytest.mark.parametrize("name", TRANSFER_MODELS)
-def test_the_head_stops_early_on_validation_loss_and_fine_tuning_still_runs(name):
+def test_the_head_stops_early_on_validation_loss_and_fine_tuning_still_runs(name, logged):
     """With validation labels the opposite of the training rule, validation loss rises from the first
     rounds: the head stops after `head_patience` rounds without a lower one, keeps its best round's
     weights, and fine-tuning then runs its epochs."""
     recipe = _recipe(name, head_steps=200, head_patience=2, finetune_epochs=1, head_lr_per_1024=0.05)
-    lines: list[str] = []
-    _, result = fit_model(name, _data(flip_val=True), recipe, log=lines.append, weights=None)
+    _, result = fit_model(name, _data(flip_val=True), recipe, weights=None)
+    lines = logged()
     head = [r for r in result.history if r.phase == "head"]
     per_round, rounds = head_schedule(200, 4)
     assert len(head) < rounds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from convbench.errors import ConvbenchError
+
+logger = logging.getLogger(__name__)
 
 # Below this much free space a run cannot be expected to hold its checkpoints, predictions and report.
 MIN_FREE_BYTES = 200 * 2**20
@@ -105,13 +108,12 @@ def _user_error(exc: OSError, path: Path) -> ConvbenchError | None:
     return None
 
 
-def quarantine(path: Path, why: str, log: Callable[[str], None] = print) -> Path:
+def quarantine(path: Path, why: str) -> Path:
     """Set a damaged file aside (renamed beside itself, never deleted) and say so in one line.
 
     Args:
         path: the damaged file.
         why: what is wrong with it, for the warning.
-        log: where the warning goes.
 
     Returns:
         The file's new path, `<name>.damaged-<UTC time>`.
@@ -122,7 +124,7 @@ def quarantine(path: Path, why: str, log: Callable[[str], None] = print) -> Path
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     target = path.with_name(f"{path.name}.damaged-{stamp}")
     os.replace(path, target)
-    log(f"warning: {path} is damaged ({why}); set aside as {target.name}, and what it held is computed again")
+    logger.warning(f"warning: {path} is damaged ({why}); set aside as {target.name}, and what it held is computed again")
     return target
 
 

@@ -9,7 +9,7 @@ systems) the pid alone decides: a lock whose pid is not alive on this host is st
 After taking the lock, temporary files that a killed writer left behind (`.NAME.XXXX.tmp*` from
 `convbench.io.atomic_write`) are removed: with the lock held, nobody else can be writing them.
 
-    python -m convbench.lock runs/quick          # show who holds the lock of a run directory
+    convbench lock-status runs/quick             # show who holds the lock of a run directory
     .venv/bin/pytest tests/test_resume.py -k lock
 """
 
@@ -18,13 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import socket
-import sys
 from pathlib import Path
-from typing import Callable
 
 from convbench.errors import ConvbenchError
+
+logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".convbench.lock"
 
@@ -94,13 +95,11 @@ class RunLock:
 
     Args:
         run_dir: the run directory (must exist).
-        log: where the stale-lock takeover line goes.
     """
 
-    def __init__(self, run_dir: str | Path, log: Callable[[str], None] = print):
+    def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
-        self.log = log
         self._fd: int | None = None
 
     @property
@@ -143,7 +142,7 @@ class RunLock:
                 if fcntl is None and previous and previous.get("pid") != os.getpid() and self._owner_alive(previous):
                     raise self._busy(previous)
                 if previous and previous.get("pid") != os.getpid():
-                    self.log(
+                    logger.info(
                         f"taking over the stale lock of a run that died (pid {previous.get('pid')}, started "
                         f"{previous.get('started', '?')}); finished results are kept, the rest resumes"
                     )
@@ -242,24 +241,21 @@ class RunLock:
                 except OSError:
                     pass
         if removed:
-            self.log(f"removed {removed} temporary files left by an interrupted run")
+            logger.info(f"removed {removed} temporary files left by an interrupted run")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Print the lock owner of a run directory and whether it is alive."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        print("usage: python -m convbench.lock RUN_DIR", file=sys.stderr)
-        return 2
-    owner = read_lock(argv[0])
+def describe_lock(run_dir: str | Path) -> str:
+    """One line on who holds a run directory's lock and whether that process is alive (`convbench lock-status`).
+
+    Args:
+        run_dir: the run directory.
+
+    Returns:
+        "RUN_DIR: not locked", or the owner's pid, host and start time, alive or dead.
+    """
+    owner = read_lock(run_dir)
     if owner is None:
-        print(f"{argv[0]}: not locked")
-        return 0
+        return f"{run_dir}: not locked"
     alive = RunLock._owner_alive(owner)
-    print(f"{argv[0]}: locked by pid {owner.get('pid')} on {owner.get('host')} since {owner.get('started')} "
-          f"({'alive' if alive else 'dead: the next run takes it over'})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return (f"{run_dir}: locked by pid {owner.get('pid')} on {owner.get('host')} since {owner.get('started')} "
+            f"({'alive' if alive else 'dead: the next run takes it over'})")

@@ -14,6 +14,7 @@ A run directory holds, relative to its root:
     tensorboard/<model>_seed<k>/       TensorBoard event files
     figures/*.png                      every figure
     next/<step>.yaml                   one config per suggestion of the conclusions
+    data-fractions/<fraction>/         a whole run directory per data fraction (config data_fractions)
 
 Changing a name here changes the run directory format: old runs must still re-render.
 """
@@ -34,6 +35,7 @@ PREDICTIONS_DIR = "predictions"
 TENSORBOARD_DIR = "tensorboard"
 FIGURES_DIR = "figures"
 NEXT_DIR = "next"
+FRACTIONS_DIR = "data-fractions"
 CHECKPOINT_GLOB = "checkpoint*.npz"
 
 
@@ -97,3 +99,22 @@ def next_step_file(run_dir: str | Path, step: str) -> Path:
 def ablation_figure(model: str) -> str:
     """figures/ablation_<model>.png, relative to the run directory: one model's ablation learning curves."""
     return f"{FIGURES_DIR}/ablation_{model}.png"
+
+
+def fraction_dir(run_dir: str | Path, fraction: float) -> Path:
+    """data-fractions/<fraction>/ under `run_dir` ("0.01", "0.1"): the run on that fraction of the training images."""
+    return Path(run_dir) / FRACTIONS_DIR / f"{fraction:g}"
+
+
+def fraction_dirs(run_dir: str | Path) -> list[tuple[float, Path]]:
+    """(fraction, folder) of every data-fraction run under `run_dir` that has results, smallest first."""
+    root = Path(run_dir) / FRACTIONS_DIR
+    found = []
+    for path in root.iterdir() if root.is_dir() else []:
+        try:
+            fraction = float(path.name)
+        except ValueError:
+            continue  # not ours
+        if (path / RESULTS).is_file():
+            found.append((fraction, path))
+    return sorted(found)

@@ -4,8 +4,9 @@ numbers only. `experiment.ablation` runs the variants; `report.ablation` draws a
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from convbench.analysis.stats import ablation_effects
 from convbench.config import describe_augment
 from convbench.errors import ConvbenchError
 from convbench.i18n import _, fmt, N_, number
+
+logger = logging.getLogger(__name__)
 
 LEDGER_NAME = rundir.ABLATION_LEDGER
 BASELINE = "aug=crop+flip"
@@ -139,8 +142,8 @@ def _correctness(run_dir: Path, entry: Mapping[str, Any]) -> tuple[np.ndarray, n
 
 
 
-def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alpha: float = 0.05,
-                    log: Callable[[str], None] = print) -> tuple[list[dict], dict[str, list[int]]]:
+def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]],
+                    alpha: float = 0.05) -> tuple[list[dict], dict[str, list[int]]]:
     """Effects of every contrast the finished runs allow, Holm-corrected together over all models.
 
     One family over every model's contrasts, so "helped" holds at `alpha` for the whole ablation,
@@ -151,7 +154,6 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
         run_dir: the run directory (predictions paths are relative to it).
         runs: ledger entries (model, variant, seed, gap, predictions, ...).
         alpha: family-wise level over all contrasts.
-        log: progress output.
 
     Returns:
         (stats.ablation_effects results of all models concatenated, JSON-safe; model -> seeds used)
@@ -175,7 +177,7 @@ def compute_effects(run_dir: str | Path, runs: Sequence[Mapping[str, Any]], alph
         involved = {BASELINE if v in aliases else v for v in involved}
         seeds = sorted(set.intersection(*(set(by_variant[v]) for v in involved)))
         if not seeds:
-            log(f"[ablation] {model}: no seed finished in every compared variant yet; no effects")
+            logger.info(f"[ablation] {model}: no seed finished in every compared variant yet; no effects")
             continue
         labels0 = None
         correct: dict[str, list[np.ndarray]] = {}

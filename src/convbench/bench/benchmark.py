@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import math
 import os
 import statistics
@@ -50,10 +51,12 @@ from convbench.data.datasets import load_dataset
 from convbench.env import describe_environment
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write_json, atomic_write_text, check_writable
-from convbench.log import make_logger
+from convbench.log import run_log
 from convbench.models import list_models, model_info
 from convbench.models.flops import count_flops, layer_flops
 from convbench.training.loop import make_optimizer, make_schedule, run_epochs, Trainer
+
+logger = logging.getLogger(__name__)
 
 # The issue's targets on a 2-core CPU; bench.json states each as met or not.
 PIPELINE_RATIO_TARGET = 3.0  # input pipeline img/s over the fastest model's training img/s
@@ -424,7 +427,7 @@ _CORE_MEASURES = ("convbench", "fit", "same_input", "fp32")
 
 def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recipe, peak_flops_per_s: float | dict[str, float],
                 pipeline_ips: float, steps: int, warmup: int, rounds: int = 2, variants: bool = True,
-                strategy=None, log: Callable[[str], None] = print) -> dict:
+                strategy=None) -> dict:
     """Measure one model: convbench loop, plain model.fit, FLOPs, MFU and variants of the loop.
 
     The convbench loop and model.fit alternate for `rounds` rounds, so a change in the machine's
@@ -444,7 +447,6 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
         rounds: alternations of convbench loop and model.fit.
         variants: also time the loop with one step per call, and that under XLA (custom CNNs only).
         strategy: tf.distribute strategy (default: convbench's).
-        log: progress lines.
 
     Returns:
         The model's entry of bench.json.
@@ -503,8 +505,8 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
     results: dict[str, list[float]] = {k: [] for k in measures}
     errors: dict[str, str] = {}
     for r in range(rounds):
-        log(f"[bench] {name}: round {r + 1}/{rounds}: {', '.join(k for k in measures if k not in errors)} "
-            f"({warmup} warm-up + {steps} timed steps of {batch} each)")
+        logger.info(f"[bench] {name}: round {r + 1}/{rounds}: {', '.join(k for k in measures if k not in errors)} "
+                    f"({warmup} warm-up + {steps} timed steps of {batch} each)")
         for key, measure in measures.items():
             if key in errors:
                 continue
@@ -561,8 +563,8 @@ def bench_model(name: str, x: np.ndarray, y: np.ndarray, num_classes: int, recip
             entry["torch_peer"]["same_input_over_torch_bf16"] = ratio(entry["same_input_images_per_s"], max(results["torch_bf16"]))
     if note:
         entry["note"] = note
-    log(f"[bench] {name}: {train_ips:,.0f} img/s in {precision} ({entry['precision_speedup']:.2f}x float32), MFU {entry['mfu']:.1%}, "
-        f"model.fit {fit_ips:,.0f} img/s (ratio {entry['fit_ratio']:.2f})")
+    logger.info(f"[bench] {name}: {train_ips:,.0f} img/s in {precision} ({entry['precision_speedup']:.2f}x float32), MFU {entry['mfu']:.1%}, "
+                f"model.fit {fit_ips:,.0f} img/s (ratio {entry['fit_ratio']:.2f})")
     return entry
 
 
@@ -793,7 +795,7 @@ def _flip_tta_accuracy(fn, images: np.ndarray, labels: np.ndarray, batch: int = 
 
 
 def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10), (0.93, 30)), batch_size: int = 1024,
-                     max_minutes: float = 45.0, model_name: str = FAST_MODEL, log: Callable[[str], None] = print) -> dict:
+                     max_minutes: float = 45.0, model_name: str = FAST_MODEL) -> dict:
     """Train `model_name` with `airbench_recipe` until each validation-accuracy target is reached.
 
     One training per distinct epoch count (the schedule decays over the planned epochs, so a short
@@ -808,7 +810,6 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
         batch_size: global batch.
         max_minutes: wall-clock cap per training run.
         model_name: the model to train.
-        log: progress lines.
 
     Returns:
         {"model", "data", "batch_size", "train_images", ..., "runs": [{"target", "epochs_planned",
@@ -847,8 +848,8 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
         def on_epoch_end(record):
             _, val_tta = _flip_tta_accuracy(predict, data.x_val, data.y_val)
             minutes = elapsed() / 60
-            log(f"[time-to-accuracy] {epochs}-epoch run, epoch {record.epoch}: val {record.val_accuracy:.4f} "
-                f"(flip TTA {val_tta:.4f}) at {minutes:.2f} min")
+            logger.info(f"[time-to-accuracy] {epochs}-epoch run, epoch {record.epoch}: val {record.val_accuracy:.4f} "
+                        f"(flip TTA {val_tta:.4f}) at {minutes:.2f} min")
             if val_tta > best["val_accuracy_tta"]:
                 best.update(val_accuracy_tta=val_tta, epoch=record.epoch, minutes=minutes)
             for goal in goals:
@@ -858,11 +859,11 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
                     clock["paused"] += time.perf_counter() - paused
                     found[goal] = {"minutes": minutes, "epoch": record.epoch, "val_accuracy": record.val_accuracy,
                                    "val_accuracy_tta": val_tta, "test_accuracy": test, "test_accuracy_tta": test_tta}
-                    log(f"[time-to-accuracy] {goal:.0%} reached after {minutes:.2f} min: test {test:.4f} (flip TTA {test_tta:.4f})")
+                    logger.info(f"[time-to-accuracy] {goal:.0%} reached after {minutes:.2f} min: test {test:.4f} (flip TTA {test_tta:.4f})")
             if len(found) == len(goals):
                 raise _Stop()
             if minutes >= max_minutes:
-                log(f"[time-to-accuracy] {max_minutes:g} min cap reached")
+                logger.info(f"[time-to-accuracy] {max_minutes:g} min cap reached")
                 raise _Stop()
 
         history: list = []
@@ -874,7 +875,7 @@ def time_to_accuracy(data, targets: tuple[tuple[float, int], ...] = ((0.90, 10),
         try:
             run_epochs(trainer, lambda e: make_train_dataset(data.x_train, data.y_train, data.num_classes, batch_size, recipe.augment,
                                                              recipe.train.seed, e),
-                       steps, val, epochs, model_name, log=log, on_epoch_end=record_and_check)
+                       steps, val, epochs, model_name, on_epoch_end=record_and_check)
         except _Stop:
             pass
         histories[str(epochs)] = history
@@ -911,8 +912,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
               warmup: int = 3, batch_size: int = 256, transfer_resolution: int = 64, rounds: int = 2, variants: bool = True,
               steps_per_execution: int = 0, peak_n: int = 4096, peak_repeats: int = 5, time_to_acc: bool = False,
               tta_targets: tuple[tuple[float, int], ...] = ((0.90, 10), (0.93, 30)), tta_batch_size: int = 1024,
-              max_minutes: float = 45.0, max_train_images: int = 0, max_test_images: int = 0, command: str = "",
-              log: Callable[[str], None] = print) -> dict:
+              max_minutes: float = 45.0, max_train_images: int = 0, max_test_images: int = 0, command: str = "") -> dict:
     """Run the benchmark and write bench.json and bench.md into `out_dir`.
 
     Args:
@@ -935,7 +935,6 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         max_minutes: its wall-clock cap per training run.
         max_train_images, max_test_images: stratified subsets of the data (0 = all).
         command: the command line, recorded in the output.
-        log: progress lines.
 
     Returns:
         The bench.json content.
@@ -959,14 +958,14 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
 
     # Each dtype a model may compute in gets its own peak (on a GPU TensorFlow's float32 matmul uses TF32).
     dtypes = ["float32", "bfloat16", "float16"] if tf.config.list_physical_devices("GPU") else ["float32", "bfloat16"]
-    log(f"[bench] peak: {peak_repeats} matmuls of {peak_n}x{peak_n} and 3x3 convs in {', '.join(dtypes)}")
+    logger.info(f"[bench] peak: {peak_repeats} matmuls of {peak_n}x{peak_n} and 3x3 convs in {', '.join(dtypes)}")
     peaks = measure_peaks(dtypes, peak_n, peak_repeats, "start")
 
     data = None
     need = _images_needed(batch_size, steps, warmup, steps_per_execution or TrainConfig().steps_per_execution)
     if data_source:
 
-        data = load_dataset(data_source, max_train_images=max_train_images, max_test_images=max_test_images, log=log)
+        data = load_dataset(data_source, max_train_images=max_train_images, max_test_images=max_test_images)
         x, y, num_classes = data.x_train, data.y_train, data.num_classes
         if len(y) < need:
             reps = -(-need // len(y))  # repeat a small set: throughput needs images, not distinct ones
@@ -978,7 +977,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         data_label = f"random uint8 32x32 images ({need:,}), 10 classes"
 
     augment = AugmentConfig()
-    log(f"[bench] input pipeline alone: make_train_dataset with {augment}")
+    logger.info(f"[bench] input pipeline alone: make_train_dataset with {augment}")
     pipeline_ips = pipeline_images_per_s(x, y, num_classes, batch_size, augment, steps + warmup)
     entries = []
     start_best = _best_peaks(peaks)
@@ -988,9 +987,9 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
         if steps_per_execution:
             recipe = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, steps_per_execution=steps_per_execution))
         entries.append(bench_model(name, x, y, num_classes, recipe, start_best, pipeline_ips, steps, warmup, rounds,
-                                   variants, log=log))
+                                   variants))
 
-    log("[bench] peak again at the end")
+    logger.info("[bench] peak again at the end")
     peaks += measure_peaks(dtypes, peak_n, peak_repeats, "end")
     best = _best_peaks(peaks)
     for e in entries:
@@ -1006,7 +1005,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
 
     tta = None
     if time_to_acc:
-        tta = time_to_accuracy(data, tta_targets, tta_batch_size, max_minutes, log=log)
+        tta = time_to_accuracy(data, tta_targets, tta_batch_size, max_minutes)
 
     result = {
         "started": started,
@@ -1026,7 +1025,7 @@ def run_bench(out_dir: str | Path, models: list[str] | None = None, data_source:
     result["targets"] = evaluate_targets(entries, pipeline_ips, tta)
     atomic_write_json(out / "bench.json", result)
     atomic_write_text(out / "bench.md", render_markdown(result))
-    log(f"[bench] wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    logger.info(f"[bench] wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return result
 
 
@@ -1068,12 +1067,12 @@ def _command_line(args) -> str:
 def cmd_bench(args) -> int:
 
     out = Path(args.out) if args.out else Path("runs") / dt.datetime.now().strftime("bench-%Y%m%d-%H%M%S")
-    log = make_logger(out)
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
-    run_bench(out, models, args.data, args.steps, args.warmup, args.batch_size, args.transfer_resolution, args.rounds,
-              not args.no_variants, args.steps_per_execution, args.peak_size, args.peak_repeats, args.time_to_accuracy,
-              _parse_targets(args.tta_targets), args.tta_batch_size, args.max_minutes, args.max_train_images,
-              args.max_test_images, command=_command_line(args), log=log)
+    with run_log(out):
+        run_bench(out, models, args.data, args.steps, args.warmup, args.batch_size, args.transfer_resolution, args.rounds,
+                  not args.no_variants, args.steps_per_execution, args.peak_size, args.peak_repeats, args.time_to_accuracy,
+                  _parse_targets(args.tta_targets), args.tta_batch_size, args.max_minutes, args.max_train_images,
+                  args.max_test_images, command=_command_line(args))
     return 0
 
 

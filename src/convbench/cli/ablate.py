@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 from convbench import rundir
@@ -15,6 +16,7 @@ from convbench.i18n import LANGUAGES
 from convbench.models import model_info
 from convbench.report.document import write_report
 
+logger = logging.getLogger(__name__)
 
 
 def add_commands(subparsers) -> None:
@@ -53,19 +55,20 @@ def cmd_ablate(args) -> int:
         if not custom:
             raise ConvbenchError("the config selects no custom CNN to ablate; pass --models with the models to ablate")
         cfg = dataclasses.replace(cfg, models=custom, overrides={k: v for k, v in cfg.overrides.items() if k in custom})
-    out, log = open_run_folder(args.out, cfg, kind="ablate")
-    # --lang when given; else the language the `convbench run` in this folder recorded, so that the
-    # ablation's figures match the report they join; else the config's (en by default).
-    lang = cfg.lang if getattr(args, "lang", None) else (_recorded_language(out) or cfg.lang)
-    cfg = dataclasses.replace(cfg, lang=lang)
-    log(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
-    run_ablation(cfg, out, variants, log=log)
-    if rundir.results_path(out).exists():
+    with open_run_folder(args.out, cfg, kind="ablate") as out:
+        # --lang when given; else the language the `convbench run` in this folder recorded, so that the
+        # ablation's figures match the report they join; else the config's (en by default).
+        lang = cfg.lang if getattr(args, "lang", None) else (_recorded_language(out) or cfg.lang)
+        cfg = dataclasses.replace(cfg, lang=lang)
+        logger.info(f"convbench ablate: models {', '.join(cfg.models)}; variants {', '.join(variants)}; seeds {cfg.seeds}; out {out}")
+        run_ablation(cfg, out, variants)
+        if rundir.results_path(out).exists():
 
-        try:
-            write_report(out, log=log, lang=lang)
-        except ConvbenchError as exc:
-            log(f"REPORT.md not re-rendered: {exc}")
-    else:
-        log(f"no results.json in {out}: the ablation is in {out / rundir.ABLATION_LEDGER}; `convbench run --out {out}` adds the full report")
+            try:
+                write_report(out, lang=lang)
+            except ConvbenchError as exc:
+                logger.info(f"REPORT.md not re-rendered: {exc}")
+        else:
+            logger.info(f"no results.json in {out}: the ablation is in {out / rundir.ABLATION_LEDGER}; "
+                        f"`convbench run --out {out}` adds the full report")
     return 0

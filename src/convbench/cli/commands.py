@@ -4,54 +4,65 @@
     convbench report runs/quick
     convbench report runs/quick --lang es     # the same report in Spanish
     convbench models [--names]
+    convbench data ../shared/datasets/cifar10-jpeg   # decode and cache a data source, print its summary
+    convbench lock-status runs/quick                 # who holds a run directory's lock
+    convbench smoke                                  # two epochs of cnn_vgg on random data: the loop works
+    convbench k8s validate                           # the Kubernetes manifests (convbench.orchestrate.k8s_render)
 
-Errors a user can fix print one line (`convbench: error: ...`) and exit with status 2.
+Progress lines go to stdout as `HH:MM:SS message` (and to the run directory's run.log, `convbench.log`).
+Errors a user can fix print one line (`convbench: error: ...`) and exit with status 2 (`errors.run_command`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
+import json
+import logging
 import os
-import signal
-import sys
-import threading
 from pathlib import Path
-from typing import Callable
 
 from convbench.bench import benchmark
 from convbench.cli import ablate, gpu_check, pipeline
 from convbench.cli.options import add_lang_option, add_run_options, open_run_folder, resolve_config
 from convbench.config import preset
+from convbench.data.datasets import load_dataset
 from convbench.env import cpu_model, import_tensorflow_quietly, setup_environment
-from convbench.errors import ConvbenchError, interrupt_status, INTERRUPTED, raise_terminated
+from convbench.errors import run_command
 from convbench.experiment.ablation import run_configured_ablation
 from convbench.experiment.comparison import run_comparison
+from convbench.experiment.data_efficiency import run_data_fractions
 from convbench.experiment.run_folders import describe_runs, format_runs
+from convbench.lock import describe_lock
+from convbench.log import setup_console_logging
 from convbench.models import create_model, list_models, model_info
 from convbench.models.flops import count_flops
-from convbench.orchestrate import ray_train
+from convbench.orchestrate import k8s_render, ray_train
 from convbench.report.document import write_report
+from convbench.training.loop import smoke
+
+logger = logging.getLogger(__name__)
 
 
 def cmd_run(args) -> int:
 
     cfg = resolve_config(args)
-    out, log = open_run_folder(args.out, cfg)
-    log(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
-    log(device_line(cfg))
+    with open_run_folder(args.out, cfg) as out:
+        logger.info(f"convbench run: models {', '.join(cfg.models)}; preset {cfg.preset}; data {cfg.data.source}; out {out}")
+        logger.info(device_line(cfg))
 
-    if ray_train.wants_ray(args.workers, args.ray_address):
-        options = ray_train.RayOptions(workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker or 0,
-                                       address=args.ray_address or "")
-        ray_train.run_comparison_ray(cfg, out, options, log=log)
-        if options.mode() == "submit":
-            return 0
-    else:
-        run_comparison(cfg, out, log=log)
-    run_configured_ablation(cfg, out, log=log)
-    log(f"done: {out / 'REPORT.md'}")
+        if ray_train.wants_ray(args.workers, args.ray_address):
+            options = ray_train.RayOptions(workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker or 0,
+                                           address=args.ray_address or "")
+            ray_train.run_comparison_ray(cfg, out, options)
+            if options.mode() == "submit":
+                return 0
+            run_data_fractions(cfg, out, lambda sub, folder: ray_train.run_comparison_ray(sub, folder, options))
+        else:
+            run_comparison(cfg, out)
+            run_data_fractions(cfg, out)
+        run_configured_ablation(cfg, out)
+        logger.info(f"done: {out / 'REPORT.md'}")
     return 0
 
 
@@ -106,6 +117,25 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+
+    summary = load_dataset(args.source).summary()
+    print(json.dumps({k: v for k, v in summary.items() if k != "class_names"}, indent=2))
+    return 0
+
+
+def cmd_lock_status(args) -> int:
+
+    print(describe_lock(args.run_dir))
+    return 0
+
+
+def cmd_smoke(args) -> int:
+
+    print(json.dumps([dataclasses.asdict(r) for r in smoke()], indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convbench", description="Train and compare CNN architectures on CIFAR; write one Markdown report.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -123,41 +153,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list the run folders: status, data, models and epochs, seeds, best model")
     p.add_argument("--root", default="runs", help="the folder holding the runs (default runs)")
     p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("data", help="decode and cache a data source (once), print its summary")
+    p.add_argument("source", nargs="?", default="cifar10", help="cifar10 (the default), cifar100 or a folder with "
+                   "train/<class>/ and test/<class>/ images")
+    p.set_defaults(func=cmd_data)
+    p = sub.add_parser("lock-status", help="who holds a run directory's lock (pid, host, start) and whether it is alive")
+    p.add_argument("run_dir")
+    p.set_defaults(func=cmd_lock_status)
+    p = sub.add_parser("smoke", help="train cnn_vgg two epochs on random data and print the history: the loop works")
+    p.set_defaults(func=cmd_smoke)
     for extend in _extensions():
         extend(sub)
     return parser
 
 
 def _extensions():
-    """Subcommands defined in their own modules (pipeline, bench, ablate, gpu-check), each `add_commands(subparsers)`."""
-    return (pipeline.add_commands, benchmark.add_commands, ablate.add_commands, gpu_check.add_commands)
+    """Subcommands defined in their own modules (pipeline, bench, ablate, gpu-check, k8s), each `add_commands(subparsers)`."""
+    return (pipeline.add_commands, benchmark.add_commands, ablate.add_commands, gpu_check.add_commands,
+            k8s_render.add_commands)
 
 
 # Commands that train or build models: TensorFlow is imported up front, with its start-up lines filtered.
-TENSORFLOW_COMMANDS = ("run", "models", "bench", "pipeline", "ablate", "gpu-check")
+TENSORFLOW_COMMANDS = ("run", "models", "bench", "pipeline", "ablate", "gpu-check", "smoke")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `convbench` console script."""
     setup_environment()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command in TENSORFLOW_COMMANDS:
 
         import_tensorflow_quietly()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
-    try:
-        return args.func(args)
-    except ConvbenchError as exc:
-        print(f"convbench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:
-        print(INTERRUPTED, file=sys.stderr)
-        return interrupt_status(exc)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    setup_console_logging()
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

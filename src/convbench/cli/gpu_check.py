@@ -13,9 +13,9 @@ quick run where a GPU is slower. Without a GPU it stops at once with one line sa
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
-from typing import Callable
 
 from convbench import rundir
 from convbench.bench.benchmark import run_bench
@@ -23,8 +23,10 @@ from convbench.config import preset
 from convbench.errors import ConvbenchError
 from convbench.experiment.comparison import run_comparison
 from convbench.io import atomic_write_json
-from convbench.log import make_logger
+from convbench.log import run_log
 from convbench.training.loop import choose_precision, default_strategy
+
+logger = logging.getLogger(__name__)
 
 NO_GPU = ("no GPU is visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty); run gpu-check on a machine "
           "with an NVIDIA GPU and driver, with TensorFlow's CUDA build (`pip install -e \".[gpu]\"`, which `make gpu-check` does)")
@@ -47,7 +49,7 @@ def describe_gpus() -> list[dict]:
 
 
 def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] | None = None, max_train_images: int = 0,
-                  max_test_images: int = 0, log: Callable[[str], None] = print) -> dict:
+                  max_test_images: int = 0) -> dict:
     """Devices, precision, replicas, bench throughput and the quick preset; writes gpu-check.json.
 
     Args:
@@ -55,7 +57,6 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
         data: images for the quick run ("cifar10" downloads; a folder as for `convbench run`).
         models: models for bench and the quick run (default: the quick preset's).
         max_train_images, max_test_images: stratified subsets for the quick run (0 = all).
-        log: progress lines.
 
     Returns:
         The gpu-check.json content.
@@ -68,37 +69,37 @@ def run_gpu_check(out_dir: str | Path, data: str = "cifar10", models: list[str] 
     started = time.perf_counter()
     gpus = describe_gpus()
     for g in gpus:
-        log(f"[gpu-check] {g['device']}: {g['name']}, compute capability {g['compute_capability']}")
+        logger.info(f"[gpu-check] {g['device']}: {g['name']}, compute capability {g['compute_capability']}")
     policy, reason = choose_precision("auto")
-    log(f"[gpu-check] precision (mixed_precision: auto): {policy} ({reason})")
+    logger.info(f"[gpu-check] precision (mixed_precision: auto): {policy} ({reason})")
     strategy = default_strategy()
     replicas = int(strategy.num_replicas_in_sync)
-    log(f"[gpu-check] {type(strategy).__name__}: {replicas} replica(s) on {', '.join(g['device'] for g in gpus)}")
+    logger.info(f"[gpu-check] {type(strategy).__name__}: {replicas} replica(s) on {', '.join(g['device'] for g in gpus)}")
     config = preset("quick")
     names = list(models) if models else list(config.models)
-    bench = run_bench(out / "bench", names, None, steps=20, warmup=5, rounds=1, variants=False, log=log,
+    bench = run_bench(out / "bench", names, None, steps=20, warmup=5, rounds=1, variants=False,
                       command="convbench gpu-check (bench part)")
     rows = [{"model": m["name"], "precision": m["precision"], "train_images_per_s": m["train_images_per_s"],
              "fp32_train_images_per_s": m["fp32_train_images_per_s"], "precision_speedup": m["precision_speedup"], "mfu": m["mfu"]}
             for m in bench["models"]]
     for r in rows:
-        log(f"[gpu-check] {r['model']}: {r['train_images_per_s']:,.0f} img/s in {r['precision']} "
-            f"({r['precision_speedup']:.2f}x float32), MFU {r['mfu']:.1%}")
+        logger.info(f"[gpu-check] {r['model']}: {r['train_images_per_s']:,.0f} img/s in {r['precision']} "
+                    f"({r['precision_speedup']:.2f}x float32), MFU {r['mfu']:.1%}")
     quick = dataclasses.replace(config, models=tuple(names), data=dataclasses.replace(
         config.data, source=data, max_train_images=max_train_images, max_test_images=max_test_images)).validate()
     quick_started = time.perf_counter()
-    results = run_comparison(quick, out / "quick", log=log)
+    results = run_comparison(quick, out / "quick")
     quick_seconds = time.perf_counter() - quick_started
     accuracies = {m["name"]: m["test_accuracy"] for m in results.get("models", [])}
-    log(f"[gpu-check] quick preset on {data}: {quick_seconds / 60:.1f} min wall; test accuracy "
-        + ", ".join(f"{k} {v:.2%}" for k, v in accuracies.items()))
+    logger.info(f"[gpu-check] quick preset on {data}: {quick_seconds / 60:.1f} min wall; test accuracy "
+                + ", ".join(f"{k} {v:.2%}" for k, v in accuracies.items()))
     result = {"gpus": gpus, "precision": policy, "precision_reason": reason, "strategy": type(strategy).__name__,
               "replicas": replicas, "bench": rows, "quick": {"data": data, "wall_seconds": quick_seconds, "test_accuracy": accuracies,
                                                               "report": str(rundir.report_path(out / "quick"))},
               "total_seconds": time.perf_counter() - started, "tensorflow": tf.__version__}
 
     atomic_write_json(out / "gpu-check.json", result)
-    log(f"[gpu-check] done in {result['total_seconds'] / 60:.1f} min; {out / 'gpu-check.json'}")
+    logger.info(f"[gpu-check] done in {result['total_seconds'] / 60:.1f} min; {out / 'gpu-check.json'}")
     return result
 
 
@@ -107,7 +108,8 @@ def cmd_gpu_check(args) -> int:
     out = Path(args.out)
     models = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else None
     describe_gpus()  # fail before creating anything when there is no GPU
-    run_gpu_check(out, args.data, models, args.max_train_images, args.max_test_images, log=make_logger(out))
+    with run_log(out):
+        run_gpu_check(out, args.data, models, args.max_train_images, args.max_test_images)
     return 0
 
 

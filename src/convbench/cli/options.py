@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 from convbench import config
 from convbench.config import training_epochs
 from convbench.experiment.run_folders import run_folder
-from convbench.log import make_logger
+from convbench.log import collected, run_log
 from convbench.models import model_info
 
 
 
-def open_run_folder(out: str | None, config, kind: str = "") -> tuple[Path, Callable[[str], None]]:
-    """The run folder (--out, or `run_folders.run_folder`'s choice) and a logger writing to its run.log.
+@contextlib.contextmanager
+def open_run_folder(out: str | None, config, kind: str = "") -> Iterator[Path]:
+    """The run folder (--out, or `run_folders.run_folder`'s choice), its run.log attached for the block (`log.run_log`).
 
     Args:
         out: the --out value, or None.
         config: the resolved RunConfig.
         kind: "" for `convbench run`, "ablate" or "pipeline".
 
-    Returns:
-        (folder, log); what choosing the folder said (continuing, runs/latest) is the log's first lines.
+    Yields:
+        The folder; what choosing it said (continuing, runs/latest) is its run.log's first lines.
     """
-    notes: list[str] = []
-    folder = run_folder(out, config, kind, log=notes.append)
-    log = make_logger(folder)
-    for note in notes:
-        log(note)
-    return folder, log
+    with collected() as notes:
+        folder = run_folder(out, config, kind)
+    with run_log(folder, earlier=notes):
+        yield folder
 
 
 

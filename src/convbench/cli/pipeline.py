@@ -29,7 +29,6 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable
 
 from convbench import rundir
 from convbench import config as cfgmod
@@ -37,6 +36,8 @@ from convbench.cli.options import add_lang_option, add_run_options, open_run_fol
 from convbench.errors import ConvbenchError, raise_terminated
 from convbench.i18n import check_language
 from convbench.lock import pid_alive
+
+logger = logging.getLogger(__name__)
 
 STEPS = ("prepare-data", "train-model", "evaluate-model", "render-report")
 RUN_DIR_FILES = (rundir.REPORT, rundir.RESULTS)
@@ -158,7 +159,7 @@ def _lang_argument(args) -> str | None:
 
 
 def submit(host: str, arguments: dict, experiment: str = "convbench", run_name: str | None = None,
-           namespace: str | None = None, log: Callable[[str], None] = print, **build) -> str:
+           namespace: str | None = None, **build) -> str:
     """Compile and submit a run through `kfp.Client`; returns the run's URL.
 
     Args:
@@ -167,7 +168,6 @@ def submit(host: str, arguments: dict, experiment: str = "convbench", run_name: 
         experiment: experiment name.
         run_name: run name (default convbench-<timestamp>).
         namespace: profile namespace for multi-user Kubeflow.
-        log: output.
         **build: image, shared_pvc, shared_mount, ray_token_secret for the compiled pipeline.
 
     Returns:
@@ -189,7 +189,7 @@ def submit(host: str, arguments: dict, experiment: str = "convbench", run_name: 
             raise ConvbenchError(f"cannot submit to Kubeflow Pipelines at {host} ({reason}); check --host "
                                  "(e.g. kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80)") from None
     url = f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
-    log(f"submitted run {run_name} ({run.run_id}) to experiment {experiment}: {url}")
+    logger.info(f"submitted run {run_name} ({run.run_id}) to experiment {experiment}: {url}")
     return url
 
 
@@ -203,14 +203,13 @@ def cmd_submit(args) -> int:
 # Local run (the CPU fallback)
 
 
-def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Path:
+def run_local(args, config, out: Path) -> Path:
     """Run the pipeline with kfp's SubprocessRunner and copy its run directory into `out`.
 
     Args:
         args: `convbench run`-style options (the pipeline and Ray ones are read from them).
         config: the RunConfig those options resolve to (`cli.options.resolve_config(args)`).
         out: the run directory to fill (REPORT.md, results.json, figures/, ...).
-        log: progress output.
 
     Returns:
         The REPORT.md path in `out`.
@@ -235,13 +234,13 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     # Each kfp run gets fresh output folders: the train steps keep their resume state here instead,
     # so the same command after an interruption resumes every model at its next epoch.
     arguments["resume_dir"] = str(root / "resume")
-    drop_empty_cache_entries(root / "cache", log)
+    drop_empty_cache_entries(root / "cache")
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "outputs"),
                    workspace_root=str(root / "workspace"), raise_on_error=True, enable_caching=True,
                    cache_root=str(root / "cache"))
     # Steps are subprocesses of this interpreter: make `python3` and `convbench` resolve to it, too.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-    log(f"pipeline local: {len(config.models)} model(s) x {config.seeds} seed(s); kfp outputs in {root}")
+    logger.info(f"pipeline local: {len(config.models)} model(s) x {config.seeds} seed(s); kfp outputs in {root}")
 
     from convbench.pipelines.comparison import build_pipeline  # kfp: about 3 s to import
 
@@ -249,7 +248,7 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     messages = _LogCapture()
     logging.getLogger().addHandler(messages)
     stdout, sys.stdout = sys.stdout, _Tee(sys.stdout, messages.records)  # kfp prints the steps' output
-    handlers = _stop_steps_on_signals(log)
+    handlers = _stop_steps_on_signals()
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
@@ -282,7 +281,7 @@ def run_local(args, config, out: Path, log: Callable[[str], None] = print) -> Pa
     return rundir.report_path(out)
 
 
-def drop_empty_cache_entries(cache_root: Path, log: Callable[[str], None] = print) -> list[Path]:
+def drop_empty_cache_entries(cache_root: Path) -> list[Path]:
     """Remove kfp.local cache entries without outputs; returns the removed files.
 
     kfp.local can cache a step stopped by SIGTERM as a success with no outputs (`{}`). The next run
@@ -300,11 +299,11 @@ def drop_empty_cache_entries(cache_root: Path, log: Callable[[str], None] = prin
             entry.unlink(missing_ok=True)
             removed.append(entry)
     if removed:
-        log(f"pipeline local: dropped {len(removed)} cached step result(s) without outputs, left by an interrupted run")
+        logger.info(f"pipeline local: dropped {len(removed)} cached step result(s) without outputs, left by an interrupted run")
     return removed
 
 
-def _stop_steps_on_signals(log: Callable[[str], None]) -> dict:
+def _stop_steps_on_signals() -> dict:
     """Make SIGTERM and SIGINT stop kfp's step processes before unwinding; returns the previous handlers.
 
     kfp's SubprocessRunner waits for a step's process to exit while an exception unwinds
@@ -319,7 +318,7 @@ def _stop_steps_on_signals(log: Callable[[str], None]) -> dict:
     def handler(signum, frame):
         stopped = stop_descendants()
         if stopped:
-            log(f"pipeline local: stopped {len(stopped)} step process(es) (pid {', '.join(map(str, stopped))})")
+            logger.info(f"pipeline local: stopped {len(stopped)} step process(es) (pid {', '.join(map(str, stopped))})")
         if signum == signal.SIGTERM:
             raise_terminated(signum, frame)
         raise KeyboardInterrupt
@@ -477,7 +476,7 @@ def verify_run_dir(run_dir: Path, config, outputs_root: Path | None = None) -> N
 def cmd_local(args) -> int:
 
     config = resolve_config(args)
-    out, log = open_run_folder(args.out, config, kind="pipeline")
-    report = run_local(args, config, out, log)
-    log(f"done: {report}")
+    with open_run_folder(args.out, config, kind="pipeline") as out:
+        report = run_local(args, config, out)
+        logger.info(f"done: {report}")
     return 0

@@ -9,15 +9,15 @@ Sources:
 Every image becomes 32x32 RGB uint8. The decoded arrays are cached (keyed on the files' names,
 sizes and modification times), so every architecture and every later run reuse them.
 
-    python -m convbench.data.datasets ../shared/datasets/cifar10-jpeg   # decode, cache and summarise
+    convbench data ../shared/datasets/cifar10-jpeg   # decode, cache and summarise
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -30,6 +30,8 @@ import numpy as np
 from convbench.env import default_cache_dir
 from convbench.errors import ConvbenchError
 from convbench.io import atomic_write, atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 32
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # what PIL decodes that image datasets ship in
@@ -122,7 +124,6 @@ def load_dataset(
     max_train_images: int = 0,
     max_test_images: int = 0,
     strict: bool = False,
-    log=print,
 ) -> Dataset:
     """Load, validate, cache and split a data source.
 
@@ -134,17 +135,16 @@ def load_dataset(
         max_train_images: stratified subset of train taken before the split (0 = all).
         max_test_images: stratified subset of test (0 = all).
         strict: make unreadable images an error instead of skipping them.
-        log: where progress lines go.
 
     Returns:
         The Dataset.
     """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     if source in CIFAR_ARCHIVES:
-        x_tr, y_tr, x_te, y_te, names = _load_cifar(source, cache, log)
+        x_tr, y_tr, x_te, y_te, names = _load_cifar(source, cache)
         issues = DataIssues()
     else:
-        x_tr, y_tr, x_te, y_te, names, issues = _load_folder(Path(source), cache, strict, log)
+        x_tr, y_tr, x_te, y_te, names, issues = _load_folder(Path(source), cache, strict)
     for flag, value, available in (
         ("--max-train-images", max_train_images, len(y_tr)),
         ("--max-test-images", max_test_images, len(y_te)),
@@ -241,17 +241,17 @@ def read_saved_dataset(folder: str | Path) -> Dataset:
 # CIFAR binary archives
 
 
-def _load_cifar(name: str, cache: Path, log):
+def _load_cifar(name: str, cache: Path):
     spec = CIFAR_ARCHIVES[name]
     cached = cache / "decoded" / f"{name}-v{CACHE_VERSION}.npz"
     if cached.exists():
         try:
             return _read_cache(cached)
         except ConvbenchError:
-            log(f"warning: the data cache {cached} is unreadable; decoding the archive again")
+            logger.warning(f"warning: the data cache {cached} is unreadable; decoding the archive again")
     archive = cache / "downloads" / Path(spec["url"]).name
     if not archive.exists():
-        _download(spec["url"], archive, spec["md5"], log)
+        _download(spec["url"], archive, spec["md5"])
     elif _md5(archive) != spec["md5"]:
         raise ConvbenchError(f"{archive} does not match the published MD5 {spec['md5']}; delete it so it is downloaded again")
     parts = {}
@@ -271,13 +271,13 @@ def _load_cifar(name: str, cache: Path, log):
     try:
         _write_cache(cached, *result)
     except (ConvbenchError, OSError) as exc:
-        log(f"warning: cannot write the data cache {cached} ({exc}); the archive will be decoded again next run")
+        logger.warning(f"warning: cannot write the data cache {cached} ({exc}); the archive will be decoded again next run")
     return result
 
 
-def _download(url: str, dest: Path, md5: str, log) -> None:
+def _download(url: str, dest: Path, md5: str) -> None:
 
-    log(f"downloading {url} -> {dest}")
+    logger.info(f"downloading {url} -> {dest}")
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
             data = response.read()
@@ -331,7 +331,7 @@ def _list_split(root: Path, split: str) -> tuple[list[str], list[list[Path]], li
     return classes, files, ignored
 
 
-def _load_folder(root: Path, cache: Path, strict: bool, log):
+def _load_folder(root: Path, cache: Path, strict: bool):
     if not root.exists():
         raise ConvbenchError(f"data folder {root} does not exist; pass --data cifar10, cifar100 or an existing folder")
     if not root.is_dir():
@@ -350,8 +350,8 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
 
     nested = [p for group in train_files + test_files for p in group if len(p.relative_to(root).parts) > 3]
     if nested:
-        log(f"note: {len(nested)} images in subfolders of class folders (first: {_printable(nested[0].relative_to(root))}) "
-            "are included in their class")
+        logger.info(f"note: {len(nested)} images in subfolders of class folders (first: {_printable(nested[0].relative_to(root))}) "
+                    "are included in their class")
     listing = [(str(p.relative_to(root)), *_stat(p)) for group in train_files + test_files for p in group]
     key = hashlib.sha1(json.dumps([CACHE_VERSION, str(root.resolve()), strict, listing]).encode()).hexdigest()[:16]
     cached = cache / "decoded" / f"folder-{key}.npz"
@@ -361,15 +361,15 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
             issues = DataIssues(**json.loads(cached.with_suffix(".issues.json").read_text()))
         except (ConvbenchError, OSError, ValueError, TypeError):
             # The cache is derived data: a damaged or half-written one is rebuilt, not fatal.
-            log(f"warning: the data cache {cached} is unreadable; decoding the images again")
+            logger.warning(f"warning: the data cache {cached} is unreadable; decoding the images again")
         else:
-            _warn_issues(issues, log)
+            _warn_issues(issues)
             return x_tr, y_tr, x_te, y_te, names, issues
 
     issues = DataIssues(ignored=ignored_tr + ignored_te)
-    log(f"decoding {len(listing)} images from {root} (once; cached in {cached.parent})")
-    x_tr, y_tr = _decode_split(train_files, issues, strict, log)
-    x_te, y_te = _decode_split(test_files, issues, strict, log)
+    logger.info(f"decoding {len(listing)} images from {root} (once; cached in {cached.parent})")
+    x_tr, y_tr = _decode_split(train_files, issues, strict)
+    x_te, y_te = _decode_split(test_files, issues, strict)
     for split, y in (("train", y_tr), ("test", y_te)):
         present = set(np.unique(y).tolist())
         missing = [train_classes[i] for i in range(len(train_classes)) if i not in present]
@@ -381,8 +381,8 @@ def _load_folder(root: Path, cache: Path, strict: bool, log):
         atomic_write_json(cached.with_suffix(".issues.json"), issues.__dict__)
         _write_cache(cached, x_tr, y_tr, x_te, y_te, train_classes)
     except (ConvbenchError, OSError) as exc:
-        log(f"warning: cannot write the data cache in {cached.parent} ({exc}); the images will be decoded again next run")
-    _warn_issues(issues, log)
+        logger.warning(f"warning: cannot write the data cache in {cached.parent} ({exc}); the images will be decoded again next run")
+    _warn_issues(issues)
     return x_tr, y_tr, x_te, y_te, train_classes, issues
 
 
@@ -396,18 +396,18 @@ def _stat(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _warn_issues(issues: DataIssues, log) -> None:
+def _warn_issues(issues: DataIssues) -> None:
     if issues.skipped:
-        log(f"warning: skipped {len(issues.skipped)} unreadable images (first: {issues.skipped[0]}); use --strict to stop on them")
+        logger.warning(f"warning: skipped {len(issues.skipped)} unreadable images (first: {issues.skipped[0]}); use --strict to stop on them")
     if issues.ignored:
-        log(f"warning: ignored {len(issues.ignored)} non-image files (first: {issues.ignored[0]})")
+        logger.warning(f"warning: ignored {len(issues.ignored)} non-image files (first: {issues.ignored[0]})")
     if issues.converted:
-        log(f"warning: converted {issues.converted} grayscale/RGBA/palette/16-bit images to 8-bit RGB")
+        logger.warning(f"warning: converted {issues.converted} grayscale/RGBA/palette/16-bit images to 8-bit RGB")
     if issues.resized:
-        log(f"warning: resized {issues.resized} images that were not {IMAGE_SIZE}x{IMAGE_SIZE}")
+        logger.warning(f"warning: resized {issues.resized} images that were not {IMAGE_SIZE}x{IMAGE_SIZE}")
 
 
-def _decode_split(files_by_class: list[list[Path]], issues: DataIssues, strict: bool, log):
+def _decode_split(files_by_class: list[list[Path]], issues: DataIssues, strict: bool):
     paths = [p for group in files_by_class for p in group]
     labels = np.concatenate([np.full(len(g), i, dtype=np.int32) for i, g in enumerate(files_by_class)])
     out = np.zeros((len(paths), IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
@@ -425,7 +425,7 @@ def _decode_split(files_by_class: list[list[Path]], issues: DataIssues, strict: 
             issues.converted += "converted" in flags
             issues.resized += "resized" in flags
             if (i + 1) % 10000 == 0:
-                log(f"  decoded {i + 1}/{len(paths)}")
+                logger.info(f"  decoded {i + 1}/{len(paths)}")
     return out[ok], labels[ok]
 
 
@@ -499,15 +499,3 @@ def _read_cache(path: Path):
             return z["x_train"], z["y_train"], z["x_test"], z["y_test"], [str(n) for n in z["class_names"]]
     except (OSError, ValueError, KeyError) as exc:
         raise ConvbenchError(f"the data cache {path} is unreadable ({exc}); delete it and run again") from None
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Decode and cache a source, then print its summary."""
-    argv = sys.argv[1:] if argv is None else argv
-    ds = load_dataset(argv[0] if argv else "cifar10")
-    print(json.dumps({k: v for k, v in ds.summary().items() if k != "class_names"}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

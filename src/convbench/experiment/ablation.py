@@ -41,8 +41,9 @@ import dataclasses
 import datetime as dt
 import gc
 import json
+import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -71,6 +72,8 @@ from convbench.lock import RunLock
 from convbench.models import create_model, list_models, model_info
 from convbench.report.ablation import curve_caption, plot_ablation_curves
 from convbench.report.document import write_report
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CROP = 4  # pixels of reflection padding when the configured recipe has crop off
 DEFAULT_CUTOUT = 8  # the "full" policy's cutout square when the recipe has none
@@ -284,8 +287,7 @@ def _main_run_results(run_dir: Path, data_summary: dict) -> list[dict]:
 # Running
 
 
-def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str] | None = None,
-                 log: Callable[[str], None] = print) -> dict:
+def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str] | None = None) -> dict:
     """Train every (model, variant, seed) not yet finished, then write ablation.json and figures.
 
     Args:
@@ -293,7 +295,6 @@ def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str]
             `config.train.seed .. config.train.seed + config.seeds - 1`.
         run_dir: the run directory (may hold a `convbench run`; its matching baseline runs are reused).
         variants: variant names (default: all); the baseline is always included.
-        log: progress output.
 
     Returns:
         The ablation.json content.
@@ -305,18 +306,18 @@ def run_ablation(config: RunConfig, run_dir: str | Path, variants: Sequence[str]
     chosen = parse_variants(",".join(variants)) if variants else VARIANTS
     run_dir = Path(run_dir)
     check_writable(run_dir)
-    lock = RunLock(run_dir, log=log).acquire()
+    lock = RunLock(run_dir).acquire()
     try:
-        return _ablate_locked(config, run_dir, chosen, log)
+        return _ablate_locked(config, run_dir, chosen)
     finally:
         lock.release()
 
 
-def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], log: Callable[[str], None]) -> dict:
+def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str]) -> dict:
 
-    data = load_data(config, log)
+    data = load_data(config)
     summary = _plain(data.summary())
-    log(f"ablation data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
+    logger.info(f"ablation data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
     path = run_dir / LEDGER_NAME
     ledger = load_ledger(run_dir) or {}
     if ledger and ledger.get("data") != summary:
@@ -339,7 +340,7 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
             reason = skip_reason(variant, model, base, data.num_classes)
             if reason:
                 model_skips[variant] = reason
-                log(f"[ablation] skipping {model} {variant}: {reason}")
+                logger.info(f"[ablation] skipping {model} {variant}: {reason}")
                 continue
             vcfg = variant_config(config, model, variant)
             recipe = vcfg.recipe(model)
@@ -389,20 +390,20 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
         label = f"{model} {variant} seed {seed}"
         if old is not None:
             if _files_present(run_dir, old):
-                log(f"[ablation] {label}: already finished ({100 * old['test_accuracy']:.2f} % test), skipped")
+                logger.info(f"[ablation] {label}: already finished ({100 * old['test_accuracy']:.2f} % test), skipped")
                 kept += 1
                 continue
-            log(f"[ablation] {label}: its history or predictions file is missing; training it again")
+            logger.info(f"[ablation] {label}: its history or predictions file is missing; training it again")
             runs.remove(old)
         match = next((r for r in main_runs if r["name"] == model and int(r["seed"]) == seed and _plain(r["recipe"]) == expected), None)
         if variant == BASELINE and match is not None and _files_present(run_dir, {"history_csv": match["history_csv"], "predictions": match["predictions"]}):
             runs.append(ledger_entry(model, variant, seed, match, "", rundir.RESULTS))
-            log(f"[ablation] {label}: same recipe, seed and data as the `convbench run` in {run_dir}; reusing it")
+            logger.info(f"[ablation] {label}: same recipe, seed and data as the `convbench run` in {run_dir}; reusing it")
             reused += 1
         else:
             prefix = variant_dir(model, variant)
-            log(f"[ablation] training {label}: {variants_info[model][variant]['description']}")
-            result = train_and_evaluate(model, seed, vcfg, data, run_dir / prefix, log)
+            logger.info(f"[ablation] training {label}: {variants_info[model][variant]['description']}")
+            result = train_and_evaluate(model, seed, vcfg, data, run_dir / prefix)
             trained += 1
             _free_memory()
             if result.get("status") == DIVERGED:
@@ -411,15 +412,15 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
                 reason = Message(N_("seed {seed} diverged ({quantity} became {value} at epoch {epoch}, peak learning rate "
                                     "{lr}); lower `{setting}`"), seed=str(seed), quantity=Message(d["quantity"]),
                                  value=str(d["value"]), epoch=str(d["epoch"]), lr=f"{d['lr']:.4g}", setting=d["lr_setting"])
-                log(f"[ablation] {label}: {reason}")
+                logger.info(f"[ablation] {label}: {reason}")
                 skipped.setdefault(model, {})[variant] = reason
                 skipped_i18n.setdefault(model, {})[variant] = message_data(reason)
                 save()
                 continue
             runs.append(ledger_entry(model, variant, seed, result, prefix, "ablation"))
         save()
-    log(f"[ablation] {trained} trained, {reused} reused from results.json, {kept} already finished")
-    effects, used_seeds = compute_effects(run_dir, runs, config.analysis.alpha, log)
+    logger.info(f"[ablation] {trained} trained, {reused} reused from results.json, {kept} already finished")
+    effects, used_seeds = compute_effects(run_dir, runs, config.analysis.alpha)
     curves, curve_seeds = {}, {}
     for model in dict.fromkeys(e["model"] for e in runs):
         rel = rundir.ablation_figure(model)
@@ -430,7 +431,7 @@ def _ablate_locked(config: RunConfig, run_dir: Path, variants: Sequence[str], lo
                 curves[curve_caption(model, seed)] = rel
             curve_seeds[model] = seed
     doc = save(effects, curves, curve_seeds)
-    log(f"ablation written: {path} ({len(effects)} effects)")
+    logger.info(f"ablation written: {path} ({len(effects)} effects)")
     return _plain(doc)
 
 
@@ -450,7 +451,7 @@ def _free_memory() -> None:
     gc.collect()
 
 
-def run_configured_ablation(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print) -> bool:
+def run_configured_ablation(config: RunConfig, out_dir: str | Path) -> bool:
     """The ablation a run's config asks for (`ablation.variants`), after its comparison; re-renders REPORT.md.
 
     `convbench run` calls it after the comparison: the comparison driver does not trigger it itself.
@@ -461,8 +462,8 @@ def run_configured_ablation(config: RunConfig, out_dir: str | Path, log: Callabl
     if not config.ablation.variants:
         return False
     models = config.ablation.models or tuple(m for m in config.models if m in list_models("custom"))
-    log(f"ablation of {', '.join(models)}: {', '.join(config.ablation.variants)}")
+    logger.info(f"ablation of {', '.join(models)}: {', '.join(config.ablation.variants)}")
     ablation_config = dataclasses.replace(config, models=models, overrides={k: v for k, v in config.overrides.items() if k in models})
-    run_ablation(ablation_config, out_dir, config.ablation.variants, log=log)
-    write_report(out_dir, log=log)
+    run_ablation(ablation_config, out_dir, config.ablation.variants)
+    write_report(out_dir)
     return True

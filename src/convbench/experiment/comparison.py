@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -42,15 +43,17 @@ from convbench.training.evaluation import score_model, predict_logits
 from convbench.training.loop import TrainingDiverged
 from convbench.training.tensorboard_events import EpochWriter, flat_hparams, session_dir
 
+logger = logging.getLogger(__name__)
+
 DIVERGED = "diverged"  # the "status" of a run whose loss became NaN/inf
 RESULT_KEYS = ("name", "test_accuracy", "params", "flops_per_image", "train_seconds", "epochs_run", "best_val_accuracy")
 
 
-def load_data(config: RunConfig, log=print):
+def load_data(config: RunConfig):
     """Load the dataset a config names."""
 
     d = config.data
-    return load_dataset(d.source, d.cache_dir or None, d.val_fraction, d.split_seed, d.max_train_images, d.max_test_images, d.strict, log)
+    return load_dataset(d.source, d.cache_dir or None, d.val_fraction, d.split_seed, d.max_train_images, d.max_test_images, d.strict)
 
 
 def history_to_csv(history) -> str:
@@ -60,7 +63,7 @@ def history_to_csv(history) -> str:
     return pd.DataFrame([dataclasses.asdict(r) for r in history]).to_csv(index=False)
 
 
-def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: Path, log=print, strategy=None,
+def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: Path, strategy=None,
                        shard=(0, 1), on_epoch_end=None) -> dict:
     """Train one (model, seed), evaluate it on test and save its artifacts under out_dir.
 
@@ -70,7 +73,6 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         config: the run config (its recipe for `name` is used, with this seed).
         data: the Dataset.
         out_dir: the run directory.
-        log: progress output.
         strategy: tf.distribute strategy (default: local devices).
         shard: (worker index, worker count) under multi-worker training.
         on_epoch_end: per-epoch callback.
@@ -91,7 +93,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         events = EpochWriter(session_dir(out_dir, key), fresh=not any(model_dir.glob(rundir.CHECKPOINT_GLOB)))
     callback = _chain(events.write_epoch if events else None, on_epoch_end)
     try:
-        model, result = fit_model(name, data, recipe, checkpoint_dir=model_dir, log=log, label=label, strategy=strategy,
+        model, result = fit_model(name, data, recipe, checkpoint_dir=model_dir, label=label, strategy=strategy,
                                     shard=shard, on_epoch_end=callback, budget=config.budget)
     except TrainingDiverged as exc:
         if shard[0] != 0:
@@ -101,7 +103,7 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         return entry
     if shard[0] != 0:
         return {}
-    log(f"[{label}] evaluating on {len(data.y_test)} test images")
+    logger.info(f"[{label}] evaluating on {len(data.y_test)} test images")
     metrics, test_logits = score_model(model, data.x_test, data.y_test, data.class_names, recipe.train.eval_batch_size,
                                           config.measure_latency)
     val_logits = predict_logits(model, data.x_val, recipe.train.eval_batch_size)
@@ -111,11 +113,11 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
             else recipe.train.learning_rate()
         exc = TrainingDiverged(label, last.epoch, last.phase, "test or validation logits", float("nan"), peak, result.history)
         exc.train_seconds, exc.precision = result.train_seconds, result.mixed_precision
-        log(f"[{label}] diverged: its best weights give NaN or infinite logits")
+        logger.info(f"[{label}] diverged: its best weights give NaN or infinite logits")
         entry = _diverged_entry(name, seed, recipe, out_dir, exc)
         events.finish(exc.history, _hparams(entry, recipe), None)
         return entry
-    log(f"[{label}] robustness, test-time augmentation and saliency")
+    logger.info(f"[{label}] robustness, test-time augmentation and saliency")
     extras, extra_arrays = measure_extras(model, data, config.analysis, test_logits, recipe.train.eval_batch_size)
     best_path = model_dir / "best.weights.h5"
     atomic_write(best_path, lambda tmp: _save_weights(model, tmp))
@@ -160,8 +162,8 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         **extras,
     }
     events.finish(result.history, _hparams(entry, recipe), entry["test_accuracy"])
-    log(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
-        f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
+    logger.info(f"[{label}] test accuracy {entry['test_accuracy']:.4f} (best val {entry['best_val_accuracy']:.4f} at epoch "
+                f"{entry['best_epoch']}), {entry['train_seconds']:.0f}s training")
     return entry
 
 
@@ -262,7 +264,7 @@ def config_fingerprint(config: RunConfig, data_summary: dict) -> dict:
     d = cfgmod.to_dict(config)
     # The report's language is left out too: `--lang es` on the same command re-renders the same results.
     return {"config": {k: v for k, v in d.items() if k not in ("models", "seeds", "measure_latency", "ablation", "overrides",
-                                                              "lang")},
+                                                              "lang", "data_fractions")},
             "data": data_summary}
 
 
@@ -315,14 +317,12 @@ def results_document(config: RunConfig, data_summary: dict, runs: list[dict], en
     }
 
 
-def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], None] = print,
-                   train_fn: Callable[..., dict] | None = None) -> dict:
+def run_comparison(config: RunConfig, out_dir: str | Path, train_fn: Callable[..., dict] | None = None) -> dict:
     """Run the whole comparison into `out_dir` and render its report.
 
     Args:
         config: a validated RunConfig.
         out_dir: the run directory (created; reused as a ledger if it holds a run of the same config).
-        log: progress output.
         train_fn: trains and evaluates one (model, seed) with `train_and_evaluate`'s signature
             (default: `train_and_evaluate`; Ray passes its distributed version).
 
@@ -336,22 +336,22 @@ def run_comparison(config: RunConfig, out_dir: str | Path, log: Callable[[str], 
 
     out_dir = Path(out_dir)
     check_writable(out_dir)  # unwritable folder or (nearly) full disk: fail before loading data or training
-    lock = RunLock(out_dir, log=log).acquire()  # a second run on the same folder refuses here
+    lock = RunLock(out_dir).acquire()  # a second run on the same folder refuses here
     try:
-        results = _run_locked(config, out_dir, log, train_fn or train_and_evaluate)
+        results = _run_locked(config, out_dir, train_fn or train_and_evaluate)
     finally:
         lock.release()
     return results
 
 
-def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], train_fn: Callable[..., dict]) -> dict:
+def _run_locked(config: RunConfig, out_dir: Path, train_fn: Callable[..., dict]) -> dict:
     """run_comparison's body, with the run directory's lock held."""
 
-    data = load_data(config, log)
-    log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
+    data = load_data(config)
+    logger.info(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
     results_path = rundir.results_path(out_dir)
     fingerprint = config_fingerprint(config, data.summary())
-    previous = read_previous_results(results_path, log)
+    previous = read_previous_results(results_path)
     runs: list[dict] = []
     diverged: list[dict] = []
     if previous and _comparable(previous.get("fingerprint")) == json.loads(json.dumps(fingerprint)):
@@ -361,14 +361,14 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
         for run, path, problem in damaged_predictions(out_dir, runs):
             # Its test logits feed every statistic of the report: train the model again.
             if path.exists():
-                quarantine(path, problem, log)
-            log(f"retraining {run['name']} seed {run['seed']}: its saved predictions are unusable ({problem})")
+                quarantine(path, problem)
+            logger.info(f"retraining {run['name']} seed {run['seed']}: its saved predictions are unusable ({problem})")
             runs.remove(run)
         # A diverged run whose recipe changed (the advice is to lower its learning rate) trains again.
         retrain = set(_mismatched_recipes(config, previous.get("diverged", [])))
         diverged = [r for r in previous.get("diverged", []) if r["name"] not in retrain]
         if retrain:
-            log(f"retraining {', '.join(sorted(retrain))} with its changed recipe (it had diverged)")
+            logger.info(f"retraining {', '.join(sorted(retrain))} with its changed recipe (it had diverged)")
         changed = _mismatched_recipes(config, runs)
         if changed:
             raise ConvbenchError(
@@ -376,10 +376,10 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
                 "(or undo the change)"
             )
         if runs:
-            log(f"reusing {len(runs)} finished runs from {results_path}")
+            logger.info(f"reusing {len(runs)} finished runs from {results_path}")
         others = sorted({r["name"] for r in runs} - set(config.models))
         if others:
-            log(f"keeping the finished runs of {', '.join(others)} (not named this time); the report covers them too")
+            logger.info(f"keeping the finished runs of {', '.join(others)} (not named this time); the report covers them too")
     elif previous:
         raise ConvbenchError(
             f"{out_dir} holds results of a different config or data; pass a new --out folder (or delete {results_path})"
@@ -393,17 +393,17 @@ def _run_locked(config: RunConfig, out_dir: Path, log: Callable[[str], None], tr
             seed = config.train.seed + k
             if run_key(name, seed) in done:
                 continue
-            entry = train_fn(name, seed, config, data, out_dir, log)
+            entry = train_fn(name, seed, config, data, out_dir)
             (diverged if entry.get("status") == DIVERGED else runs).append(entry)
             results.update(runs=runs, diverged=diverged, models=aggregate(runs))
             atomic_write_json(results_path, results)
     results["wall_seconds"] = time.perf_counter() - started
     atomic_write_json(results_path, results)
-    write_report(out_dir, log=log)
+    write_report(out_dir)
     return results
 
 
-def read_previous_results(path: Path, log: Callable[[str], None] = print) -> dict:
+def read_previous_results(path: Path) -> dict:
     """A run directory's results.json, or {} when there is none; a damaged one is set aside with a warning.
 
     Damaged means unreadable JSON or the wrong shape (not an object whose "runs" is a list of runs
@@ -418,7 +418,7 @@ def read_previous_results(path: Path, log: Callable[[str], None] = print) -> dic
         if problem:
             raise ValueError(problem)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        quarantine(path, f"{type(exc).__name__}: {exc}", log)
+        quarantine(path, f"{type(exc).__name__}: {exc}")
         return {}
     return previous
 

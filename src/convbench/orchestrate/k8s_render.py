@@ -1,10 +1,10 @@
 """Render convbench's Kustomize overlays and validate the result offline.
 
 Test it:            .venv/bin/pytest -q tests/test_k8s.py
-Render an overlay:  .venv/bin/python -m convbench.orchestrate.k8s_render render k8s/overlays/kind
-Validate overlays:  .venv/bin/python -m convbench.orchestrate.k8s_render validate   (all of k8s/overlays/*)
-Change the tag:     .venv/bin/python -m convbench.orchestrate.k8s_render set-image convbench:0.2.0
-Run the RayJob:     .venv/bin/python -m convbench.orchestrate.k8s_render rayjob k8s/overlays/kind | kubectl create -f -
+Render an overlay:  .venv/bin/convbench k8s render k8s/overlays/kind
+Validate overlays:  .venv/bin/convbench k8s validate   (all of k8s/overlays/*)
+Change the tag:     .venv/bin/convbench k8s set-image convbench:0.2.0
+Run the RayJob:     .venv/bin/convbench k8s rayjob k8s/overlays/kind | kubectl create -f -
 
 Rendering uses a real kustomize engine when one is installed (`kustomize build`, else
 `kubectl kustomize`, which works offline). Without one it falls back to the small built-in
@@ -34,7 +34,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -768,12 +767,10 @@ def set_image(reference: str, k8s_dir: Path | None = None) -> None:
     (k8s_dir / "IMAGE").write_text(reference + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: render | validate | rayjob | set-image | image (see the module docstring)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m convbench.orchestrate.k8s_render", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+def add_commands(subparsers) -> None:
+    """Register `convbench k8s render|validate|rayjob|set-image|image` (called by convbench.cli.commands)."""
+    k8s = subparsers.add_parser("k8s", help="the Kubernetes manifests: render, validate offline, print the RayJob, set the image")
+    sub = k8s.add_subparsers(dest="k8s_command", required=True)
     p = sub.add_parser("render", help="print the rendered overlay")
     p.add_argument("path")
     p.add_argument("--engine", default="auto", choices=["auto", "builtin", "kustomize"])
@@ -785,41 +782,37 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("set-image", help="change k8s/IMAGE and the kustomize images entry together")
     p.add_argument("reference")
     sub.add_parser("image", help="print the image reference (k8s/IMAGE)")
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "render":
-            print(yaml.safe_dump_all(render(args.path, args.engine).objects, sort_keys=False), end="")
-        elif args.cmd == "validate":
-            paths = args.paths or [str(K8S_DIR / "overlays" / o) for o in OVERLAYS]
-            failed = False
-            for path in paths:
-                rendered = render(path, args.engine)
-                errors = check_all(rendered.objects)
-                if kustomization_image() != default_image():
-                    errors.append(f"k8s/IMAGE says {default_image()} but the kustomize images entry gives {kustomization_image()}")
-                print(f"{path}: {len(rendered.objects)} objects rendered by {rendered.engine}: "
-                      + ("OK" if not errors else f"{len(errors)} problems"))
-                for err in errors:
-                    print(f"  {err}")
-                failed |= bool(errors)
-            return 1 if failed else 0
-        elif args.cmd == "rayjob":
-            jobs = [o for o in render(args.path).objects if o.get("kind") == "RayJob"]
-            if not jobs:
-                raise ConvbenchError(f"{args.path} renders no RayJob")
-            for job in jobs:
-                job["spec"]["suspend"] = False
-            print(yaml.safe_dump_all(jobs, sort_keys=False), end="")
-        elif args.cmd == "set-image":
-            set_image(args.reference)
-            print(f"image set to {args.reference} in {IMAGE_FILE} and {K8S_DIR / 'base' / 'kustomization.yaml'}")
-        elif args.cmd == "image":
-            print(default_image())
-    except ConvbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    k8s.set_defaults(func=cmd_k8s)
+
+
+def cmd_k8s(args) -> int:
+    """`convbench k8s ...` (see the module docstring); 1 when validation finds problems."""
+    if args.k8s_command == "render":
+        print(yaml.safe_dump_all(render(args.path, args.engine).objects, sort_keys=False), end="")
+    elif args.k8s_command == "validate":
+        paths = args.paths or [str(K8S_DIR / "overlays" / o) for o in OVERLAYS]
+        failed = False
+        for path in paths:
+            rendered = render(path, args.engine)
+            errors = check_all(rendered.objects)
+            if kustomization_image() != default_image():
+                errors.append(f"k8s/IMAGE says {default_image()} but the kustomize images entry gives {kustomization_image()}")
+            print(f"{path}: {len(rendered.objects)} objects rendered by {rendered.engine}: "
+                  + ("OK" if not errors else f"{len(errors)} problems"))
+            for err in errors:
+                print(f"  {err}")
+            failed |= bool(errors)
+        return 1 if failed else 0
+    elif args.k8s_command == "rayjob":
+        jobs = [o for o in render(args.path).objects if o.get("kind") == "RayJob"]
+        if not jobs:
+            raise ConvbenchError(f"{args.path} renders no RayJob")
+        for job in jobs:
+            job["spec"]["suspend"] = False
+        print(yaml.safe_dump_all(jobs, sort_keys=False), end="")
+    elif args.k8s_command == "set-image":
+        set_image(args.reference)
+        print(f"image set to {args.reference} in {IMAGE_FILE} and {K8S_DIR / 'base' / 'kustomization.yaml'}")
+    elif args.k8s_command == "image":
+        print(default_image())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,9 @@ Artifacts between the steps:
   embedded, so the Kubeflow UI shows them without the run directory.
 
 Every step function works on local paths, so the same code runs in a container on the cluster and
-in `convbench pipeline local`:
+in `convbench pipeline local`. The four the components call (prepare_dataset, train_and_export,
+evaluate_models, report_step) each start their step's process, so each sets up console logging
+(`convbench.log`); the train and report steps also append their lines to their run.log:
 
     .venv/bin/pytest -q tests/test_pipeline.py
 """
@@ -26,6 +28,7 @@ import dataclasses
 import datetime as dt
 import html
 import json
+import logging
 import re
 import shutil
 import time
@@ -50,10 +53,13 @@ from convbench.experiment.comparison import (
 )
 from convbench.i18n import check_language
 from convbench.io import atomic_write_json, atomic_write_text
+from convbench.log import run_log, setup_console_logging
 from convbench.models import model_info
 from convbench.orchestrate import ray_train
 from convbench.report.document import predictions_problem, write_report
 from convbench.training.evaluation import confusion_matrix
+
+logger = logging.getLogger(__name__)
 
 RUNS_FILE = "runs.json"
 CONFIG_FILE = "config.json"
@@ -116,31 +122,31 @@ def config_from_json(text: str) -> RunConfig:
 
 def prepare_dataset(dataset_dir: str, metadata: dict, data_source: str, models: list[str], preset: str = "quick",
                  epochs: int = 0, seeds: int = 0, max_train_images: int = 0, max_test_images: int = 0,
-                 global_batch_size: int = 0, config_yaml: str = "", log: Callable[[str], None] = print) -> str:
+                 global_batch_size: int = 0, config_yaml: str = "") -> str:
     """Resolve the config, load and validate the data, save it as the Dataset artifact.
 
     Args:
         dataset_dir: where the Dataset artifact goes.
         metadata: the artifact's metadata dict, updated with the data summary.
         data_source .. config_yaml: see `pipeline_config`.
-        log: progress output.
 
     Returns:
         The resolved config as JSON (also saved in the Dataset as config.json).
     """
+    setup_console_logging()
 
     config = pipeline_config(data_source, models, preset, epochs, seeds, max_train_images, max_test_images,
                             global_batch_size, config_yaml)
     # The report step's `lang` parameter decides the language; the Dataset's config keeps the default,
     # so the training steps, whose cache is keyed on the Dataset, never rerun for another language.
     config = dataclasses.replace(config, lang="en")
-    data = load_data(config, log)
+    data = load_data(config)
     save_dataset(data, dataset_dir)
     atomic_write_text(Path(dataset_dir) / CONFIG_FILE, config_to_json(config))
     summary = data.summary()
     metadata.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
     metadata["class_names"] = list(data.class_names)
-    log(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
+    logger.info(f"data: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test images, {data.num_classes} classes")
     return config_to_json(config)
 
 
@@ -155,7 +161,7 @@ def dataset_config(dataset_dir: str | Path) -> RunConfig:
 
 def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int = 1,
                  gpus_per_worker: int = 0, ray_address: str = "", run_name: str = "", shared_dir: str = "",
-                 resume_dir: str = "", log: Callable[[str], None] = print) -> list[dict]:
+                 resume_dir: str = "") -> list[dict]:
     """Train and evaluate every seed of one model into `model_dir` (the Model artifact).
 
     Plain single-process training unless `ray_train.wants_ray(workers, ray_address)`. With an
@@ -176,7 +182,6 @@ def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int
             `resume_dir/<model>-<dataset digest>`, so a rerun after an interruption resumes each seed
             from its last epoch checkpoint and reuses the seeds already finished, then copies the
             result into model_dir. `convbench pipeline local` passes `<out>/.kfp/resume`.
-        log: progress output.
 
     Returns:
         The result entries, one per seed (also written to model_dir/runs.json).
@@ -192,12 +197,12 @@ def train_models(dataset_dir: str, model_name: str, model_dir: str, workers: int
                                    run_name=(run_name or "convbench").split("/")[0])
     here = not ray_train.wants_ray(workers, ray_address) or options.mode() == "local"
     if not here:
-        return _train_on_cluster(dataset_dir, config, model_name, out, options, shared_dir, log)
+        return _train_on_cluster(dataset_dir, config, model_name, out, options, shared_dir)
     options = options if ray_train.wants_ray(workers, ray_address) else None
     if not resume_dir:
-        return train_here(dataset_dir, model_name, out, options, log)
+        return train_here(dataset_dir, model_name, out, options)
     work = Path(resume_dir) / f"{model_name}-{dataset_digest(dataset_dir)}"
-    entries = train_here(dataset_dir, model_name, work, options, log)
+    entries = train_here(dataset_dir, model_name, work, options)
     shutil.copytree(work, out, dirs_exist_ok=True)
     return entries
 
@@ -214,8 +219,7 @@ def dataset_digest(dataset_dir: str | Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, options=None,
-               log: Callable[[str], None] = print) -> list[dict]:
+def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, options=None) -> list[dict]:
     """Train and evaluate every seed of one model from this process; write out_dir/runs.json.
 
     Args:
@@ -224,7 +228,6 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
         out_dir: run-directory layout for this model's files.
         options: `ray_train.RayOptions` to train under Ray (a local Ray, or the cluster this process
             attaches to, e.g. inside a Ray job), None for the plain loop.
-        log: progress output.
 
     Returns:
         The result entries, one per seed.
@@ -234,31 +237,31 @@ def train_here(dataset_dir: str | Path, model_name: str, out_dir: str | Path, op
     config = dataset_config(dataset_dir)
     data = read_saved_dataset(dataset_dir)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = [config.train.seed + k for k in range(config.seeds)]
-    done = _finished_seeds(out, model_name, config, log)
-    entries = [done[seed] for seed in seeds if seed in done]
+    with run_log(out):  # creates out; the Model artifact keeps the training's run.log
+        seeds = [config.train.seed + k for k in range(config.seeds)]
+        done = _finished_seeds(out, model_name, config)
+        entries = [done[seed] for seed in seeds if seed in done]
 
-    def record(entry: dict | None = None) -> None:
-        # After every seed, so an interrupted step keeps its finished seeds (`_finished_seeds`).
-        entries.extend([entry] if entry else [])
-        finished, diverged = split_diverged(sorted(entries, key=lambda e: e["seed"]))
-        atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": finished, "diverged": diverged,
-                                            "environment": describe_environment()})
+        def record(entry: dict | None = None) -> None:
+            # After every seed, so an interrupted step keeps its finished seeds (`_finished_seeds`).
+            entries.extend([entry] if entry else [])
+            finished, diverged = split_diverged(sorted(entries, key=lambda e: e["seed"]))
+            atomic_write_json(out / RUNS_FILE, {"model": model_name, "runs": finished, "diverged": diverged,
+                                                "environment": describe_environment()})
 
-    todo = [seed for seed in seeds if seed not in done]
-    record()
-    if options is not None and todo:
-        with ray_train.ray_session(options, log):
+        todo = [seed for seed in seeds if seed not in done]
+        record()
+        if options is not None and todo:
+            with ray_train.ray_session(options):
+                for seed in todo:
+                    record(ray_train.train_and_evaluate_ray(model_name, seed, config, data, out, options))
+        else:
             for seed in todo:
-                record(ray_train.train_and_evaluate_ray(model_name, seed, config, data, out, options, log))
-    else:
-        for seed in todo:
-            record(train_and_evaluate(model_name, seed, config, data, out, log))
-    return sorted(entries, key=lambda e: e["seed"])
+                record(train_and_evaluate(model_name, seed, config, data, out))
+        return sorted(entries, key=lambda e: e["seed"])
 
 
-def _finished_seeds(out: Path, model_name: str, config: RunConfig, log: Callable[[str], None]) -> dict[int, dict]:
+def _finished_seeds(out: Path, model_name: str, config: RunConfig) -> dict[int, dict]:
     """Seeds of `model_name` an earlier, interrupted train step already finished in `out`, with the same recipe."""
 
     path = out / RUNS_FILE
@@ -279,12 +282,11 @@ def _finished_seeds(out: Path, model_name: str, config: RunConfig, log: Callable
             continue
         done[e["seed"]] = e
     if done:
-        log(f"[{model_name}] reusing finished seed(s) {', '.join(map(str, sorted(done)))} from {path}")
+        logger.info(f"[{model_name}] reusing finished seed(s) {', '.join(map(str, sorted(done)))} from {path}")
     return done
 
 
-def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out: Path, options, shared_dir: str,
-                      log: Callable[[str], None]) -> list[dict]:
+def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out: Path, options, shared_dir: str) -> list[dict]:
 
     if not shared_dir:
         raise ConvbenchError(
@@ -299,9 +301,9 @@ def _train_on_cluster(dataset_dir: str, config: RunConfig, model_name: str, out:
         entry = (f"python -m convbench.orchestrate.ray_job train-model --dataset {work / 'dataset'} "
                  f"--model {model_name} --out {work / 'out'} --workers {options.workers} "
                  f"--gpus-per-worker {options.gpus_per_worker} --run-name {options.run_name}")
-        ray_train.submit_job(options.address, entry, job, log)
+        ray_train.submit_job(options.address, entry, job)
     else:
-        train_here(work / "dataset", model_name, work / "out", options, log)
+        train_here(work / "dataset", model_name, work / "out", options)
     if not (work / "out" / RUNS_FILE).exists():
         raise ConvbenchError(f"the Ray training of {model_name} left no {work / 'out' / RUNS_FILE}; see its log above")
     # Ray's own checkpoint copies stay on the shared storage; the artifact holds the run's files.
@@ -322,6 +324,7 @@ def train_and_export(dataset_dir: str, model_name: str, model_dir: str, history_
     Returns:
         The result entries, one per seed.
     """
+    setup_console_logging()
     entries = train_models(dataset_dir, model_name, model_dir, **train_options)
     history_metrics(model_dir, log_metric, history_path)
     return entries
@@ -378,6 +381,8 @@ def evaluate_models(dataset_dir: str, model_dir: str, log_metric: Callable[[str,
         The scalars logged.
     """
     import numpy as np
+
+    setup_console_logging()
 
     manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
     names = list(manifest["class_names"])
@@ -437,7 +442,7 @@ def _history_rows(path: Path) -> list[dict]:
 
 
 def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluation_dirs: list[str] | None = None,
-                 log: Callable[[str], None] = print, lang: str = "en") -> Path:
+                 lang: str = "en") -> Path:
     """Merge the Model artifacts into one run directory and render its report, as `convbench run` would.
 
     Args:
@@ -445,7 +450,6 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
         model_dirs: the Model artifacts (one per model, any order).
         run_dir: the run directory to create.
         evaluation_dirs: unused contents; passing the evaluate steps' outputs makes the report wait for them.
-        log: progress output.
         lang: the report's language (en, es), recorded in the run directory's config like `convbench run --lang`.
 
     Returns:
@@ -482,7 +486,7 @@ def assemble_run(dataset_dir: str, model_dirs: list[str], run_dir: str, evaluati
     results = results_document(config, manifest, runs, environment, diverged=diverged,
                                wall_seconds=sum(r.get("train_seconds", 0.0) for r in runs + diverged), pipeline=True)
     atomic_write_json(rundir.results_path(out), results)
-    return write_report(out, log=log)
+    return write_report(out)
 
 
 def embed_figures(markdown: str, run_dir: Path) -> str:
@@ -587,8 +591,7 @@ def _inline(text: str) -> str:
 
 
 def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_path: str,
-                html_path: str, evaluation_dirs: list[str] | None = None, log: Callable[[str], None] = print,
-                lang: str = "en") -> str:
+                html_path: str, evaluation_dirs: list[str] | None = None, lang: str = "en") -> str:
     """The render_report step: the run directory, plus REPORT.md and REPORT.html with figures embedded.
 
     Args:
@@ -598,24 +601,25 @@ def report_step(dataset_dir: str, model_dirs: list[str], run_dir: str, markdown_
         markdown_path: the Markdown artifact's file (REPORT.md, figures as data URIs).
         html_path: the HTML artifact's file.
         evaluation_dirs: the evaluate steps' outputs (only a dependency).
-        log: progress output.
         lang: the report's language, en or es (the pipeline's `lang` parameter).
 
     Returns:
         The best model's name ("" when every model diverged).
     """
+    setup_console_logging()
     started = time.perf_counter()
-    report = assemble_run(dataset_dir, model_dirs, run_dir, evaluation_dirs, log, lang=lang)
-    text = embed_figures(report.read_text(encoding="utf-8"), report.parent)
-    page = markdown_to_html(text, lang=lang)
-    for path, content in ((markdown_path, text), (html_path, page)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(content, encoding="utf-8")
-    (Path(run_dir) / "REPORT.html").write_text(page, encoding="utf-8")
-    results = json.loads(rundir.results_path(run_dir).read_text())
-    if not results["models"]:
-        log(f"report: {report} ({time.perf_counter() - started:.1f} s); every model diverged")
-        return ""
-    best = max(results["models"], key=lambda m: m["test_accuracy"])
-    log(f"report: {report} ({time.perf_counter() - started:.1f} s); best model {best['name']}")
-    return best["name"]
+    with run_log(run_dir):  # the run directory's run.log: the models' lines (assemble_run), then this step's
+        report = assemble_run(dataset_dir, model_dirs, run_dir, evaluation_dirs, lang=lang)
+        text = embed_figures(report.read_text(encoding="utf-8"), report.parent)
+        page = markdown_to_html(text, lang=lang)
+        for path, content in ((markdown_path, text), (html_path, page)):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(content, encoding="utf-8")
+        (Path(run_dir) / "REPORT.html").write_text(page, encoding="utf-8")
+        results = json.loads(rundir.results_path(run_dir).read_text())
+        if not results["models"]:
+            logger.info(f"report: {report} ({time.perf_counter() - started:.1f} s); every model diverged")
+            return ""
+        best = max(results["models"], key=lambda m: m["test_accuracy"])
+        logger.info(f"report: {report} ({time.perf_counter() - started:.1f} s); best model {best['name']}")
+        return best["name"]

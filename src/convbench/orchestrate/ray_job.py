@@ -1,27 +1,25 @@
 """`python -m convbench.orchestrate.ray_job train-model ...`: the entrypoint of the pipeline's Ray jobs.
 
 The kfp train-model step submits it (`kfp_steps._train_on_cluster`) to the Ray cluster, where it
-trains one model of a saved Dataset with `kfp_steps.train_here` under Ray Train.
+trains one model of a saved Dataset with `kfp_steps.train_here` under Ray Train. Built like the
+`convbench` command: argparse, `main(argv) -> int`, console logging, and errors through
+`errors.run_command` (one `convbench: error: ...` line, status 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 from convbench.env import setup_environment
-from convbench.errors import ConvbenchError
-from convbench.log import make_logger
+from convbench.errors import run_command
+from convbench.log import setup_console_logging
 from convbench.orchestrate.kfp_steps import train_here
 from convbench.orchestrate.ray_train import RayOptions
 
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m convbench.orchestrate.ray_job train-model ...`: the entrypoint of the pipeline's Ray jobs."""
-    setup_environment()
-    parser = argparse.ArgumentParser(prog="python -m convbench.orchestrate.ray_job")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m convbench.orchestrate.ray_job",
+                                     description="The entrypoint of the Kubeflow pipeline's Ray jobs.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train-model", help="train one model of a saved Dataset on the Ray cluster this job runs in")
     p.add_argument("--dataset", required=True, help="a Dataset artifact folder (kfp_steps.prepare_dataset: arrays, manifest, config)")
@@ -30,15 +28,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--gpus-per-worker", type=int, default=0)
     p.add_argument("--run-name", default="")
-    args = parser.parse_args(argv)
+    p.set_defaults(func=cmd_train_model)
+    return parser
+
+
+def cmd_train_model(args) -> int:
     options = RayOptions(workers=args.workers, gpus_per_worker=args.gpus_per_worker, address="auto",
                          run_name=args.run_name or "convbench")
-    try:
-        train_here(args.dataset, args.model, args.out, options, log=make_logger(Path(args.out)))
-    except ConvbenchError as exc:
-        print(f"convbench: error: {exc}", file=sys.stderr)
-        return 2
+    train_here(args.dataset, args.model, args.out, options)  # its lines also go to --out's run.log
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m convbench.orchestrate.ray_job train-model ...`: the entrypoint of the pipeline's Ray jobs."""
+    setup_environment()
+    args = build_parser().parse_args(argv)
+    setup_console_logging()
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import dataclasses
 import datetime as dt
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from convbench import rundir
 from convbench import config as cfgmod
@@ -50,8 +51,10 @@ from convbench.errors import ConvbenchError, raise_terminated
 from convbench.experiment import comparison as runner
 from convbench.experiment.comparison import train_and_evaluate
 from convbench.io import atomic_write_json, atomic_write_text
-from convbench.log import make_logger
+from convbench.log import run_log, setup_console_logging
 from convbench.training.loop import default_strategy, load_checkpoint
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_GLOB = rundir.CHECKPOINT_GLOB  # what convbench.training.recipes writes per epoch (checkpoint-head/finetune for transfer)
 # Environment of every process of a convbench Ray job. Train's controller collects reports when it
@@ -207,7 +210,7 @@ def job_name(run_name: str, model: str, seed: int | None = None) -> str:
 
 
 @contextlib.contextmanager
-def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iterator[str | None]:
+def ray_session(options: RayOptions) -> Iterator[str | None]:
     """Connect to Ray for the duration of a block; yields the dashboard URL (None when there is none).
 
     A local Ray is started only when none is running in this process, and is shut down on exit;
@@ -243,7 +246,7 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
             kwargs["_temp_dir"] = os.environ["RAY_TMPDIR"]
         started = time.perf_counter()
         context = ray.init(**kwargs)
-        log(f"ray: started a local Ray ({os.cpu_count()} CPUs) in {time.perf_counter() - started:.1f} s; it stops when the run ends")
+        logger.info(f"ray: started a local Ray ({os.cpu_count()} CPUs) in {time.perf_counter() - started:.1f} s; it stops when the run ends")
     else:
         # The run's name on the dashboard's Jobs page (this driver is one Ray job for all its models);
         # Ray Train's per-report INFO lines stay out of the driver's terminal.
@@ -265,7 +268,7 @@ def ray_session(options: RayOptions, log: Callable[[str], None] = print) -> Iter
     if url and not url.startswith("http"):
         url = f"http://{url}"
     if url:
-        log(f"ray: dashboard {url}")
+        logger.info(f"ray: dashboard {url}")
     # The driver reads DASHBOARD_ENV too (Train decides on state tracking where the trainer is
     # built); set for this session only, so a later local run in the same process is unaffected.
     driver_env = {k: v for k, v in DASHBOARD_ENV.items() if k not in os.environ} if options.mode() != "local" else {}
@@ -318,8 +321,7 @@ def _resources(options: RayOptions) -> dict:
     return resources
 
 
-def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_dir: str | Path, options: RayOptions,
-                           log: Callable[[str], None] = print) -> dict:
+def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_dir: str | Path, options: RayOptions) -> dict:
     """Train one (model, seed) under Ray Train, then evaluate it: `experiment.comparison.train_and_evaluate` on Ray workers.
 
     Needs a Ray connection (`ray_session`). Writes the same files under out_dir as the plain path;
@@ -332,7 +334,6 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
         data: the Dataset (sent once to Ray's object store).
         out_dir: the run directory.
         options: workers, GPUs, failures, names.
-        log: progress output.
 
     Returns:
         The run's result entry, as `experiment.comparison.train_and_evaluate` returns it, plus a "distributed" record.
@@ -368,7 +369,7 @@ def train_and_evaluate_ray(name: str, seed: int, config: RunConfig, data, out_di
             shutil.copy2(f, seed_dir / f.name)
         resume_dir = str(seed_dir)
 
-    log(f"[{name} seed {seed}] Ray Train run {job}: {plan.describe()}; storage {storage}")
+    logger.info(f"[{name} seed {seed}] Ray Train run {job}: {plan.describe()}; storage {storage}")
     loop_config = {
         "name": name,
         "seed": seed,
@@ -489,49 +490,51 @@ def train_worker(loop_config: dict) -> None:
     model_dir = rundir.model_dir(out_dir, name, seed)
     epoch_log = Path(loop_config["epoch_log"])
 
-    log = make_logger(out_dir if rank == 0 else None)
-
-    # Ray's latest checkpoint after a worker failure in this fit, else what an interrupted invocation left.
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and loop_config.get("resume_dir"):
-        checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_dir"])
-    restored = _restore(checkpoint, model_dir)
-    if rank == 0:
-        _append_jsonl(epoch_log, {"event": "start", "pid": os.getpid(), "workers": size, "restored_epochs": restored,
-                                  "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-        log(f"[{name} seed {seed}] Ray worker group of {size} up (rank 0 pid {os.getpid()}); "
-            + (f"resuming after {restored} finished epoch(s)" if restored else "starting from scratch"))
-
-    gauges = epoch_gauges() if rank == 0 else {}
-    gauge_tags = {"train_run": context.get_experiment_name(), "model": name, "seed": str(seed)}
-
-    def on_epoch_end(record) -> None:
-        metrics = {**dataclasses.asdict(record), "workers": size}
-        if rank != 0:
-            ray.train.report(metrics)
-            return
-        for metric, (field, _) in EPOCH_GAUGES.items():
-            gauges[metric].set(float(metrics[field]), tags={**gauge_tags, "phase": str(metrics["phase"])})
-        with tempfile.TemporaryDirectory(prefix="convbench-ckpt-") as tmp:
-            for f in model_dir.glob(CHECKPOINT_GLOB):
-                shutil.copy2(f, Path(tmp) / f.name)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        # Ray's controller registers a report on its next poll (JOB_ENV); a worker killed before that
-        # would restart one epoch back. Waiting for the commit makes every epoch in the log one that
-        # a restart resumes after.
-        waited = time.perf_counter()
-        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
-        _append_jsonl(epoch_log, {"event": "epoch", "pid": os.getpid(), **metrics,
-                                  "commit_wait_s": round(time.perf_counter() - waited, 3)})
-
-    try:
-        entry = train_and_evaluate(name, seed, config, data, out_dir, log=log if rank == 0 else _quiet, strategy=strategy,
-                                   shard=(rank, size), on_epoch_end=on_epoch_end)
+    # Rank 0 reports: its stdout reaches the driver's output (Ray's log_to_driver) and its lines the
+    # run directory's run.log. The other ranks show errors only.
+    setup_console_logging(logging.INFO if rank == 0 else logging.ERROR)
+    with run_log(out_dir) if rank == 0 else contextlib.nullcontext():
+        # Ray's latest checkpoint after a worker failure in this fit, else what an interrupted invocation left.
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None and loop_config.get("resume_dir"):
+            checkpoint = ray.train.Checkpoint.from_directory(loop_config["resume_dir"])
+        restored = _restore(checkpoint, model_dir)
         if rank == 0:
-            atomic_write_json(Path(loop_config["result_file"]), entry)
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+            _append_jsonl(epoch_log, {"event": "start", "pid": os.getpid(), "workers": size, "restored_epochs": restored,
+                                      "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+            logger.info(f"[{name} seed {seed}] Ray worker group of {size} up (rank 0 pid {os.getpid()}); "
+                        + (f"resuming after {restored} finished epoch(s)" if restored else "starting from scratch"))
+
+        gauges = epoch_gauges() if rank == 0 else {}
+        gauge_tags = {"train_run": context.get_experiment_name(), "model": name, "seed": str(seed)}
+
+        def on_epoch_end(record) -> None:
+            metrics = {**dataclasses.asdict(record), "workers": size}
+            if rank != 0:
+                ray.train.report(metrics)
+                return
+            for metric, (field, _) in EPOCH_GAUGES.items():
+                gauges[metric].set(float(metrics[field]), tags={**gauge_tags, "phase": str(metrics["phase"])})
+            with tempfile.TemporaryDirectory(prefix="convbench-ckpt-") as tmp:
+                for f in model_dir.glob(CHECKPOINT_GLOB):
+                    shutil.copy2(f, Path(tmp) / f.name)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            # Ray's controller registers a report on its next poll (JOB_ENV); a worker killed before that
+            # would restart one epoch back. Waiting for the commit makes every epoch in the log one that
+            # a restart resumes after.
+            waited = time.perf_counter()
+            ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+            _append_jsonl(epoch_log, {"event": "epoch", "pid": os.getpid(), **metrics,
+                                      "commit_wait_s": round(time.perf_counter() - waited, 3)})
+
+        try:
+            entry = train_and_evaluate(name, seed, config, data, out_dir, strategy=strategy, shard=(rank, size),
+                                       on_epoch_end=on_epoch_end)
+            if rank == 0:
+                atomic_write_json(Path(loop_config["result_file"]), entry)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _quiet_train_reports() -> None:
@@ -540,8 +543,6 @@ def _quiet_train_reports() -> None:
     Ray logs it under a logger named after its source file, outside the "ray.train" hierarchy that
     LoggingConfig sets, so it is found by that name.
     """
-    import logging
-
     try:
         from ray.train.v2._internal.execution import context as train_context
     except ImportError:  # another Ray layout: the lines stay, nothing breaks
@@ -585,22 +586,17 @@ def _append_jsonl(path: Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def _quiet(message: str) -> None:
-    pass
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole comparison under Ray
 
 
-def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptions, log: Callable[[str], None] = print) -> dict:
+def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptions) -> dict:
     """`experiment.comparison.run_comparison` with every (model, seed) trained under Ray Train.
 
     Args:
         config: a validated RunConfig.
         out_dir: the run directory (same ledger and files as the plain run).
         options: Ray options; an http:// address submits the whole run as a Ray job instead.
-        log: progress output.
 
     Returns:
         The results dict (None-free only for local and attached runs; a submitted run returns {}).
@@ -609,16 +605,16 @@ def run_comparison_ray(config: RunConfig, out_dir: str | Path, options: RayOptio
     out_dir = Path(out_dir)
     options = dataclasses.replace(options, run_name=options.run_name or out_dir.name)
     if options.mode() == "submit":
-        submit_run(config, out_dir, options, log)
+        submit_run(config, out_dir, options)
         return {}
     for name in config.models:
         plan_batches(config.recipe(name).train, options.workers, options.gpus_per_worker)
 
-    def train_fn(name, seed, config, data, out_dir, log=print, **_):
-        return train_and_evaluate_ray(name, seed, config, data, out_dir, options, log)
+    def train_fn(name, seed, config, data, out_dir, **_):
+        return train_and_evaluate_ray(name, seed, config, data, out_dir, options)
 
-    with ray_session(options, log):
-        return runner.run_comparison(config, out_dir, log=log, train_fn=train_fn)
+    with ray_session(options):
+        return runner.run_comparison(config, out_dir, train_fn=train_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -645,7 +641,7 @@ def job_client(address: str):
         ) from None
 
 
-def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], None] = print, runtime_env: dict | None = None,
+def submit_job(address: str, entrypoint: str, name: str, runtime_env: dict | None = None,
                poll_seconds: float = 5.0) -> str:
     """Submit a Ray job, stream its log until it ends, and fail loudly unless it succeeded.
 
@@ -653,7 +649,6 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
         address: http(s)://HEAD:8265.
         entrypoint: the shell command the job runs on the cluster.
         name: readable job name (run and model); a timestamp makes the submission id unique.
-        log: progress output.
         runtime_env: Ray runtime_env (e.g. a small working_dir with the config).
         poll_seconds: how often the status and log are polled.
 
@@ -669,7 +664,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
     env["env_vars"] = {**JOB_ENV, **DASHBOARD_ENV, **env.get("env_vars", {})}
     client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=env,
                       metadata={"job_name": name, "submitted_by": "convbench"})
-    log(f"ray: submitted job {submission_id} to {address}; dashboard {address.rstrip('/')}/#/jobs/{submission_id}")
+    logger.info(f"ray: submitted job {submission_id} to {address}; dashboard {address.rstrip('/')}/#/jobs/{submission_id}")
     previous = signal.signal(signal.SIGTERM, raise_terminated) if _main_thread() else None
     shown = 0
     try:
@@ -685,7 +680,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
             time.sleep(poll_seconds)
     except KeyboardInterrupt:
         client.stop_job(submission_id)
-        log(f"ray: stopped job {submission_id}")
+        logger.info(f"ray: stopped job {submission_id}")
         raise
     finally:
         if previous is not None:
@@ -693,7 +688,7 @@ def submit_job(address: str, entrypoint: str, name: str, log: Callable[[str], No
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(submission_id)
         raise ConvbenchError(f"Ray job {submission_id} ended {status}: {getattr(info, 'message', '') or 'see its log above'}")
-    log(f"ray: job {submission_id} succeeded")
+    logger.info(f"ray: job {submission_id} succeeded")
     return submission_id
 
 
@@ -703,7 +698,7 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Callable[[str], None] = print) -> str:
+def submit_run(config: RunConfig, out_dir: Path, options: RayOptions) -> str:
     """Submit a whole `convbench run` as one Ray job (data source and --out are paths on the cluster).
 
     The job runs the same command with `--ray-address auto`, so each model trains there as a Ray
@@ -722,5 +717,5 @@ def submit_run(config: RunConfig, out_dir: Path, options: RayOptions, log: Calla
         cfgmod.save_yaml(config, rundir.config_path(tmp))
         args = ["convbench", "run", "--config", "config.yaml", "--out", str(out_dir), "--ray-address", "auto",
                 "--workers", str(options.workers), "--gpus-per-worker", str(options.gpus_per_worker)]
-        return submit_job(options.address, " ".join(args), job_name(options.run_name, "run"), log,
+        return submit_job(options.address, " ".join(args), job_name(options.run_name, "run"),
                           runtime_env={"working_dir": tmp})

@@ -13,10 +13,11 @@ write the report in the run's language; numbers are formatted with `i18n.number`
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,7 +41,11 @@ from convbench.report.figures import (
     pyplot,
     save_figure,
 )
+from convbench.report.data_efficiency import crossing_sentence, data_efficiency_markdown, fraction_points
 from convbench.report.glossary import glossary_markdown
+from convbench.report.sections import percent, points
+
+logger = logging.getLogger(__name__)
 
 # Thresholds the conclusions use; named so the report can quote them.
 OVERFIT_GAP = 0.05  # train accuracy minus validation accuracy above this reads as overfitting
@@ -149,7 +154,7 @@ HISTORY_COLUMNS = ("epoch", "phase", "train_loss", "train_accuracy", "val_loss",
 PREDICTION_KEYS = ("test_logits", "test_labels", "val_logits", "val_labels")
 
 
-def load_histories(run_dir: Path, results: dict, log: Callable[[str], None] = print) -> dict[str, list[dict]]:
+def load_histories(run_dir: Path, results: dict) -> dict[str, list[dict]]:
     """Per-run history rows keyed by "<model>_seed<k>" (finished and diverged runs).
 
     A missing or damaged history CSV only costs its learning curve: it is left out with a warning
@@ -169,8 +174,8 @@ def load_histories(run_dir: Path, results: dict, log: Callable[[str], None] = pr
                 raise ValueError(f"no {', '.join(missing)} column")
             frame["epoch"] = frame["epoch"].astype(int)
         except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
-            log(f"warning: {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                f"the learning curve of {r['name']} seed {r['seed']} is left out of the report")
+            logger.warning(f"warning: {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                           f"the learning curve of {r['name']} seed {r['seed']} is left out of the report")
             continue
         out[rundir.run_key(r["name"], r["seed"])] = frame.to_dict("records")
     return out
@@ -251,16 +256,6 @@ def _precision(run: dict) -> str:
     return f"{run['mixed_precision']} ({render_stored(run.get('precision_reason_i18n'), fallback=reason)})"
 
 
-def _pct(x: float) -> str:
-    """An accuracy as a percentage with two decimals ("80.25 %"; "80,25 %" in Spanish)."""
-    return fmt(_("{value:.2f} %"), value=100 * x)
-
-
-def _pts(x: float) -> str:
-    """A difference of accuracies in signed percentage points ("+1.20 points")."""
-    return fmt(_("{value:+.2f} points"), value=100 * x)
-
-
 def model_diagnostics(model: dict, rows: list[dict], val_images: int = 0, num_classes: int = 0) -> dict:
     """Numbers the conclusions reason with, for one model (first seed's curves).
 
@@ -334,13 +329,13 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
     seeds = len(best.get("seeds", [0]))
     if len(models) == 1:
         lines.append(fmt(_("Only **{model}** was trained: {accuracy} test accuracy. There is nothing to compare it with."),
-                         model=best["name"], accuracy=_pct(best["test_accuracy"])))
+                         model=best["name"], accuracy=percent(best["test_accuracy"])))
     else:
         second = models[1]
         margin = best["test_accuracy"] - second["test_accuracy"]
-        values = dict(model=best["name"], kind=_kind(best["kind"]), accuracy=_pct(best["test_accuracy"]), margin=_pts(margin),
-                      second=second["name"], second_accuracy=_pct(second["test_accuracy"]),
-                      last_margin=_pts(best["test_accuracy"] - models[-1]["test_accuracy"]), last=models[-1]["name"])
+        values = dict(model=best["name"], kind=_kind(best["kind"]), accuracy=percent(best["test_accuracy"]), margin=points(margin),
+                      second=second["name"], second_accuracy=percent(second["test_accuracy"]),
+                      last_margin=points(best["test_accuracy"] - models[-1]["test_accuracy"]), last=models[-1]["name"])
         if len(models) > 2:
             lines.append(fmt(_("**{model}** ({kind}) has the highest test accuracy, {accuracy}, {margin} ahead of {second} "
                                "({second_accuracy}) and {last_margin} ahead of {last}."), **values))
@@ -365,12 +360,15 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
         parity = _compute_parity(models, results.get("config", {}).get("budget", {}))
         if parity:
             lines.append(parity)
+    efficiency = crossing_sentence(results.get("data_efficiency") or {})
+    if efficiency:
+        lines += ["", efficiency]
     lines += ["", "### " + _("Why?"), ""]
     for m in models:
         d = diag[m["name"]]
         parts = [
             fmt(_("**{model}**{description}: {test} test, best validation {val}"), model=m["name"],
-                description=_description(m["name"]), test=_pct(m["test_accuracy"]), val=_pct(m["best_val_accuracy"])),
+                description=_description(m["name"]), test=percent(m["test_accuracy"]), val=percent(m["best_val_accuracy"])),
             fmt(_("{params:.2f} M parameters, {mflops:.0f} MFLOPs per image"), params=m["params"] / 1e6,
                 mflops=m["flops_per_image"] / 1e6),
             fmt(_("{seconds:.0f} s of training over {epochs}"), seconds=m["train_seconds"], epochs=_epochs_text(m)),
@@ -378,7 +376,7 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
         if d["at_chance"]:
             parts.append(fmt(_("it has not learned yet: its best validation accuracy is at the level of guessing ({chance} "
                                "with {classes} classes), so its curves say nothing about overfitting"),
-                             chance=_pct(d["chance"]), classes=round(1 / d["chance"])))
+                             chance=percent(d["chance"]), classes=round(1 / d["chance"])))
         elif np.isfinite(d["gap"]):
             noise = fmt(_("±{noise:.1f} points, the chance variation of {images:,} validation images"),
                         noise=100 * d["noise"], images=d["val_images"])
@@ -388,25 +386,25 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
                     "mild": _("mild overfitting"), "none": _("no overfitting")}[d["overfit"]]
             if d["gap_on_cached_features"]:
                 parts.append(fmt(_("train-validation gap {gap} ({verdict}; its train accuracy is on un-augmented cached "
-                                   "features)"), gap=_pts(d["gap"]), verdict=kind))
+                                   "features)"), gap=points(d["gap"]), verdict=kind))
             else:
-                parts.append(fmt(_("train-validation gap {gap} ({verdict})"), gap=_pts(d["gap"]), verdict=kind))
+                parts.append(fmt(_("train-validation gap {gap} ({verdict})"), gap=points(d["gap"]), verdict=kind))
         if d["still_improving"]:
             if d["noise"]:
                 parts.append(fmt(_("validation accuracy was still rising at the end ({gain} over the last epochs, more than "
-                                   "the ±{noise:.1f}-point chance variation)"), gain=_pts(d["late_gain"]), noise=100 * d["noise"]))
+                                   "the ±{noise:.1f}-point chance variation)"), gain=points(d["late_gain"]), noise=100 * d["noise"]))
             else:
                 parts.append(fmt(_("validation accuracy was still rising at the end ({gain} over the last epochs)"),
-                                 gain=_pts(d["late_gain"])))
+                                 gain=points(d["late_gain"])))
         if d["head_best"] is not None and d["finetune_best"] is not None:
             change = d["finetune_best"] - d["head_best"]
             if change > 0:
                 parts.append(fmt(_("fine-tuning raised the best validation accuracy of the head alone from {head} to {tuned} "
-                                   "({change})"), head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"]), change=_pts(change)))
+                                   "({change})"), head=percent(d["head_best"]), tuned=percent(d["finetune_best"]), change=points(change)))
             else:
                 parts.append(fmt(_("fine-tuning did not improve on the head alone (best validation {head} with the head alone, "
                                    "{tuned} after fine-tuning), so the head-only weights were kept"),
-                                 head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"])))
+                                 head=percent(d["head_best"]), tuned=percent(d["finetune_best"])))
         lines.append("- " + "; ".join(parts) + ".")
     # A model at chance level is no point of an accuracy-for-cost trade-off.
     learned = [m for m in models if not diag[m["name"]]["at_chance"]]
@@ -421,8 +419,8 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
             ratio = best["flops_per_image"] / max(cheapest["flops_per_image"], 1)
             lines.append(fmt(_("{model} costs {ratio:.1f}x the forward FLOPs of the cheapest model, {cheapest} ({accuracy}): "
                                "{gain} of test accuracy for {ratio:.1f}x the cost of each prediction."),
-                             model=best["name"], ratio=ratio, cheapest=cheapest["name"], accuracy=_pct(cheapest["test_accuracy"]),
-                             gain=_pts(best["test_accuracy"] - cheapest["test_accuracy"])))
+                             model=best["name"], ratio=ratio, cheapest=cheapest["name"], accuracy=percent(cheapest["test_accuracy"]),
+                             gain=points(best["test_accuracy"] - cheapest["test_accuracy"])))
         if best["kind"] == "transfer":
             lines.append(_("Its ImageNet features carry knowledge that the from-scratch CNNs must learn from CIFAR alone within "
                            "the epoch budget."))
@@ -433,7 +431,7 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
                 "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: ImageNet "
                 "features computed from CIFAR images upsampled to {resolution} px carry less than the network was trained to "
                 "see at 224 px, and its fine-tuning had a budget of {epochs}. To test it, raise its resolution alone: "
-                "{snippet}."), model=t["name"], accuracy=_pct(t["test_accuracy"]), resolution=str(res),
+                "{snippet}."), model=t["name"], accuracy=percent(t["test_accuracy"]), resolution=str(res),
                 epochs=fmt(ngettext("{n} epoch", "{n} epochs", t["epochs_run"]), n=t["epochs_run"]),
                 snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
     advice = advice_steps(results, histories)
@@ -610,8 +608,8 @@ def _tta_step(best: dict, results: dict) -> Step | None:
     return Step(
         fmt(_("Predict with flip test-time augmentation: in this run it raised {model}'s test accuracy by {gain} "
               "({plain} → {tta} on {images} test images), for {cost}."),
-            model=best["name"], gain=_pts(gain), plain=_pct(float(np.mean([r["test_accuracy"] for r in runs]))),
-            tta=_pct(float(np.mean([r["tta_accuracy"] for r in runs]))), images=images, cost=cost),
+            model=best["name"], gain=points(gain), plain=percent(float(np.mean([r["test_accuracy"] for r in runs]))),
+            tta=percent(float(np.mean([r["tta_accuracy"] for r in runs]))), images=images, cost=cost),
         fmt(_("Average the softmax of each image and of its mirror image where you use the model: {snippet}. No "
               "retraining needed."), snippet="`(model(x) + model(x[:, :, ::-1])) / 2`"))
 
@@ -637,7 +635,7 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
         more = 2 * now
         out.append(Step(
             fmt(_("Train longer: validation accuracy gained {gain} over the last epochs and had not plateaued."),
-                gain=_pts(d["late_gain"])),
+                gain=points(d["late_gain"])),
             fmt(_("Raise `{setting}` from {now} to {more}, with the same schedule stretched over them."),
                 setting=".".join(where), now=str(now), more=str(more)),
             "train-longer", _nested(where, more), wall + best_seconds * (more / now - 1) if wall else None))
@@ -654,7 +652,7 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
                   else _nested(where, 2 * float(decay or 5e-4)))
         out.append(Step(
             fmt(_("Regularize the head: the train-validation gap is {gap}, measured on cached features, which augmentation "
-                  "does not reach (it acts only while fine-tuning)."), gap=_pts(d["gap"])),
+                  "does not reach (it acts only while fine-tuning)."), gap=points(d["gap"])),
             fmt(_("Try {options}; the command below tries the first."), options=stronger[0] if len(stronger) == 1
                 else fmt(_("{first} or {second}"), first=stronger[0], second=stronger[1])),
             "regularize-head", change, wall or None))
@@ -675,12 +673,12 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
             path = _setting(config, best["name"], section, key)[0]
             change = _merge(change, _nested(path, value))
             names.append(f"`{'.'.join(path)}: {number(value, 'g') if isinstance(value, float) else value}`")
-        out.append(Step(fmt(_("Regularize more: the train-validation gap is {gap}."), gap=_pts(d["gap"])),
+        out.append(Step(fmt(_("Regularize more: the train-validation gap is {gap}."), gap=points(d["gap"])),
                         fmt(_("Set {options}."), options=", ".join(names)), "regularize", change, wall or None))
     elif np.isfinite(d["gap"]) and d["gap"] < 0.01 and not d["still_improving"]:
         out.append(Step(
             fmt(_("Add capacity: the train-validation gap is only {gap} and validation accuracy has flattened, so the model "
-                  "underfits."), gap=_pts(d["gap"])),
+                  "underfits."), gap=points(d["gap"])),
             _("Widen it (`width`) or train it at a higher learning rate.")))
     if best["kind"] == "transfer":
         t = transfer
@@ -714,7 +712,7 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
             if d.get("finetune_best") is not None:
                 what = fmt(_("Fine-tune more of the backbone: fine-tuning raised the best validation accuracy over the head "
                              "alone ({head} → {tuned}), so more of it may raise it further."),
-                           head=_pct(d["head_best"]), tuned=_pct(d["finetune_best"]))
+                           head=percent(d["head_best"]), tuned=percent(d["finetune_best"]))
             else:
                 what = fmt(_("Fine-tune more of the backbone: it was fine-tuned for {epochs} of its top {blocks} only."),
                            epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
@@ -737,11 +735,11 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
             out.append(Step(
                 fmt(_("On {model}, {factor} hurt in the ablation ({without} → {with_}: {effect}, Holm p = {p:.2g}), which "
                       "suggests the model underfits at this budget."), model=e["model"], factor=factor, without=e["without"],
-                    with_=e["with"], effect=_pts(e["diff"]), p=e["p_holm"]),
+                    with_=e["with"], effect=points(e["diff"]), p=e["p_holm"]),
                 fmt(_("Drop {factor} on {model}, or train longer before adding it back."), factor=factor, model=e["model"])))
         elif e.get("verdict") == "helped":
             out.append(Step("", fmt(_("Keep {factor} on {model}: it helped in the ablation ({effect}, Holm p = {p:.2g})."),
-                                factor=factor, model=e["model"], effect=_pts(e["diff"]), p=e["p_holm"])))
+                                factor=factor, model=e["model"], effect=points(e["diff"]), p=e["p_holm"])))
     seeds = len(best.get("seeds", [0]))
     if seeds < 3:
         out.append(Step(
@@ -788,7 +786,7 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
                 "images of `{source}` ({preset} preset). Details and the reasoning are below; conclusions are at the end.",
                 "**Summary.** Best on the held-out test set: **{best}** with {accuracy}, out of {n} models trained on {images} "
                 "images of `{source}` ({preset} preset). Details and the reasoning are below; conclusions are at the end.",
-                len(models)), best=models[0]["name"], accuracy=_pct(models[0]["test_accuracy"]), n=len(models),
+                len(models)), best=models[0]["name"], accuracy=percent(models[0]["test_accuracy"]), n=len(models),
                 images=str(data["train_images"]), source=data["source"], preset=cfg["preset"]))
         else:
             out.append(_("**Summary.** No model finished training."))
@@ -823,10 +821,10 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
                           _("MFLOPs/img"), _("train time"), _("epochs"), _("train img/s"), _("batch-1 latency"),
                           _("batch-256 img/s")])
     for m in models:
-        acc = _pct(m["test_accuracy"]) + (" ± " + number(100 * m["test_accuracy_std"], ".2f") if len(m.get("seeds", [])) > 1 else "")
+        acc = percent(m["test_accuracy"]) + (" ± " + number(100 * m["test_accuracy_std"], ".2f") if len(m.get("seeds", [])) > 1 else "")
         out.append(
-            f"| {m['name']} | {_kind(m['kind'])} | {acc} | {_pct(m['best_val_accuracy'])} | "
-            f"{_pct(m.get('train_accuracy_at_best', float('nan')))} | {number(m['params'] / 1e6, '.2f')} M | "
+            f"| {m['name']} | {_kind(m['kind'])} | {acc} | {percent(m['best_val_accuracy'])} | "
+            f"{percent(m.get('train_accuracy_at_best', float('nan')))} | {number(m['params'] / 1e6, '.2f')} M | "
             f"{number(m['flops_per_image'] / 1e6, '.1f')} | {number(m['train_seconds'], '.0f')} s | {m['epochs_run']} | "
             f"{number(m.get('train_images_per_s', float('nan')), ',.0f')} | {number(m.get('latency_ms_batch1', float('nan')), '.1f')} ms | "
             f"{number(m.get('throughput_images_per_s_batch256', float('nan')), ',.0f')} |"
@@ -909,7 +907,7 @@ def _per_class_table(results: dict) -> str:
         first.setdefault(r["name"], r)
     rows = _table_header([_("class"), *first])
     for i, c in enumerate(names):
-        rows.append(f"| {_md_cell(c)} | " + " | ".join(_pct(r["per_class"]["recall"][i]) for r in first.values()) + " |")
+        rows.append(f"| {_md_cell(c)} | " + " | ".join(percent(r["per_class"]["recall"][i]) for r in first.values()) + " |")
     return "\n".join(rows)
 
 
@@ -1000,12 +998,11 @@ def write_next_steps(run_dir: Path, results: dict, histories: dict[str, list[dic
     return command_path(run_dir) if configs else ""
 
 
-def write_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: str | None = None) -> Path:
+def write_report(run_dir: str | Path, lang: str | None = None) -> Path:
     """Write figures/*.png and REPORT.md for a run directory from its saved results.
 
     Args:
         run_dir: a folder holding results.json.
-        log: progress output.
         lang: the report's language ("en", "es"); None renders in the language the run recorded
             (`convbench run --lang`), English for runs that recorded none.
 
@@ -1017,29 +1014,29 @@ def write_report(run_dir: str | Path, log: Callable[[str], None] = print, lang: 
         lang = check_language(lang)  # a bad --lang fails before results.json is even read
     results = load_results(run_dir)
     with use_language(report_language(results, lang)):
-        return _write_report(run_dir, results, log)
+        return _write_report(run_dir, results)
 
 
-def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> Path:
+def _write_report(run_dir: Path, results: dict) -> Path:
     if not results.get("runs") and results.get("diverged"):
         names = ", ".join(dict.fromkeys(r["name"] for r in results["diverged"]))
         path = rundir.report_path(run_dir)
         atomic_write_text(path, fmt(_("# convbench report: {models}"), models=names) + "\n\n"
                           + _("No model finished training: every one diverged.") + "\n\n" + diverged_markdown(results))
-        log(f"report written: {path} (every model diverged)")
+        logger.info(f"report written: {path} (every model diverged)")
         return path
     if not results.get("runs"):
         raise ConvbenchError(f"{run_dir / 'results.json'} has no finished runs yet; wait for `convbench run` to finish a model")
     damaged = damaged_predictions(run_dir, results["runs"])
     for run, path, _problem in [d for d in damaged if not d[1].exists()]:
-        log(f"warning: {path} is missing; the statistics leave out {run['name']} seed {run['seed']} (the same "
-            "`convbench run` command retrains it)")
+        logger.warning(f"warning: {path} is missing; the statistics leave out {run['name']} seed {run['seed']} (the same "
+                       "`convbench run` command retrains it)")
     damaged = [d for d in damaged if d[1].exists()]
     if damaged:
         run, path, problem = damaged[0]
         raise ConvbenchError(f"{path} is damaged ({problem}); run the same `convbench run` command again: it sets the file "
                              f"aside and retrains {run['name']} seed {run['seed']} (the other models are kept)")
-    histories = load_histories(run_dir, results, log)
+    histories = load_histories(run_dir, results)
     fig_dir = rundir.figures_dir(run_dir)
     figures = {}
     plot_learning_curves(histories, fig_dir / "learning_curves.png")
@@ -1059,15 +1056,19 @@ def _write_report(run_dir: Path, results: dict, log: Callable[[str], None]) -> P
     ablation = _ablation_markdown(run_dir)
     if ablation:
         results["statistics"]["sections_markdown"].append(ablation)
+    results["data_efficiency"] = fraction_points(run_dir, results)
+    efficiency = data_efficiency_markdown(run_dir, results["data_efficiency"])
+    if efficiency:
+        results["statistics"]["sections_markdown"].append(efficiency)
     atomic_write_json(rundir.statistics_path(run_dir), {k: v for k, v in results["statistics"].items() if k != "sections_markdown"})
 
     owner = live_owner(run_dir)
     notice = coverage_notice(results, owner if owner and owner.get("pid") != os.getpid() else None)
     if notice:
-        log(notice.replace("**", ""))
+        logger.info(notice.replace("**", ""))
     run_path = write_next_steps(run_dir, results, histories)
     text = render_markdown(results, histories, figures, notice, run_path)
     path = rundir.report_path(run_dir)
     atomic_write_text(path, text)
-    log(f"report written: {path}")
+    logger.info(f"report written: {path}")
     return path

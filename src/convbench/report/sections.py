@@ -30,11 +30,23 @@ __all__ = [
     "render_calibration_section",
     "render_robustness_section",
     "render_ablation_section",
+    "percent",
+    "points",
 ]
 
 
 # ----------------------------------------------------------------------------- formatting
 # Numbers go through `i18n.number` (decimal comma in Spanish), words through `_`.
+
+
+def percent(x: float) -> str:
+    """An accuracy as a percentage with two decimals ("80.25 %"; "80,25 %" in Spanish)."""
+    return fmt(_("{value:.2f} %"), value=100 * x)
+
+
+def points(x: float) -> str:
+    """A difference of accuracies in signed percentage points ("+1.20 points")."""
+    return fmt(_("{value:+.2f} points"), value=100 * x)
 
 
 def _na() -> str:

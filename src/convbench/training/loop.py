@@ -11,7 +11,7 @@ model function (`convbench.models.create_model`), per-epoch loop (`Trainer.run_e
 Every epoch it writes an atomic checkpoint (weights, optimizer state including the step count that
 drives the LR schedule, history, best weights), so a killed run resumes at the next epoch.
 
-    python -m convbench.training.loop --smoke   # one tiny training on random data, prints the history
+    convbench smoke   # one tiny training on random data, prints the history
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +34,8 @@ from convbench.errors import ConvbenchError
 from convbench.i18n import Message, N_
 from convbench.io import atomic_write
 from convbench.models import create_model
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -243,8 +245,8 @@ class OptimizerGroups:
 class Progress:
     """Progress lines that stay readable in a log file: a few lines per epoch, never \\r spam."""
 
-    def __init__(self, label: str, log: Callable[[str], None] = print, lines_per_epoch: int = 4):
-        self.label, self.log, self.lines = label, log, lines_per_epoch
+    def __init__(self, label: str, lines_per_epoch: int = 4):
+        self.label, self.lines = label, lines_per_epoch
 
     def step(self, epoch: int, epochs: int, step: int, steps: int, loss: float, acc: float, started: float, images: int,
              advanced: int = 1):
@@ -255,7 +257,7 @@ class Progress:
         elapsed = time.perf_counter() - started
         rate = images / elapsed if elapsed > 0 else 0.0
         eta = (steps - step) * elapsed / max(step, 1)
-        self.log(
+        logger.info(
             f"[{self.label}] epoch {epoch}/{epochs} step {step}/{steps} loss {loss:.4f} acc {acc:.4f} "
             f"{rate:,.0f} img/s eta {eta:.0f}s"
         )
@@ -569,7 +571,6 @@ def run_epochs(
     patience: int = 0,
     checkpoint: Path | None = None,
     checkpoint_state: dict | None = None,
-    log: Callable[[str], None] = print,
     on_epoch_end: Callable[[EpochRecord], None] | None = None,
     resume: dict | None = None,
     max_seconds: float | None = None,
@@ -591,7 +592,6 @@ def run_epochs(
         patience: stop after this many epochs without a lower validation loss (0 = never).
         checkpoint: where to write the per-epoch checkpoint (None = no checkpoint).
         checkpoint_state: extra JSON fields saved with each checkpoint (phase, fingerprint...).
-        log: progress output.
         on_epoch_end: called with each record (Ray reports from here).
         resume: {"history": [...], "best": [...], "best_epoch": n, "best_val_accuracy": a,
             "best_val_loss": l, "stale": k} from a checkpoint; epochs already in history are skipped.
@@ -614,7 +614,7 @@ def run_epochs(
     best_acc = resume.get("best_val_accuracy", -1.0)
     best_loss = resume.get("best_val_loss", math.inf)
     stale = resume.get("stale", 0)
-    progress = Progress(label, log, progress_lines) if progress_lines else None
+    progress = Progress(label, progress_lines) if progress_lines else None
     stopped = False
     for e in range(done_in_phase, epochs):
         number = first_epoch_number + e
@@ -627,8 +627,8 @@ def run_epochs(
         history.append(record)
         for quantity, value in ((N_("training loss"), loss), (N_("validation loss"), val_loss)):
             if not math.isfinite(value):
-                log(f"[{label}] diverged: {quantity} became {value} at epoch {number} (peak learning rate "
-                    f"{trainer.peak_lr:.4g}); stopping this model")
+                logger.info(f"[{label}] diverged: {quantity} became {value} at epoch {number} (peak learning rate "
+                            f"{trainer.peak_lr:.4g}); stopping this model")
                 raise TrainingDiverged(label, number, phase, quantity, value, trainer.peak_lr, history)
         if val_acc > best_acc:
             best_acc, best_epoch, best = val_acc, number, [w.copy() for w in trainer.model.get_weights()]
@@ -636,7 +636,7 @@ def run_epochs(
             best_loss, stale = val_loss, 0
         else:
             stale += 1
-        log(
+        logger.info(
             f"[{label}] {unit} {e + 1}/{epochs} {phase}: loss {loss:.4f} acc {acc:.4f} | val loss {val_loss:.4f} "
             f"acc {val_acc:.4f} | lr {record.lr:.4g} | {seconds:.1f}s {record.images_per_s:,.0f} img/s"
         )
@@ -650,18 +650,22 @@ def run_epochs(
         if on_epoch_end:
             on_epoch_end(record)
         if max_seconds is not None and sum(r.seconds for r in history) >= max_seconds and e < epochs - 1:
-            log(f"[{label}] time budget of {max_seconds / 60:.1f} min reached after epoch {number}")
+            logger.info(f"[{label}] time budget of {max_seconds / 60:.1f} min reached after epoch {number}")
             stopped = True
             break
         if patience and stale >= patience:
-            log(f"[{label}] early stop: validation loss has not improved for {patience} {unit}s")
+            logger.info(f"[{label}] early stop: validation loss has not improved for {patience} {unit}s")
             stopped = True
             break
     return history, best, best_epoch, best_acc, stopped
 
 
-def smoke(argv: list[str] | None = None) -> int:
-    """Train cnn_vgg for two epochs on random data; proves the loop runs end to end."""
+def smoke() -> list[EpochRecord]:
+    """Train cnn_vgg for two epochs on random data (`convbench smoke`); proves the loop runs end to end.
+
+    Returns:
+        The per-epoch history.
+    """
     from convbench.data.augment import make_eval_dataset, make_train_dataset
 
     rng = np.random.default_rng(0)
@@ -681,9 +685,4 @@ def smoke(argv: list[str] | None = None) -> int:
         cfg.epochs,
         "smoke",
     )
-    print(json.dumps([dataclasses.asdict(r) for r in history], indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(smoke(sys.argv[1:]))
+    return history

@@ -21,6 +21,7 @@ Transfer models train in two phases:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import time
@@ -53,6 +54,8 @@ from convbench.training.loop import (
     TrainingDiverged,
     TrainResult,
 )
+
+logger = logging.getLogger(__name__)
 
 NO_AUGMENT = AugmentConfig(crop_padding=0, flip=False)
 
@@ -93,7 +96,6 @@ def fit_model(
     data: Dataset,
     recipe: Recipe,
     checkpoint_dir: Path | None = None,
-    log: Callable[[str], None] = print,
     label: str | None = None,
     strategy=None,
     shard: tuple[int, int] = (0, 1),
@@ -108,7 +110,6 @@ def fit_model(
         data: the dataset (test split unused here).
         recipe: resolved training recipe (its train.seed is the seed).
         checkpoint_dir: per-epoch checkpoints for resume; None disables them.
-        log: progress output.
         label: name in progress lines (default: the model name).
         strategy: tf.distribute strategy (default: MirroredStrategy on GPUs, else CPU).
         shard: (worker index, worker count) when several workers train together.
@@ -129,7 +130,7 @@ def fit_model(
     recipe, max_seconds, budget_note = apply_budget(recipe, budget, model, data, kind, strategy, precision, shard)
     try:
         history, best, best_epoch, best_acc, stopped, notes = runner(
-            model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds, stopwatch
+            model, data, recipe, strategy, precision, checkpoint_dir, label, shard, on_epoch_end, max_seconds, stopwatch
         )
     except TrainingDiverged as exc:
         exc.train_seconds, exc.precision = stopwatch(), precision
@@ -258,7 +259,7 @@ def _steps(n: int, recipe: Recipe) -> int:
     return steps
 
 
-def _resume_state(path: Path | None, fingerprint: str, log: Callable[[str], None] = print) -> dict | None:
+def _resume_state(path: Path | None, fingerprint: str) -> dict | None:
     if path is None or not path.exists():
         return None
     try:
@@ -267,14 +268,14 @@ def _resume_state(path: Path | None, fingerprint: str, log: Callable[[str], None
             raise ValueError("it lacks the state or the weights")
     except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         # A kill during a copy, a full disk outside convbench, a hand edit: restart the model, keep the file.
-        quarantine(path, f"{type(exc).__name__}: {exc}", log)
+        quarantine(path, f"{type(exc).__name__}: {exc}")
         return None
     if state.get("fingerprint") != fingerprint:
         return None  # a checkpoint of another config: start over rather than mix runs
     return {"state": state, "weights": weights, "opt": opt_values, "best": best}
 
 
-def _apply_resume(resume, model, trainer, log, label, path, stopwatch: Stopwatch | None = None) -> dict | None:
+def _apply_resume(resume, model, trainer, label, path, stopwatch: Stopwatch | None = None) -> dict | None:
     if resume is None:
         return None
     restore_variables(model, resume["weights"])
@@ -283,7 +284,7 @@ def _apply_resume(resume, model, trainer, log, label, path, stopwatch: Stopwatch
     if stopwatch is not None:
         # Checkpoints written before call_seconds existed: their epochs' own time is the best known.
         stopwatch.prior = float(state.get("call_seconds", sum(r["seconds"] for r in state["history"])))
-    log(f"[{label}] resuming from {path.name}: {len(state['history'])} epochs already done")
+    logger.info(f"[{label}] resuming from {path.name}: {len(state['history'])} epochs already done")
     return {**{k: state[k] for k in ("history", "best_epoch", "best_val_accuracy", "best_val_loss", "stale")}, "best": resume["best"]}
 
 
@@ -295,7 +296,7 @@ def _fingerprint(recipe: Recipe, data: Dataset, name: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None,
+def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, label, shard, on_epoch_end, max_seconds=None,
                   stopwatch=None):
     cfg = recipe.train
     batch = _per_worker_batch(recipe, shard)
@@ -303,7 +304,7 @@ def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log,
     trainer = Trainer(model, cfg, recipe.regularization, strategy, steps, cfg.epochs, precision)
     path = checkpoint_dir / "checkpoint.npz" if checkpoint_dir else None
     fp = _fingerprint(recipe, data, model.name)
-    resume = _apply_resume(_resume_state(path, fp, log), model, trainer, log, label, path, stopwatch)
+    resume = _apply_resume(_resume_state(path, fp), model, trainer, label, path, stopwatch)
     val = make_eval_dataset(data.x_val, data.y_val, data.num_classes, cfg.eval_batch_size)
     result = run_epochs(
         trainer,
@@ -315,7 +316,6 @@ def _train_custom(model, data, recipe, strategy, precision, checkpoint_dir, log,
         patience=recipe.regularization.early_stopping_patience,
         checkpoint=path,
         checkpoint_state={"fingerprint": fp},
-        log=log,
         on_epoch_end=on_epoch_end,
         resume=resume,
         max_seconds=max_seconds,
@@ -401,7 +401,7 @@ def leaf_layers(model) -> list:
     return out
 
 
-def compute_features(features, images: np.ndarray, batch_size: int, log=print, label="", pool: bool = False) -> np.ndarray:
+def compute_features(features, images: np.ndarray, batch_size: int, label="", pool: bool = False) -> np.ndarray:
     """Backbone features of uint8 images, float16, computed in inference mode.
 
     Args:
@@ -422,7 +422,7 @@ def compute_features(features, images: np.ndarray, batch_size: int, log=print, l
     for i in range(0, len(images), batch_size):
         chunks.append(fn(images[i : i + batch_size]).numpy())
         if (i // batch_size) % 20 == 0 and i:
-            log(f"[{label}] features {i}/{len(images)} ({i / (time.perf_counter() - started):,.0f} img/s)")
+            logger.info(f"[{label}] features {i}/{len(images)} ({i / (time.perf_counter() - started):,.0f} img/s)")
     return np.concatenate(chunks)
 
 
@@ -439,7 +439,7 @@ def head_schedule(head_steps: int, steps_per_epoch: int) -> tuple[int, int]:
     return per_round, math.ceil(head_steps / per_round)
 
 
-def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, log, label, shard, on_epoch_end, max_seconds=None,
+def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, label, shard, on_epoch_end, max_seconds=None,
                     stopwatch=None):
     t = recipe.transfer
     features = model.get_layer("features")
@@ -461,19 +461,19 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
     best, best_epoch, best_acc, out_of_time = None, 0, -1.0, False
     head_path = checkpoint_dir / "checkpoint-head.npz" if checkpoint_dir else None
     tune_path = checkpoint_dir / "checkpoint-finetune.npz" if checkpoint_dir else None
-    tune_resume = _resume_state(tune_path, fp, log)
+    tune_resume = _resume_state(tune_path, fp)
 
     if rounds and tune_resume is None:
         features.trainable = False
         started = time.perf_counter()
-        log(f"[{label}] computing frozen {t.resolution}px features of {len(data.y_train) + len(data.y_val)} images (once)")
+        logger.info(f"[{label}] computing frozen {t.resolution}px features of {len(data.y_train) + len(data.y_val)} images (once)")
         pool = t.head in POOLING_HEADS
-        f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, log, label, pool)
-        f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, log, label, pool)
+        f_train = compute_features(features, data.x_train, recipe.train.eval_batch_size, label, pool)
+        f_val = compute_features(features, data.x_val, recipe.train.eval_batch_size, label, pool)
         notes.append(Message(N_("feature caching: {seconds:.1f} s for {images} images"),
                              seconds=float(time.perf_counter() - started), images=str(len(f_train) + len(f_val))))
         trainer = Trainer(head, head_cfg, recipe.regularization, strategy, round_steps, rounds, precision)
-        resume = _apply_resume(_resume_state(head_path, fp, log), head, trainer, log, label, head_path, stopwatch)
+        resume = _apply_resume(_resume_state(head_path, fp), head, trainer, label, head_path, stopwatch)
         val = make_eval_dataset(f_val, data.y_val, data.num_classes, recipe.train.eval_batch_size)
         passes = math.ceil(round_steps / steps)
 
@@ -499,7 +499,6 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             patience=t.head_patience,
             checkpoint=head_path,
             checkpoint_state={"fingerprint": fp},
-            log=log,
             on_epoch_end=on_epoch_end,
             resume=resume,
             max_seconds=max_seconds,
@@ -532,7 +531,7 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
                "mixed_float16 keeps one loss scale)") if one_rate else
             N_("fine-tuned blocks: {blocks}; BatchNorm frozen; peak learning rates from the head down: {rates}"),
             blocks=blocks, rates=rates))
-        resume = _apply_resume(tune_resume, model, trainer, log, label, tune_path, stopwatch)
+        resume = _apply_resume(tune_resume, model, trainer, label, tune_path, stopwatch)
         if resume is None:
             resume = {"history": [dataclasses.asdict(r) for r in history], "best": best, "best_epoch": best_epoch,
                       "best_val_accuracy": best_acc, "best_val_loss": min((r.val_loss for r in history), default=float("inf")), "stale": 0}
@@ -549,7 +548,6 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, lo
             patience=recipe.regularization.early_stopping_patience,
             checkpoint=tune_path,
             checkpoint_state={"fingerprint": fp},
-            log=log,
             on_epoch_end=on_epoch_end,
             resume=resume,
             max_seconds=max_seconds,
