@@ -25,7 +25,7 @@ from convbench import rundir
 from convbench.config import DATA_FRACTION_MAX_EPOCH_FACTOR, ModelOverride, RunConfig
 from convbench.errors import ConvbenchError
 from convbench.log import run_log
-from convbench.experiment.comparison import load_data, run_comparison
+from convbench.experiment.comparison import read_previous_results, run_comparison
 from convbench.models import model_info
 from convbench.report.document import write_report
 
@@ -99,12 +99,13 @@ def run_data_fractions(config: RunConfig, out_dir: str | Path,
     if not fractions:
         return []
     out_dir = Path(out_dir)
-    data = load_data(config)  # decoded once and cached: this only reads the cache
-    pool = len(data.y_train) + len(data.y_val)
+    # The comparison just wrote its data's sizes: no need to load the images again for them.
+    data = read_previous_results(rundir.results_path(out_dir))["data"]
+    pool, classes = data["train_images"] + data["val_images"], data["num_classes"]
     smallest = round(fractions[0] * pool)
-    if smallest < 2 * data.num_classes:
+    if smallest < 2 * classes:
         raise ConvbenchError(f"data fraction {fractions[0]:g} leaves {smallest} of {pool} training images, fewer than 2 per "
-                             f"class; use fractions of at least {2 * data.num_classes / pool:.2g} in data_fractions")
+                             f"class; use fractions of at least {2 * classes / pool:.2g} in data_fractions")
     folders = []
     for fraction in fractions:
         folder = rundir.fraction_dir(out_dir, fraction)

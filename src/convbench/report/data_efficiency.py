@@ -40,15 +40,11 @@ def fraction_points(run_dir: str | Path, results: dict) -> dict[str, list[dict]]
         return {}
     out: dict[str, list[dict]] = {}
     for fraction, folder in found + [(1.0, None)]:
-        if folder is None:
-            res = results
-        else:
-            try:
-                res = json.loads(rundir.results_path(folder).read_text())
-                int(res["data"]["train_images"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # a fraction still being written or damaged: its own run says so
-        images = int(res["data"]["train_images"])
+        try:
+            res = results if folder is None else json.loads(rundir.results_path(folder).read_text())
+            images = int(res["data"]["train_images"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a fraction still being written or damaged: its own run says so
         for m in res.get("models", []):
             out.setdefault(m["name"], []).append({"fraction": fraction, "train_images": images, "kind": m["kind"],
                                                   "test_accuracy": float(m["test_accuracy"]), "epochs": m.get("epochs_run")})
