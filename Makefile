@@ -28,9 +28,12 @@ run: setup
 	$(BIN)/convbench run $(ARGS)
 
 # lint-imports first: the layers of README "How the code is laid out" (contracts in pyproject.toml).
+# TEST_WORKERS pytest-xdist processes share the tests file by file (tests/conftest.py groups them);
+# much of a test's time is single-threaded tracing and imports, so two workers use two cores better.
+TEST_WORKERS ?= 2
 test: setup
 	$(BIN)/lint-imports
-	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q $(ARGS)
+	TMPDIR=$${TMPDIR:-/tmp} $(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 # On a machine with NVIDIA GPUs: TensorFlow's CUDA build, then devices, precision, replicas, bench
 # throughput and the quick preset (under 8 minutes). Example: make gpu-check ARGS="--data /data/cifar10-jpeg"
@@ -38,14 +41,16 @@ gpu-check: setup
 	$(BIN)/pip install -q -e ".[gpu]"
 	$(BIN)/convbench gpu-check $(ARGS)
 
-# README "Transfer learning": efficientnet_lite0 on 2,000 training images at 64/96/128 px, head
-# only and with the top 1 or 2 blocks fine-tuned for 3 epochs (about 10 minutes on 2 cores).
+# README "Transfer learning": efficientnet_lite0 on 2,000 training images at each resolution of
+# TABLE_RESOLUTIONS, head only and with the top 1 or 2 blocks fine-tuned for 3 epochs (about
+# 8 minutes on 2 cores).
 # Each row's REPORT.md in runs/transfer-table/ gives its training time and images per second.
 # Example: make transfer-table ARGS="--data ../shared/datasets/cifar10-jpeg"
 TABLE := runs/transfer-table
+TABLE_RESOLUTIONS ?= 96 128 160 192
 transfer-table: setup
 	mkdir -p $(TABLE)
-	for r in 64 96 128; do for b in 0 1 2; do \
+	for r in $(TABLE_RESOLUTIONS); do for b in 0 1 2; do \
 	  if [ $$b = 0 ]; then t="{resolution: $$r, finetune_epochs: 0}"; e=""; else t="{resolution: $$r, finetune_blocks: $$b}"; e="--epochs 3"; fi; \
 	  printf 'transfer: %s\nmeasure_latency: false\nanalysis: {robustness_images: 0, tta_flip: false, saliency_images: 0, mistakes: 0}\n' "$$t" > $(TABLE)/r$${r}_b$$b.yaml; \
 	  $(BIN)/convbench run --preset quick --models efficientnet_lite0 --max-train-images 2000 --max-test-images 1000 $$e \

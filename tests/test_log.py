@@ -101,10 +101,14 @@ def test_lines_from_before_the_folder_was_chosen_open_its_run_log(tmp_path, caps
         "continuing runs/x: same config, its finished models are kept", "convbench run: models cnn_vgg"]
 
 
-def test_run_log_without_console_set_up_still_writes_the_file(tmp_path):
+def test_run_log_without_console_set_up_still_writes_the_file(tmp_path, monkeypatch):
     """A library caller that set up nothing still gets run.log (a file name that is not UTF-8
     escaped, not an error); the logger's level is restored after."""
     convbench = logging.getLogger("convbench")
+    # Nothing set up: no console handler an earlier test added, and nothing passed on to pytest's
+    # log capture, which pytest-xdist sends between processes as UTF-8 and fails on the lone surrogate.
+    monkeypatch.setattr(convbench, "handlers", [])
+    monkeypatch.setattr(convbench, "propagate", False)
     level = convbench.level
     with run_log(tmp_path) as path:
         logger.info("progress of bad-\udcff.png")

@@ -89,8 +89,10 @@ def local_ray(tmp_path_factory):
     ray = pytest.importorskip("ray")
     from convbench.orchestrate.ray_train import ray_session
 
-    # A short folder: Ray's socket paths must stay under 107 characters.
-    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=tmp_path_factory.getbasetemp())
+    # A short folder: Ray's socket paths must stay under 107 characters, so under pytest-xdist it
+    # skips the worker's own level (popen-gwN/).
+    base = tmp_path_factory.getbasetemp()
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="ray", dir=base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base)
     with ray_session(RayOptions()):
         yield ray
 

@@ -128,6 +128,7 @@ def test_the_report_says_whether_fine_tuning_improved_on_the_head_alone(tune_val
 @pytest.mark.parametrize("transfer, shown", [
     ({"head_steps": 1500, "finetune_epochs": 1}, "64px, head gap_dense128, head up to 1500 steps on cached features + 1 fine-tune epoch"),
     ({"frozen_epochs": 3, "finetune_epochs": 1}, "64px, head gap_dense128, 3 frozen head epochs + 1 fine-tune epoch"),  # saved before head_steps
+    ({"head_steps": 1500, "finetune_epochs": 0}, "64px, head gap_dense128, head up to 1500 steps on cached features, no fine-tuning"),
 ])
 def test_the_recipe_table_shows_the_transfer_phases_of_new_and_old_recipes(transfer, shown):
     runs = copy.deepcopy(BASE) + [_run("efficientnet_lite0", "transfer", 0.66, 0.68, 0.70, 1.4e8, 3.6e6)]
@@ -137,6 +138,37 @@ def test_the_recipe_table_shows_the_transfer_phases_of_new_and_old_recipes(trans
     row = next(line for line in md.splitlines() if line.startswith("| efficientnet_lite0 | ") and "adamw" in line)
     assert shown in row
     assert row.split(" | ")[1] == str(transfer.get("frozen_epochs", 0) + transfer["finetune_epochs"])
+
+
+def test_a_head_only_transfer_model_shows_no_training_throughput():
+    """Trained head only, a transfer model has no end-to-end training speed (its head rounds run on
+    cached features at tens of thousands of vectors per second): the comparison shows "-", not those."""
+    for speed in (None, 95_606.0):  # results.json now saves none; results saved before carry the head's speed
+        head_only = _run("efficientnet_lite0", "transfer", 0.82, 0.83, 0.89, 3.9e8, 3.6e6)
+        head_only.update(epochs_run=0, head_steps_run=1575, train_images_per_s=speed)
+        md = render_markdown(_results(copy.deepcopy(BASE) + [head_only]), {}, {})
+        row = next(line for line in md.splitlines() if line.startswith("| efficientnet_lite0 | transfer | 82.00 %"))
+        cells = row.split(" | ")
+        assert cells[8:10] == ["0", "-"], cells
+        assert "- when only the head trained" in md
+
+
+def test_a_losing_head_only_transfer_model_is_explained_by_its_missing_fine_tuning():
+    """At 160 px, where frozen features of upsampled CIFAR images stop improving, a transfer model
+    trained head only is not told to raise its resolution: the likely reason is the fine-tuning it
+    never had. At 64 px its resolution is the reason, as before."""
+    for resolution, reason, snippet in (
+            (160, "only its head was trained, on frozen ImageNet features of CIFAR images upsampled to 160 px",
+             "`overrides: {efficientnet_lite0: {transfer: {finetune_epochs: 2}}}`"),
+            (64, "ImageNet features computed from CIFAR images upsampled to 64 px carry less",
+             "`overrides: {efficientnet_lite0: {transfer: {resolution: 128}}}`")):
+        loser = _run("efficientnet_lite0", "transfer", 0.66, 0.68, 0.75, 3.9e8, 3.6e6)
+        loser.update(epochs_run=0, head_steps_run=1575)
+        loser["recipe"]["transfer"].update(resolution=resolution, finetune_epochs=0)
+        text = conclusions(_results(copy.deepcopy(BASE) + [loser]), {})
+        why = text.split("### Why?")[1].split("### What would I improve?")[0]
+        assert reason in why and snippet in why, why
+        assert "1575 head steps on cached features, no fine-tuning" in why
 
 
 def test_markdown_has_every_section_and_relative_figures():
@@ -302,6 +334,20 @@ def test_a_transfer_winners_advice_follows_its_phases(tune_vals, head_won):
     else:
         assert "Regularize more" in advice and "augment.cutout: 8" in advice
         assert "Fine-tune more of the backbone" in advice and "did not pay" not in advice
+
+
+def test_a_transfer_winner_trained_head_only_is_told_to_fine_tune_its_top_block():
+    """The quick preset trains a transfer model's head alone (`finetune_epochs: 0`): the advice names
+    that and offers fine-tuning of the top block, not "more" of a fine-tuning that never ran."""
+    winner = _run("efficientnet_lite0", "transfer", 0.86, 0.74, 0.76, 1.4e8, 3.6e6)
+    winner["recipe"]["transfer"].update(finetune_epochs=0, finetune_blocks=1)
+    runs = copy.deepcopy(BASE) + [winner]
+    hist = {"efficientnet_lite0_seed0": _transfer_curve([0.65, 0.70, 0.74], []),
+            "cnn_vgg_seed0": _curve(0.79, False), "cnn_resnet_seed0": _curve(0.69, False)}
+    advice = conclusions(_results(runs), hist).split("### What would I improve?")[1]
+    assert "Fine-tune the backbone: only its head was trained, on frozen features." in advice
+    assert "`overrides: {efficientnet_lite0: {transfer: {finetune_epochs: 2, finetune_blocks: 1}}}`" in advice
+    assert "Fine-tune more" not in advice and "0 epochs" not in advice and "fine-tuning raised" not in advice
 
 
 def test_time_to_target_uses_the_train_time_of_the_comparison_table(tmp_path):

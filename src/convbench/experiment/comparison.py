@@ -144,9 +144,10 @@ def train_and_evaluate(name: str, seed: int, config: RunConfig, data, out_dir: P
         "train_accuracy_at_best": best.train_accuracy,
         "final_train_accuracy": last.train_accuracy,
         "final_val_accuracy": last.val_accuracy,
-        # End-to-end image throughput: a transfer model's head epochs on cached features are excluded.
-        "train_images_per_s": float(np.mean([r.images_per_s for r in result.history if r.phase != "head"]
-                                            or [r.images_per_s for r in result.history])),
+        # End-to-end image throughput: a transfer model's head rounds on cached features are excluded,
+        # so a transfer model trained head only has none.
+        "train_images_per_s": float(np.mean(speeds)) if (speeds := [r.images_per_s for r in result.history
+                                                                     if r.phase != "head"]) else None,
         "stopped_early": result.stopped_early,
         "mixed_precision": result.mixed_precision,
         "precision_reason": result.precision_reason,

@@ -141,11 +141,15 @@ def plot_data_efficiency(points_by_model: dict[str, list[dict]], path: Path, cro
     for name, rows in points_by_model.items():
         ax.plot([r["train_images"] for r in rows], [100 * r["test_accuracy"] for r in rows], marker="o",
                 linestyle="--" if rows[-1]["kind"] == "transfer" else "-", color=model_colour(name), label=name)
+    ax.set_xscale("log")
     if cross_at:
         ax.axvline(cross_at, color="grey", linestyle=":", linewidth=1)
+        # The label goes on the side of the line with more room, so it stays inside the axes.
+        low, high = (math.log(v) for v in ax.get_xlim())
+        right_half = (math.log(cross_at) - low) / (high - low) > 0.5
         ax.annotate(fmt(_("curves cross at about {images} images"), images=_about(cross_at)), (cross_at, ax.get_ylim()[0]),
-                    textcoords="offset points", xytext=(4, 6), fontsize=8, color="grey")
-    ax.set_xscale("log")
+                    textcoords="offset points", xytext=(-4 if right_half else 4, 6), ha="right" if right_half else "left",
+                    fontsize=8, color="grey")
     # Ticks at the measured sizes, written out: a log axis' default 10^k labels say little to a student.
     sizes = sorted({r["train_images"] for rows in points_by_model.values() for r in rows})
     from matplotlib.ticker import FixedFormatter, FixedLocator

@@ -51,6 +51,9 @@ logger = logging.getLogger(__name__)
 OVERFIT_GAP = 0.05  # train accuracy minus validation accuracy above this reads as overfitting
 STILL_IMPROVING = 0.003  # validation accuracy gained over the last epochs that reads as "not converged"
 CLOSE_CALL = 0.01  # accuracy differences below this are within typical seed-to-seed noise on CIFAR
+# Frozen ImageNet features of upsampled 32 px CIFAR images stop improving at this resolution
+# (README "Transfer learning": 160 px beat 128 and 192 px on all of CIFAR-10).
+FEATURES_SATURATE_PX = 160
 
 
 def load_results(run_dir: Path) -> dict:
@@ -135,11 +138,21 @@ def diverged_markdown(results: dict) -> str:
 
 def _epochs_text(m: dict) -> str:
     """"12 epochs", or for a transfer model "600 head steps on cached features and 3 fine-tuning epochs"."""
+    if m.get("head_steps_run") and not m.get("epochs_run"):
+        return fmt(_("{steps:.0f} head steps on cached features, no fine-tuning"), steps=float(m["head_steps_run"]))
     if m.get("head_steps_run"):
         return fmt(ngettext("{steps:.0f} head steps on cached features and {n} fine-tuning epoch",
                             "{steps:.0f} head steps on cached features and {n} fine-tuning epochs", m["epochs_run"]),
                    steps=float(m["head_steps_run"]), n=m["epochs_run"])
     return fmt(ngettext("{n} epoch", "{n} epochs", m["epochs_run"]), n=m["epochs_run"])
+
+
+def _training_speed(m: dict) -> str:
+    """A model's end-to-end training img/s; "-" for a transfer model trained head only, whose head
+    ran on cached feature vectors (results saved before that rule carry that speed)."""
+    if m.get("train_images_per_s") is None or (m["kind"] == "transfer" and not m.get("epochs_run")):
+        return "-"
+    return number(m["train_images_per_s"], ",.0f")
 
 
 def _head_phase(transfer: dict) -> str:
@@ -427,13 +440,21 @@ def conclusions(results: dict, histories: dict[str, list[dict]], run_path: str =
         elif any(m["kind"] == "transfer" for m in models):
             t = next(m for m in models if m["kind"] == "transfer")
             res = next((r["recipe"]["transfer"]["resolution"] for r in results["runs"] if r["name"] == t["name"]), None)
-            lines.append(fmt(_(
-                "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: ImageNet "
-                "features computed from CIFAR images upsampled to {resolution} px carry less than the network was trained to "
-                "see at 224 px, and its fine-tuning had a budget of {epochs}. To test it, raise its resolution alone: "
-                "{snippet}."), model=t["name"], accuracy=percent(t["test_accuracy"]), resolution=str(res),
-                epochs=fmt(ngettext("{n} epoch", "{n} epochs", t["epochs_run"]), n=t["epochs_run"]),
-                snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
+            if not t["epochs_run"] and res and res >= FEATURES_SATURATE_PX:
+                lines.append(fmt(_(
+                    "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: only its "
+                    "head was trained, on frozen ImageNet features of CIFAR images upsampled to {resolution} px, and "
+                    "fine-tuning is what adapts those features to CIFAR. To test it, fine-tune its top block: {snippet}."),
+                    model=t["name"], accuracy=percent(t["test_accuracy"]), resolution=str(res),
+                    snippet=f"`overrides: {{{t['name']}: {{transfer: {{finetune_epochs: 2}}}}}}`"))
+            else:
+                lines.append(fmt(_(
+                    "The pretrained {model} did not win here ({accuracy}). A likely reason, not tested by this run: ImageNet "
+                    "features computed from CIFAR images upsampled to {resolution} px carry less than the network was trained "
+                    "to see at 224 px, and its fine-tuning had a budget of {epochs}. To test it, raise its resolution alone: "
+                    "{snippet}."), model=t["name"], accuracy=percent(t["test_accuracy"]), resolution=str(res),
+                    epochs=fmt(ngettext("{n} epoch", "{n} epochs", t["epochs_run"]), n=t["epochs_run"]),
+                    snippet=f"`overrides: {{{t['name']}: {{transfer: {{resolution: {min(2 * res, 224) if res else 128}}}}}}}`"))
     advice = advice_steps(results, histories)
     steps = [step for step in advice if step.what]
     kept = [step for step in advice if not step.what]
@@ -682,7 +703,7 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
             _("Widen it (`width`) or train it at a higher learning rate.")))
     if best["kind"] == "transfer":
         t = transfer
-        if t.get("resolution", 224) < 160:
+        if t.get("resolution", 224) < FEATURES_SATURATE_PX:
             where, res = _setting(config, best["name"], "transfer", "resolution")
             res = int(res or t["resolution"])
             larger = min(224, 2 * res)
@@ -709,7 +730,10 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
                 "finetune-more", {"overrides": {best["name"]: {"transfer": more}}}, None))
         else:
             epochs, blocks = t.get("finetune_epochs", 0), t.get("finetune_blocks", 0)
-            if d.get("finetune_best") is not None:
+            head_only = not epochs and d.get("finetune_best") is None
+            if head_only:
+                what = _("Fine-tune the backbone: only its head was trained, on frozen features.")
+            elif d.get("finetune_best") is not None:
                 what = fmt(_("Fine-tune more of the backbone: fine-tuning raised the best validation accuracy over the head "
                              "alone ({head} → {tuned}), so more of it may raise it further."),
                            head=percent(d["head_best"]), tuned=percent(d["finetune_best"]))
@@ -717,7 +741,7 @@ def _advice(best: dict, d: dict, results: dict) -> list[Step]:
                 what = fmt(_("Fine-tune more of the backbone: it was fine-tuned for {epochs} of its top {blocks} only."),
                            epochs=fmt(ngettext("{n} epoch", "{n} epochs", epochs), n=epochs),
                            blocks=fmt(ngettext("{n} block", "{n} blocks", blocks), n=blocks))
-            more = {"finetune_epochs": max(2, 2 * epochs), "finetune_blocks": blocks + 1}
+            more = {"finetune_epochs": max(2, 2 * epochs), "finetune_blocks": max(1, blocks) if head_only else blocks + 1}
             out.append(Step(what, fmt(_("Fine-tune {blocks} for {epochs}: {snippet}."),
                                       blocks=fmt(ngettext("{n} block", "{n} blocks", more["finetune_blocks"]),
                                                  n=more["finetune_blocks"]),
@@ -826,13 +850,15 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
             f"| {m['name']} | {_kind(m['kind'])} | {acc} | {percent(m['best_val_accuracy'])} | "
             f"{percent(m.get('train_accuracy_at_best', float('nan')))} | {number(m['params'] / 1e6, '.2f')} M | "
             f"{number(m['flops_per_image'] / 1e6, '.1f')} | {number(m['train_seconds'], '.0f')} s | {m['epochs_run']} | "
-            f"{number(m.get('train_images_per_s', float('nan')), ',.0f')} | {number(m.get('latency_ms_batch1', float('nan')), '.1f')} ms | "
+            f"{_training_speed(m)} | "
+            f"{number(m.get('latency_ms_batch1', float('nan')), '.1f')} ms | "
             f"{number(m.get('throughput_images_per_s_batch256', float('nan')), ',.0f')} |"
         )
     out += ["", _("Train accuracy is measured on augmented batches during training; FLOPs count convolutions and dense layers "
                   "(2 x MACs). Train time is the wall time of the whole training call (for transfer models it includes computing "
                   "the frozen features once); train img/s is the end-to-end training throughput (for transfer models, of the "
-                  "fine-tuning epochs).")]
+                  "fine-tuning epochs; - when only the head trained). A transfer model's epochs are its fine-tuning epochs, "
+                  "after its head's steps on cached features.")]
     diverged = diverged_markdown(results)
     if diverged:
         out += ["", diverged.rstrip()]
@@ -848,12 +874,17 @@ def render_markdown(results: dict, histories: dict[str, list[dict]], figures: di
         t, a, g = rc["train"], rc["augment"], rc["regularization"]
         augs = describe_augment(a)
         tr = rc["transfer"]
-        transfer = fmt(_("{resolution}px, head {head}, {head_phase} + {finetune} (top {blocks})"), resolution=str(tr["resolution"]),
-                       head=tr["head"], head_phase=_head_phase(tr),
-                       finetune=fmt(ngettext("{n} fine-tune epoch", "{n} fine-tune epochs", tr["finetune_epochs"]),
-                                    n=tr["finetune_epochs"]),
-                       blocks=fmt(ngettext("{n} block", "{n} blocks", tr["finetune_blocks"]), n=tr["finetune_blocks"])) \
-            if r["kind"] == "transfer" else "-"
+        if r["kind"] != "transfer":
+            transfer = "-"
+        elif not tr["finetune_epochs"]:
+            transfer = fmt(_("{resolution}px, head {head}, {head_phase}, no fine-tuning"), resolution=str(tr["resolution"]),
+                           head=tr["head"], head_phase=_head_phase(tr))
+        else:
+            transfer = fmt(_("{resolution}px, head {head}, {head_phase} + {finetune} (top {blocks})"),
+                           resolution=str(tr["resolution"]), head=tr["head"], head_phase=_head_phase(tr),
+                           finetune=fmt(ngettext("{n} fine-tune epoch", "{n} fine-tune epochs", tr["finetune_epochs"]),
+                                        n=tr["finetune_epochs"]),
+                           blocks=fmt(ngettext("{n} block", "{n} blocks", tr["finetune_blocks"]), n=tr["finetune_blocks"]))
         lr_per_1024 = t["lr_per_1024"] if r["kind"] == "custom" else tr["head_lr_per_1024"]
         peak = lr_per_1024 * t["global_batch_size"] / 1024
         optimizer = t["optimizer"] if r["kind"] == "custom" else "adamw"

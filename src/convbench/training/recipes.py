@@ -449,6 +449,8 @@ def _train_transfer(model, data, recipe, strategy, precision, checkpoint_dir, la
     round_steps, rounds = head_schedule(t.head_steps, steps)
     fp = _fingerprint(recipe, data, model.name)
     notes = [Message(N_("transfer at {resolution}px with head {head}: up to {steps} head steps on cached features (evaluated "
+                        "every {every}), no fine-tuning") if t.finetune_epochs == 0 else
+                     N_("transfer at {resolution}px with head {head}: up to {steps} head steps on cached features (evaluated "
                         "every {every}), then {epochs} fine-tuning epoch") if t.finetune_epochs == 1 else
                      N_("transfer at {resolution}px with head {head}: up to {steps} head steps on cached features (evaluated "
                         "every {every}), then {epochs} fine-tuning epochs"),
