@@ -34,7 +34,6 @@ from helpers_data import write_dataset
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.starts_ray,  # tests/conftest.py runs these one at a time under pytest-xdist
     pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None or importlib.util.find_spec("ray") is None,
                        reason="the Ray dashboard needs the dashboard extra: pip install -e '.[dashboard]'"),
 ]

@@ -27,8 +27,6 @@ from convbench.models import list_models
 from convbench.training.recipes import model_precision
 from convbench.orchestrate.ray_train import RayOptions, address_mode, job_name, plan_batches, wants_ray
 
-pytestmark = pytest.mark.starts_ray  # tests/conftest.py runs these one at a time under pytest-xdist
-
 
 def test_batch_plan_keeps_global_batch_and_learning_rate():
     cfg = TrainConfig(global_batch_size=256, lr_per_1024=0.8)

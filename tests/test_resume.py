@@ -584,7 +584,7 @@ def test_train_time_of_a_resumed_model_includes_the_earlier_process(name, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigterm-plain", pytest.param("ctrl-c-ray", marks=pytest.mark.starts_ray)])
+@pytest.mark.parametrize("how", ["sigterm-plain", "ctrl-c-ray"])
 def test_interrupted_run_says_one_line_and_the_same_command_resumes(tmp_path, how):
     """Issue 19 cases 1 and 11. `ctrl-c-ray` sends SIGINT to the whole process group, as a terminal's
     Ctrl-C does, during a two-worker Ray Train run; `sigterm-plain` sends SIGTERM (kill, Kubernetes)
