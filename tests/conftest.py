@@ -30,20 +30,6 @@ def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-# `make test` runs the suite on two pytest-xdist workers with `--dist loadgroup`. Each file is one
-# group, so a module-scoped fixture (a finished run) is built once, on one worker. Every file that
-# starts Ray shares the group "ray": each of those tests sizes its Ray cluster for the whole machine,
-# so they run one after another.
-RAY_FILES = {"test_bad_input.py", "test_commands.py", "test_pipeline.py", "test_ray_dashboard.py", "test_ray_train.py",
-             "test_resume.py", "test_docker.py"}
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_FILES else name))
-
-
 @pytest.fixture(autouse=True)
 def _float32_policy_between_tests():
     """Training sets Keras' global dtype policy (bf16 on CPUs with AMX/AVX512-BF16); reset it after each test."""
