@@ -28,8 +28,9 @@ run: setup
 	$(BIN)/convbench run $(ARGS)
 
 # lint-imports first: the layers of README "How the code is laid out" (contracts in pyproject.toml).
-# TEST_WORKERS=2 runs the tests on two pytest-xdist processes (12 to 19 minutes here instead of
-# about 24), but not yet reliably: two tests that start Ray can meet each other's cluster. 0 = one process.
+# TEST_WORKERS=2 runs the tests on two pytest-xdist processes, a file to each (not timed in this form; a
+# test-by-test split took 18 min 48 s here against about 24), but not yet reliably: two tests that
+# start Ray can meet each other's cluster. 0 = one process.
 TEST_WORKERS ?= 0
 test: setup
 	$(BIN)/lint-imports
